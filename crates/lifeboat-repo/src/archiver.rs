@@ -1,0 +1,817 @@
+//! Backup of files and folders: a bounded pipeline over both cores.
+//!
+//! ```text
+//! walker (this thread) ──file jobs──▶ readers (read, chunk, hash, dedup)
+//!        │                                 │ new chunks
+//!        └──────tree blobs───────────▶ sealers (zstd + XChaCha20-Poly1305) ──▶ packer (upload)
+//! ```
+//! Every channel is bounded, so memory stays flat whatever the size of the input. Files whose
+//! size, mtime, ctime and inode match the parent snapshot are not read. Every
+//! `checkpoint_interval` the pipeline drains, the open pack is closed and an index segment is
+//! written; files completed by then are recorded in a local resume file, so a killed backup
+//! neither re-reads nor re-uploads them next time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufRead, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::chunker::Chunker;
+use crate::crypto::compress_framed;
+use crate::error::{RepoError, Result};
+use crate::format::index::PackRecord;
+use crate::format::pack::{BlobType, blob_aad};
+use crate::format::snapshot::{Snapshot, Summary};
+use crate::format::tree::{Node, NodeKind, Tree};
+use crate::id::Id;
+use crate::index::{Index, IdSet};
+use crate::packer::Packer;
+use crate::repository::Repository;
+
+/// What to back up and how.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    /// Source paths (made absolute).
+    pub paths: Vec<PathBuf>,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// Host recorded in the snapshot.
+    pub host: String,
+    /// Glob patterns (matched against absolute paths) to leave out.
+    pub excludes: Vec<String>,
+    /// Explicit parent; `None` picks the newest snapshot of the same host and paths.
+    pub parent: Option<Id>,
+    /// Re-read every file even when unchanged.
+    pub force_reread: bool,
+    /// Interval between index checkpoints.
+    pub checkpoint_interval: Duration,
+    /// Folder for the local resume file (`None` disables resuming).
+    pub cache_dir: Option<PathBuf>,
+    /// Reader threads (0 = number of cores).
+    pub readers: usize,
+    /// Sealer threads (0 = number of cores).
+    pub sealers: usize,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            paths: Vec::new(),
+            tags: Vec::new(),
+            host: crate::repository::hostname(),
+            excludes: Vec::new(),
+            parent: None,
+            force_reread: false,
+            checkpoint_interval: Duration::from_secs(300),
+            cache_dir: None,
+            readers: 0,
+            sealers: 0,
+        }
+    }
+}
+
+/// Live counters a progress display can poll.
+#[derive(Debug, Default)]
+pub struct BackupProgress {
+    /// Files finished (read or skipped).
+    pub files: AtomicU64,
+    /// Bytes of finished and skipped files.
+    pub bytes: AtomicU64,
+    /// Expected total bytes (from the parent snapshot), 0 if unknown.
+    pub expected_bytes: AtomicU64,
+    /// Sealed bytes uploaded.
+    pub uploaded: AtomicU64,
+    /// Set to stop the backup early (Ctrl-C).
+    pub cancel: AtomicBool,
+}
+
+/// The outcome of a backup.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackupResult {
+    /// New snapshot id.
+    pub snapshot_id: Id,
+    /// Its manifest.
+    pub snapshot: Snapshot,
+    /// Files whose contents came from the resume file of an interrupted backup.
+    pub resumed_files: u64,
+    /// Index checkpoints written during the run.
+    pub checkpoints: u64,
+}
+
+struct FileJob {
+    path: PathBuf,
+    node: Node,
+    reply: Sender<FileOutcome>,
+}
+
+type FileOutcome = std::result::Result<(Vec<Id>, u64), String>;
+
+struct SealJob {
+    blob_type: BlobType,
+    id: Id,
+    data: Vec<u8>,
+}
+
+enum PackMsg {
+    Blob {
+        blob_type: BlobType,
+        id: Id,
+        raw_len: u32,
+        sealed: Vec<u8>,
+    },
+    Flush(Sender<Result<Vec<PackRecord>>>),
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ResumeEntry {
+    path: String,
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    inode: u64,
+    content: Vec<Id>,
+}
+
+struct Shared<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    seen: Mutex<IdSet>,
+    pending_files: AtomicU64,
+    pending_blobs: AtomicU64,
+    failed: AtomicBool,
+    first_error: Mutex<Option<RepoError>>,
+    progress: &'a BackupProgress,
+    blobs_added: AtomicU64,
+    raw_added: AtomicU64,
+    completed: Mutex<Vec<ResumeEntry>>,
+    record_completed: bool,
+}
+
+impl Shared<'_> {
+    fn fail(&self, e: RepoError) {
+        let mut g = self.first_error.lock().expect("lock");
+        if g.is_none() {
+            *g = Some(e);
+        }
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    /// Claims a blob for storing: false when it is already stored or being stored.
+    fn claim(&self, id: &Id) -> bool {
+        !self.index.contains(id) && self.seen.lock().expect("lock").insert(*id)
+    }
+}
+
+fn mtime_ns(m: &std::fs::Metadata) -> i64 {
+    m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec())
+}
+
+fn ctime_ns(m: &std::fs::Metadata) -> i64 {
+    m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec())
+}
+
+/// Builds a node (without content or subtree) from `lstat` metadata.
+pub fn node_from_metadata(name: &std::ffi::OsStr, m: &std::fs::Metadata) -> Node {
+    let ft = m.file_type();
+    let kind = if ft.is_dir() {
+        NodeKind::Dir
+    } else if ft.is_file() {
+        NodeKind::File
+    } else if ft.is_symlink() {
+        NodeKind::Symlink
+    } else if ft.is_fifo() {
+        NodeKind::Fifo
+    } else if ft.is_socket() {
+        NodeKind::Socket
+    } else if ft.is_char_device() {
+        NodeKind::Chardev
+    } else {
+        NodeKind::Blockdev
+    };
+    let mut n = Node {
+        kind: Some(kind),
+        mode: m.mode(),
+        uid: m.uid(),
+        gid: m.gid(),
+        size: if kind == NodeKind::File { m.size() } else { 0 },
+        mtime_ns: mtime_ns(m),
+        ctime_ns: ctime_ns(m),
+        inode: m.ino(),
+        dev: m.dev(),
+        nlink: m.nlink(),
+        rdev: matches!(kind, NodeKind::Chardev | NodeKind::Blockdev).then(|| m.rdev()),
+        ..Default::default()
+    };
+    n.set_name(name);
+    n
+}
+
+fn read_xattrs(path: &Path, node: &mut Node) {
+    if let Ok(names) = xattr::list(path) {
+        for name in names {
+            if let Ok(Some(v)) = xattr::get(path, &name) {
+                node.xattrs.insert(name.to_string_lossy().into_owned(), hex::encode(v));
+            }
+        }
+    }
+}
+
+/// Tree of source paths: which components lead to which source roots.
+#[derive(Default)]
+struct PathTrie {
+    children: BTreeMap<std::ffi::OsString, PathTrie>,
+    is_source: bool,
+}
+
+/// Runs a backup and commits the snapshot.
+pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress) -> Result<BackupResult> {
+    let started = Instant::now();
+    let time = jiff::Timestamp::now();
+    if opts.paths.is_empty() {
+        return Err(RepoError::Invalid("nothing to back up: no paths given".into()));
+    }
+    let mut paths = Vec::new();
+    for p in &opts.paths {
+        let abs = std::path::absolute(p).map_err(|e| RepoError::io(p, e))?;
+        let clean: PathBuf = abs.components().filter(|c| !matches!(c, Component::CurDir)).collect();
+        if clean.components().any(|c| matches!(c, Component::ParentDir)) {
+            return Err(RepoError::Invalid(format!("{}: use a path without `..`", p.display())));
+        }
+        std::fs::symlink_metadata(&clean).map_err(|e| RepoError::io(&clean, e))?;
+        paths.push(clean);
+    }
+    paths.sort();
+    paths.dedup();
+    let path_strings: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+
+    let mut excludes = globset::GlobSetBuilder::new();
+    for g in &opts.excludes {
+        excludes.add(globset::Glob::new(g).map_err(|e| RepoError::Invalid(format!("exclude pattern {g:?}: {e}")))?);
+    }
+    let excludes = excludes.build().map_err(|e| RepoError::Invalid(e.to_string()))?;
+
+    let index = repo.load_index()?;
+    // Parent: explicit, or the newest snapshot of the same host and paths.
+    let snapshots = repo.list_snapshots()?;
+    let parent = match opts.parent {
+        Some(id) => snapshots.iter().find(|(i, _)| *i == id).cloned(),
+        None => snapshots
+            .iter()
+            .rev()
+            .find(|(_, s)| s.host == opts.host && s.paths == path_strings && s.source_kind == "files")
+            .cloned(),
+    };
+    if let Some((_, p)) = &parent {
+        progress.expected_bytes.store(p.summary.bytes_total, Ordering::Relaxed);
+    }
+    let parent_root = match &parent {
+        Some((_, s)) if !opts.force_reread => Some(repo.read_tree(&index, &s.tree)?),
+        _ => None,
+    };
+
+    // Resume file of an interrupted backup of the same host and paths.
+    let resume_path = opts.cache_dir.as_ref().map(|d| {
+        let key = Id::hash_of(format!("{}\0{}", opts.host, path_strings.join("\0")).as_bytes());
+        d.join(repo.config().id.to_hex()).join(format!("resume-{}.jsonl", key.short()))
+    });
+    let resume = match &resume_path {
+        Some(p) => load_resume(p, &index),
+        None => HashMap::new(),
+    };
+
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let readers = if opts.readers == 0 { cores } else { opts.readers };
+    let sealers = if opts.sealers == 0 { cores } else { opts.sealers };
+
+    let shared = Shared {
+        repo,
+        index: &index,
+        seen: Mutex::new(IdSet::default()),
+        pending_files: AtomicU64::new(0),
+        pending_blobs: AtomicU64::new(0),
+        failed: AtomicBool::new(false),
+        first_error: Mutex::new(None),
+        progress,
+        blobs_added: AtomicU64::new(0),
+        raw_added: AtomicU64::new(0),
+        completed: Mutex::new(Vec::new()),
+        record_completed: resume_path.is_some(),
+    };
+
+    let (file_tx, file_rx) = bounded::<FileJob>(readers * 4);
+    let (seal_tx, seal_rx) = bounded::<SealJob>(sealers * 2);
+    let (pack_tx, pack_rx) = bounded::<PackMsg>(sealers * 2);
+
+    let outcome = std::thread::scope(|s| -> Result<(Id, Summary, Vec<String>, u64, u64, Vec<PackRecord>)> {
+        for _ in 0..readers {
+            let rx = file_rx.clone();
+            let tx = seal_tx.clone();
+            let sh = &shared;
+            s.spawn(move || reader_worker(sh, rx, tx));
+        }
+        for _ in 0..sealers {
+            let rx = seal_rx.clone();
+            let tx = pack_tx.clone();
+            let sh = &shared;
+            s.spawn(move || sealer_worker(sh, rx, tx));
+        }
+        let sh = &shared;
+        s.spawn(move || packer_worker(sh, pack_rx));
+        drop(file_rx);
+        drop(seal_rx);
+
+        let mut walker = Walker {
+            sh: &shared,
+            file_tx: Some(file_tx),
+            seal_tx: Some(seal_tx),
+            pack_tx: pack_tx.clone(),
+            excludes: &excludes,
+            summary: Summary::default(),
+            unreadable: Vec::new(),
+            resume: &resume,
+            resumed: 0,
+            checkpoints: 0,
+            last_checkpoint: Instant::now(),
+            interval: opts.checkpoint_interval,
+            resume_path: resume_path.clone(),
+            indexed: Vec::new(),
+        };
+        let mut trie = PathTrie::default();
+        for p in &paths {
+            let mut t = &mut trie;
+            for c in p.components() {
+                if let Component::Normal(n) = c {
+                    t = t.children.entry(n.to_os_string()).or_default();
+                }
+            }
+            t.is_source = true;
+        }
+        let root = walker.virtual_dir(Path::new("/"), &trie, parent_root.as_ref());
+        let root = match root {
+            Ok(r) => walker.drain_and_flush().map(|_| r),
+            Err(e) => Err(e),
+        };
+        let Walker {
+            file_tx,
+            seal_tx,
+            summary,
+            unreadable,
+            resumed,
+            checkpoints,
+            indexed,
+            ..
+        } = walker;
+        drop(file_tx);
+        drop(seal_tx);
+        drop(pack_tx);
+        let root = root?;
+        Ok((root, summary, unreadable, resumed, checkpoints, indexed))
+    });
+    if let Some(e) = shared.first_error.lock().expect("lock").take() {
+        return Err(e);
+    }
+    let (root, mut summary, unreadable, resumed, checkpoints, _indexed) = outcome?;
+
+    summary.bytes_added = progress.uploaded.load(Ordering::Relaxed);
+    summary.blobs_added = shared.blobs_added.load(Ordering::Relaxed);
+    summary.bytes_added_raw = shared.raw_added.load(Ordering::Relaxed);
+    summary.duration_secs = started.elapsed().as_secs_f64();
+    summary.errors = unreadable.len() as u64;
+    let snapshot = Snapshot {
+        version: 1,
+        time,
+        host: opts.host.clone(),
+        user: crate::repository::username(),
+        paths: path_strings,
+        tags: opts.tags.clone(),
+        parent: parent.map(|(id, _)| id),
+        tree: root,
+        source_kind: "files".into(),
+        unreadable,
+        summary,
+        program_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let snapshot_id = repo.write_snapshot(&snapshot)?;
+    if let Some(p) = &resume_path {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(BackupResult {
+        snapshot_id,
+        snapshot,
+        resumed_files: resumed,
+        checkpoints,
+    })
+}
+
+fn load_resume(path: &Path, index: &Index) -> HashMap<PathBuf, ResumeEntry> {
+    let mut out = HashMap::new();
+    let Ok(f) = File::open(path) else { return out };
+    for line in std::io::BufReader::new(f).lines() {
+        let Ok(line) = line else { break };
+        // A torn last line (killed mid-write) is simply ignored.
+        if let Ok(e) = serde_json::from_str::<ResumeEntry>(&line)
+            && e.content.iter().all(|id| index.contains(id))
+        {
+            out.insert(PathBuf::from(&e.path), e);
+        }
+    }
+    out
+}
+
+fn reader_worker(sh: &Shared<'_>, rx: Receiver<FileJob>, tx: Sender<SealJob>) {
+    let mut chunker = Chunker::new(sh.repo.config().chunker, sh.repo.keys().chunker_seed());
+    for job in rx {
+        let outcome = if sh.failed.load(Ordering::Relaxed) {
+            Err("backup aborted".to_string())
+        } else {
+            read_file(sh, &mut chunker, &job.path, &tx)
+        };
+        if let Ok((content, size)) = &outcome {
+            sh.progress.files.fetch_add(1, Ordering::Relaxed);
+            if sh.record_completed {
+                sh.completed.lock().expect("lock").push(ResumeEntry {
+                    path: job.path.display().to_string(),
+                    size: *size,
+                    mtime_ns: job.node.mtime_ns,
+                    ctime_ns: job.node.ctime_ns,
+                    inode: job.node.inode,
+                    content: content.clone(),
+                });
+            }
+        }
+        let _ = job.reply.send(outcome);
+        sh.pending_files.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn read_file(sh: &Shared<'_>, chunker: &mut Chunker, path: &Path, tx: &Sender<SealJob>) -> FileOutcome {
+    let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut content = Vec::new();
+    let mut size = 0u64;
+    let keys = sh.repo.keys();
+    chunker
+        .chunk::<_, ChunkError>(f, |chunk| {
+            if sh.failed.load(Ordering::Relaxed) {
+                return Err(ChunkError::Aborted);
+            }
+            let id = keys.blob_id(chunk);
+            content.push(id);
+            size += chunk.len() as u64;
+            sh.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if sh.claim(&id) {
+                sh.pending_blobs.fetch_add(1, Ordering::SeqCst);
+                tx.send(SealJob {
+                    blob_type: BlobType::Data,
+                    id,
+                    data: chunk.to_vec(),
+                })
+                .map_err(|_| ChunkError::Aborted)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| match e {
+            ChunkError::Io(e) => format!("{}: {e}", path.display()),
+            ChunkError::Aborted => "backup aborted".to_string(),
+        })?;
+    Ok((content, size))
+}
+
+enum ChunkError {
+    Io(std::io::Error),
+    Aborted,
+}
+
+impl From<std::io::Error> for ChunkError {
+    fn from(e: std::io::Error) -> Self {
+        ChunkError::Io(e)
+    }
+}
+
+fn sealer_worker(sh: &Shared<'_>, rx: Receiver<SealJob>, tx: Sender<PackMsg>) {
+    let level = sh.repo.config().compression_level;
+    let keys = sh.repo.keys();
+    let mut plain = Vec::new();
+    for job in rx {
+        plain.clear();
+        compress_framed(&job.data, level, &mut plain);
+        let mut sealed = Vec::with_capacity(plain.len() + crate::crypto::SEAL_OVERHEAD);
+        keys.seal_into(&blob_aad(job.blob_type, &job.id), &plain, &mut sealed);
+        sh.raw_added.fetch_add(job.data.len() as u64, Ordering::Relaxed);
+        if tx
+            .send(PackMsg::Blob {
+                blob_type: job.blob_type,
+                id: job.id,
+                raw_len: job.data.len() as u32,
+                sealed,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn packer_worker(sh: &Shared<'_>, rx: Receiver<PackMsg>) {
+    let mut packer = Packer::new(sh.repo);
+    for msg in rx {
+        match msg {
+            PackMsg::Blob {
+                blob_type,
+                id,
+                raw_len,
+                sealed,
+            } => {
+                if !sh.failed.load(Ordering::Relaxed) {
+                    match packer.add(blob_type, id, raw_len, &sealed) {
+                        Ok(()) => {
+                            sh.blobs_added.fetch_add(1, Ordering::Relaxed);
+                            sh.progress.uploaded.store(packer.bytes_written, Ordering::Relaxed);
+                        }
+                        Err(e) => sh.fail(e),
+                    }
+                }
+                sh.pending_blobs.fetch_sub(1, Ordering::SeqCst);
+            }
+            PackMsg::Flush(reply) => {
+                let r = if sh.failed.load(Ordering::Relaxed) {
+                    Err(RepoError::Interrupted)
+                } else {
+                    packer.flush()
+                };
+                sh.progress.uploaded.store(packer.bytes_written, Ordering::Relaxed);
+                let _ = reply.send(r);
+            }
+        }
+    }
+}
+
+struct Walker<'a, 's> {
+    sh: &'a Shared<'s>,
+    file_tx: Option<Sender<FileJob>>,
+    seal_tx: Option<Sender<SealJob>>,
+    pack_tx: Sender<PackMsg>,
+    excludes: &'a globset::GlobSet,
+    summary: Summary,
+    unreadable: Vec<String>,
+    resume: &'a HashMap<PathBuf, ResumeEntry>,
+    resumed: u64,
+    checkpoints: u64,
+    last_checkpoint: Instant,
+    interval: Duration,
+    resume_path: Option<PathBuf>,
+    indexed: Vec<PackRecord>,
+}
+
+enum Pending {
+    Ready(Node),
+    Waiting(Node, PathBuf, Receiver<FileOutcome>),
+}
+
+impl Walker<'_, '_> {
+    fn check_abort(&self) -> Result<()> {
+        if self.sh.progress.cancel.load(Ordering::Relaxed) {
+            self.sh.fail(RepoError::Interrupted);
+        }
+        if self.sh.failed.load(Ordering::Relaxed) {
+            return Err(RepoError::Interrupted);
+        }
+        Ok(())
+    }
+
+    /// Waits for every file and blob in flight, closes the open pack and indexes what was written.
+    fn drain_and_flush(&mut self) -> Result<()> {
+        while self.sh.pending_files.load(Ordering::SeqCst) > 0 || self.sh.pending_blobs.load(Ordering::SeqCst) > 0 {
+            if self.sh.failed.load(Ordering::Relaxed) {
+                return Err(RepoError::Interrupted);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let (tx, rx) = bounded(1);
+        self.pack_tx.send(PackMsg::Flush(tx)).map_err(|_| RepoError::Interrupted)?;
+        let records = rx.recv().map_err(|_| RepoError::Interrupted)??;
+        if !records.is_empty() {
+            self.sh.repo.write_index_segment(&records)?;
+            self.indexed.extend(records);
+        }
+        Ok(())
+    }
+
+    fn maybe_checkpoint(&mut self) -> Result<()> {
+        if self.last_checkpoint.elapsed() < self.interval {
+            return Ok(());
+        }
+        self.drain_and_flush()?;
+        self.checkpoints += 1;
+        self.last_checkpoint = Instant::now();
+        let done = std::mem::take(&mut *self.sh.completed.lock().expect("lock"));
+        if let Some(p) = &self.resume_path
+            && !done.is_empty()
+        {
+            // Best effort: losing the resume file only costs re-reading.
+            let _ = append_resume(p, &done);
+        }
+        Ok(())
+    }
+
+    fn store_tree(&mut self, tree: &mut Tree) -> Result<Id> {
+        tree.sort();
+        let data = tree.encode();
+        let id = self.sh.repo.keys().blob_id(&data);
+        if self.sh.claim(&id) {
+            self.sh.pending_blobs.fetch_add(1, Ordering::SeqCst);
+            self.seal_tx
+                .as_ref()
+                .expect("walker active")
+                .send(SealJob {
+                    blob_type: BlobType::Tree,
+                    id,
+                    data,
+                })
+                .map_err(|_| RepoError::Interrupted)?;
+        }
+        self.summary.dirs += 1;
+        Ok(id)
+    }
+
+    fn parent_subtree(&self, parent: Option<&Tree>, name: &std::ffi::OsStr) -> Option<Tree> {
+        let n = parent?.nodes.iter().find(|n| n.os_name() == name && n.is_dir())?;
+        self.sh.repo.read_tree(self.sh.index, n.subtree.as_ref()?).ok()
+    }
+
+    /// A directory on the way to the source paths: only the listed children are included.
+    fn virtual_dir(&mut self, path: &Path, trie: &PathTrie, parent: Option<&Tree>) -> Result<Id> {
+        let mut tree = Tree::new();
+        for (name, child) in &trie.children {
+            let p = path.join(name);
+            let meta = std::fs::symlink_metadata(&p).map_err(|e| RepoError::io(&p, e))?;
+            let mut node = node_from_metadata(name, &meta);
+            if child.is_source {
+                match self.entry(&p, node, parent)? {
+                    Pending::Ready(n) => tree.nodes.push(n),
+                    w @ Pending::Waiting(..) => {
+                        if let Some(n) = self.collect(w) {
+                            tree.nodes.push(n);
+                        }
+                    }
+                }
+            } else {
+                let sub = self.parent_subtree(parent, name);
+                node.subtree = Some(self.virtual_dir(&p, child, sub.as_ref())?);
+                tree.nodes.push(node);
+            }
+        }
+        self.store_tree(&mut tree)
+    }
+
+    fn collect(&mut self, p: Pending) -> Option<Node> {
+        match p {
+            Pending::Ready(n) => Some(n),
+            Pending::Waiting(mut n, path, rx) => match rx.recv() {
+                Ok(Ok((content, size))) => {
+                    n.content = content;
+                    n.size = size;
+                    Some(n)
+                }
+                Ok(Err(msg)) => {
+                    if !self.sh.failed.load(Ordering::Relaxed) {
+                        self.unreadable.push(msg);
+                    }
+                    None
+                }
+                Err(_) => {
+                    self.unreadable.push(format!("{}: not read", path.display()));
+                    None
+                }
+            },
+        }
+    }
+
+    /// Handles one entry; files may be handed to the readers and completed later.
+    fn entry(&mut self, path: &Path, mut node: Node, parent: Option<&Tree>) -> Result<Pending> {
+        self.check_abort()?;
+        let name = node.os_name();
+        match node.kind {
+            Some(NodeKind::Dir) => {
+                read_xattrs(path, &mut node);
+                let sub = self.parent_subtree(parent, &name);
+                node.subtree = Some(self.dir(path, sub.as_ref())?);
+                Ok(Pending::Ready(node))
+            }
+            Some(NodeKind::Symlink) => {
+                match std::fs::read_link(path) {
+                    Ok(t) => node.set_target(t.as_os_str()),
+                    Err(e) => self.unreadable.push(format!("{}: {e}", path.display())),
+                }
+                Ok(Pending::Ready(node))
+            }
+            Some(NodeKind::File) => {
+                self.summary.bytes_total += node.size;
+                let old = parent.and_then(|t| t.nodes.iter().find(|n| n.os_name() == name));
+                let unchanged = old.filter(|o| {
+                    o.is_file()
+                        && o.size == node.size
+                        && o.mtime_ns == node.mtime_ns
+                        && o.ctime_ns == node.ctime_ns
+                        && o.inode == node.inode
+                        && o.content.iter().all(|id| self.sh.index.contains(id))
+                });
+                if let Some(o) = unchanged {
+                    node.content = o.content.clone();
+                    node.xattrs = o.xattrs.clone();
+                    self.summary.files_unchanged += 1;
+                    self.sh.progress.files.fetch_add(1, Ordering::Relaxed);
+                    self.sh.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
+                    return Ok(Pending::Ready(node));
+                }
+                read_xattrs(path, &mut node);
+                if old.is_some() {
+                    self.summary.files_changed += 1;
+                } else {
+                    self.summary.files_new += 1;
+                }
+                if let Some(r) = self.resume.get(path)
+                    && r.size == node.size
+                    && r.mtime_ns == node.mtime_ns
+                    && r.ctime_ns == node.ctime_ns
+                    && r.inode == node.inode
+                {
+                    node.content = r.content.clone();
+                    self.resumed += 1;
+                    self.sh.progress.files.fetch_add(1, Ordering::Relaxed);
+                    self.sh.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
+                    return Ok(Pending::Ready(node));
+                }
+                self.summary.bytes_read += node.size;
+                self.maybe_checkpoint()?;
+                let (tx, rx) = bounded(1);
+                self.sh.pending_files.fetch_add(1, Ordering::SeqCst);
+                self.file_tx
+                    .as_ref()
+                    .expect("walker active")
+                    .send(FileJob {
+                        path: path.to_path_buf(),
+                        node: node.clone(),
+                        reply: tx,
+                    })
+                    .map_err(|_| RepoError::Interrupted)?;
+                Ok(Pending::Waiting(node, path.to_path_buf(), rx))
+            }
+            _ => Ok(Pending::Ready(node)),
+        }
+    }
+
+    fn dir(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Id> {
+        let mut entries: Vec<_> = match std::fs::read_dir(path) {
+            Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
+            Err(e) => {
+                self.unreadable.push(format!("{}: {e}", path.display()));
+                Vec::new()
+            }
+        };
+        entries.sort_by_key(|e| e.file_name());
+        let mut pending = Vec::with_capacity(entries.len());
+        for e in entries {
+            let p = e.path();
+            if self.excludes.is_match(&p) {
+                continue;
+            }
+            let meta = match std::fs::symlink_metadata(&p) {
+                Ok(m) => m,
+                Err(err) => {
+                    self.unreadable.push(format!("{}: {err}", p.display()));
+                    continue;
+                }
+            };
+            let node = node_from_metadata(&e.file_name(), &meta);
+            pending.push(self.entry(&p, node, parent)?);
+        }
+        let mut tree = Tree::new();
+        for p in pending {
+            if let Some(n) = self.collect(p) {
+                tree.nodes.push(n);
+            }
+        }
+        self.check_abort()?;
+        self.store_tree(&mut tree)
+    }
+}
+
+fn append_resume(path: &Path, entries: &[ResumeEntry]) -> std::io::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut buf = Vec::new();
+    for e in entries {
+        serde_json::to_writer(&mut buf, e).map_err(std::io::Error::other)?;
+        buf.push(b'\n');
+    }
+    f.write_all(&buf)?;
+    f.sync_data()
+}

@@ -1,0 +1,144 @@
+//! Storage behind one small, synchronous trait.
+//!
+//! The engine only ever needs whole-object puts (optionally put-if-absent), streamed uploads of
+//! packs, ranged reads, listing of a prefix and deletes. That is exactly what every object store
+//! offers, so the format never relies on rename or append, and a local folder, S3 or an in-memory
+//! store for tests all sit behind [`Backend`]. Implementations live in submodules.
+
+mod object_store_backend;
+
+use std::ops::Range;
+use std::sync::Arc;
+
+pub use object_store_backend::ObjectStoreBackend;
+
+/// What kind of failure a backend reported; callers branch on this, people read the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendErrorKind {
+    /// The object does not exist.
+    NotFound,
+    /// A put-if-absent found an object already there.
+    AlreadyExists,
+    /// Anything else (I/O, network, permission).
+    Other,
+}
+
+/// A storage failure, naming the location, the operation and the object.
+#[derive(Debug, thiserror::Error)]
+#[error("{location}: {op} {key}: {message}")]
+pub struct BackendError {
+    /// Location description (URL or path).
+    pub location: String,
+    /// Operation (get, put, list, delete…).
+    pub op: &'static str,
+    /// Object name.
+    pub key: String,
+    /// Classification.
+    pub kind: BackendErrorKind,
+    /// Human-readable cause chain.
+    message: String,
+    /// Underlying OS error, when there was one.
+    io: Option<std::io::Error>,
+}
+
+impl BackendError {
+    /// Builds an error; `message` should already contain the cause chain.
+    pub fn new(location: &str, op: &'static str, key: &str, kind: BackendErrorKind, message: String) -> Self {
+        BackendError {
+            location: location.into(),
+            op,
+            key: key.into(),
+            kind,
+            message,
+            io: None,
+        }
+    }
+
+    /// Attaches the OS error so callers can recognise a full disk.
+    pub fn with_io(mut self, io: Option<std::io::Error>) -> Self {
+        self.io = io;
+        self
+    }
+
+    /// The OS error, if the failure was local I/O.
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        self.io.as_ref()
+    }
+
+    /// The cause text.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// True when the object was missing.
+    pub fn is_not_found(&self) -> bool {
+        self.kind == BackendErrorKind::NotFound
+    }
+}
+
+/// How a put treats an existing object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode {
+    /// Replace atomically.
+    Overwrite,
+    /// Fail with [`BackendErrorKind::AlreadyExists`] if present (leases, idempotent writes).
+    Create,
+}
+
+/// One listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Full object name, relative to the repository root.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A streamed upload: bytes go out as they come, the object appears under its name only when
+/// [`Upload::finish`] succeeds.
+pub trait Upload: Send {
+    /// Appends bytes.
+    fn write(&mut self, data: &[u8]) -> Result<(), BackendError>;
+    /// Publishes the object atomically.
+    fn finish(self: Box<Self>) -> Result<(), BackendError>;
+    /// Gives up; nothing becomes visible.
+    fn abort(self: Box<Self>);
+}
+
+/// The storage a repository lives in.
+pub trait Backend: Send + Sync {
+    /// Human-readable location (for messages).
+    fn location(&self) -> &str;
+    /// Reads a whole (small) object.
+    fn get(&self, key: &str) -> Result<Vec<u8>, BackendError>;
+    /// Reads a byte range of an object.
+    fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, BackendError>;
+    /// Writes a whole object atomically.
+    fn put(&self, key: &str, data: Vec<u8>, mode: PutMode) -> Result<(), BackendError>;
+    /// Starts a streamed upload (packs).
+    fn upload(&self, key: &str) -> Result<Box<dyn Upload>, BackendError>;
+    /// Lists objects whose names start with `prefix` (a folder such as `snapshots/`).
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError>;
+    /// Size of an object, or `None` if it does not exist.
+    fn head(&self, key: &str) -> Result<Option<u64>, BackendError>;
+    /// Deletes an object; deleting a missing object is not an error.
+    fn delete(&self, key: &str) -> Result<(), BackendError>;
+}
+
+/// Opens the backend named by a location string: a path, `file:///path` or `memory:`.
+pub fn open(location: &str) -> Result<Arc<dyn Backend>, BackendError> {
+    if location == "memory:" {
+        return Ok(Arc::new(ObjectStoreBackend::memory()));
+    }
+    let path = location.strip_prefix("file://").unwrap_or(location);
+    if location.contains("://") && !location.starts_with("file://") {
+        return Err(BackendError::new(
+            location,
+            "open",
+            "",
+            BackendErrorKind::Other,
+            "unsupported location scheme (this version supports local paths and file://)".into(),
+        ));
+    }
+    Ok(Arc::new(ObjectStoreBackend::local(std::path::Path::new(path))?))
+}

@@ -1,0 +1,208 @@
+//! Content-defined chunking: FastCDC (v2020, normalization level 1) with a keyed gear table.
+//!
+//! We drive the slice-based FastCDC over one reusable buffer per worker instead of `StreamCDC`,
+//! which would allocate a new buffer per file and a new `Vec` per chunk. Cut decisions depend only
+//! on the bytes since the previous cut, so a chunk that reaches the end of the buffer (and may be a
+//! forced cut) is carried over and re-cut once more data is read.
+
+use std::io::Read;
+
+use fastcdc::v2020::{FastCDC, Normalization};
+
+/// Chunk size bounds, stored in the repository config so they never change under a repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChunkerParams {
+    /// Algorithm name, `fastcdc-v2020`.
+    pub algorithm: ChunkerAlgorithm,
+    /// Minimum chunk size.
+    pub min: u32,
+    /// Average chunk size.
+    pub avg: u32,
+    /// Maximum chunk size.
+    pub max: u32,
+}
+
+/// Supported chunkers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ChunkerAlgorithm {
+    /// fastcdc 5.0.0, v2020 module, normalization level 1, keyed gear table.
+    #[serde(rename = "fastcdc-v2020-nc1")]
+    FastCdc2020,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        ChunkerParams {
+            algorithm: ChunkerAlgorithm::FastCdc2020,
+            min: 512 * 1024,
+            avg: 1024 * 1024,
+            max: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl ChunkerParams {
+    /// Checks the bounds are what fastcdc accepts (even, ordered, within its limits).
+    pub fn validate(&self) -> Result<(), String> {
+        let (min, avg, max) = (self.min as usize, self.avg as usize, self.max as usize);
+        let ok = min >= fastcdc::v2020::MINIMUM_MIN
+            && min <= fastcdc::v2020::MINIMUM_MAX
+            && (fastcdc::v2020::AVERAGE_MIN..=fastcdc::v2020::AVERAGE_MAX).contains(&avg)
+            && (fastcdc::v2020::MAXIMUM_MIN..=fastcdc::v2020::MAXIMUM_MAX).contains(&max)
+            && min < avg
+            && avg < max
+            && min % 2 == 0
+            && avg % 2 == 0
+            && max % 2 == 0;
+        if ok { Ok(()) } else { Err(format!("invalid chunker bounds {min}/{avg}/{max}")) }
+    }
+}
+
+/// A reusable chunker for one worker thread.
+pub struct Chunker {
+    params: ChunkerParams,
+    seed: u64,
+    buf: Vec<u8>,
+}
+
+impl Chunker {
+    /// Creates a chunker with its buffer (max chunk size plus 1 MiB of read-ahead).
+    pub fn new(params: ChunkerParams, seed: u64) -> Chunker {
+        Chunker {
+            params,
+            seed,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Splits everything `reader` yields into chunks, calling `on_chunk` with each in order.
+    /// Holds at most one buffer of data in memory, whatever the size of the input.
+    pub fn chunk<R: Read, E: From<std::io::Error>>(
+        &mut self,
+        mut reader: R,
+        mut on_chunk: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let cap = self.params.max as usize + (1 << 20);
+        if self.buf.len() != cap {
+            self.buf = vec![0u8; cap];
+        }
+        let mut filled = 0usize;
+        let mut eof = false;
+        loop {
+            // Fill the buffer.
+            while !eof && filled < cap {
+                match reader.read(&mut self.buf[filled..]) {
+                    Ok(0) => eof = true,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if filled == 0 {
+                return Ok(());
+            }
+            let data = &self.buf[..filled];
+            if eof && filled <= self.params.min as usize {
+                return on_chunk(data);
+            }
+            let cdc = FastCDC::with_level_and_seed(
+                data,
+                self.params.min as usize,
+                self.params.avg as usize,
+                self.params.max as usize,
+                Normalization::Level1,
+                self.seed,
+            );
+            let mut consumed = 0usize;
+            for c in cdc {
+                let end = c.offset as usize + c.length;
+                if !eof && end == filled {
+                    break; // may be a forced cut at the buffer's end: re-cut with more data
+                }
+                on_chunk(&data[c.offset as usize..end])?;
+                consumed = end;
+            }
+            if eof {
+                return Ok(());
+            }
+            self.buf.copy_within(consumed..filled, 0);
+            filled -= consumed;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pseudo_random(n: usize, mut x: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn lengths(data: &[u8], seed: u64, read_size: usize) -> Vec<usize> {
+        struct Trickle<'a>(&'a [u8], usize);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(b.len()).min(self.1);
+                b[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut c = Chunker::new(ChunkerParams::default(), seed);
+        let mut out = Vec::new();
+        c.chunk::<_, std::io::Error>(Trickle(data, read_size), |ch| {
+            out.push(ch.len());
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    /// Golden cut points: if these change, existing repositories stop deduplicating against new
+    /// backups. Never update them without a new chunker algorithm name.
+    #[test]
+    fn golden_cut_points() {
+        let data = pseudo_random(24 << 20, 0x1234_5678_9abc_def0);
+        let got = lengths(&data, 42, usize::MAX);
+        assert_eq!(got.iter().sum::<usize>(), data.len());
+        assert_eq!(
+            got,
+            GOLDEN,
+            "chunk boundaries changed: the chunker is part of the repository format"
+        );
+    }
+
+    const GOLDEN: &[usize] = &[
+        2361605, 1157921, 1401204, 1545449, 919483, 1165913, 1826486, 1178499, 1427869, 2494291, 727289, 812653,
+        1203278, 1166753, 1393453, 1667960, 1056946, 1228955, 429817,
+    ];
+
+    #[test]
+    fn boundaries_do_not_depend_on_read_sizes() {
+        let data = pseudo_random(20 << 20, 7);
+        let a = lengths(&data, 1, usize::MAX);
+        let b = lengths(&data, 1, 4097);
+        assert_eq!(a, b);
+        assert!(a.iter().all(|&l| l <= 8 << 20));
+    }
+
+    #[test]
+    fn seed_changes_boundaries() {
+        let data = pseudo_random(20 << 20, 9);
+        assert_ne!(lengths(&data, 1, usize::MAX), lengths(&data, 2, usize::MAX));
+    }
+
+    #[test]
+    fn small_and_empty_inputs() {
+        assert!(lengths(&[], 1, 10).is_empty());
+        assert_eq!(lengths(&[1, 2, 3], 1, 10), vec![3]);
+    }
+}

@@ -1,0 +1,345 @@
+//! Keys, sealing and key files.
+//!
+//! One random master key per repository; everything else is derived from it, so changing a
+//! passphrase only rewrites a small key file. Sealing uses XChaCha20-Poly1305, whose 192-bit
+//! random nonces stay safe for any number of objects a repository can hold (AES-GCM's 96-bit
+//! nonces would not over years of deduplicated backups).
+
+use std::cell::RefCell;
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::error::{RepoError, Result};
+use crate::id::Id;
+
+/// Nonce length of XChaCha20-Poly1305.
+pub const NONCE_LEN: usize = 24;
+/// Authentication tag length.
+pub const TAG_LEN: usize = 16;
+/// Bytes a sealed blob adds to its plaintext.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+/// Fills a buffer from the OS random source. Failure of the OS RNG is unrecoverable.
+pub fn fill_random(buf: &mut [u8]) {
+    getrandom::fill(buf).expect("the operating system's random number generator failed");
+}
+
+/// The repository master key and its derived sub-keys. Zeroed on drop.
+#[derive(Clone)]
+pub struct Keys {
+    master: Zeroizing<[u8; 32]>,
+    cipher: XChaCha20Poly1305,
+    id_key: Zeroizing<[u8; 32]>,
+    chunker_seed: u64,
+}
+
+impl Keys {
+    /// Generates a new random master key (for `init`).
+    pub fn generate() -> Keys {
+        let mut m = Zeroizing::new([0u8; 32]);
+        fill_random(m.as_mut());
+        Keys::from_master(m)
+    }
+
+    /// Derives the sub-keys from a master key.
+    pub fn from_master(master: Zeroizing<[u8; 32]>) -> Keys {
+        let enc = Zeroizing::new(blake3::derive_key(
+            "lifeboat 2026-11 object encryption v1",
+            master.as_ref(),
+        ));
+        let id_key = Zeroizing::new(blake3::derive_key("lifeboat 2026-11 blob id v1", master.as_ref()));
+        let seed_bytes = blake3::derive_key("lifeboat 2026-11 chunker seed v1", master.as_ref());
+        let mut s = [0u8; 8];
+        s.copy_from_slice(&seed_bytes[..8]);
+        Keys {
+            cipher: XChaCha20Poly1305::new(Key::from_slice(enc.as_ref())),
+            master,
+            id_key,
+            chunker_seed: u64::from_le_bytes(s),
+        }
+    }
+
+    /// The keyed hash that names a blob: storage cannot confirm a guess about content.
+    pub fn blob_id(&self, data: &[u8]) -> Id {
+        Id(*blake3::keyed_hash(&self.id_key, data).as_bytes())
+    }
+
+    /// Seed for the chunker's gear table, so cut points don't fingerprint content.
+    pub fn chunker_seed(&self) -> u64 {
+        self.chunker_seed
+    }
+
+    /// Encrypts `buf` in place and frames it as `nonce | ciphertext | tag` into `out`.
+    pub fn seal_into(&self, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce);
+        let start = out.len();
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(
+                XNonce::from_slice(&nonce),
+                aad,
+                &mut out[start + NONCE_LEN..],
+            )
+            .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
+        out.extend_from_slice(&tag);
+    }
+
+    /// Verifies and decrypts `nonce | ciphertext | tag`. `what` names the object for errors.
+    pub fn open(&self, aad: &[u8], sealed: &[u8], what: &str) -> Result<Vec<u8>> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(RepoError::damaged(what, "too short to be encrypted data"));
+        }
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let mut buf = ct.to_vec();
+        self.cipher
+            .decrypt_in_place_detached(XNonce::from_slice(nonce), aad, &mut buf, Tag::from_slice(tag))
+            .map_err(|_| RepoError::damaged(what, "authentication failed (modified, truncated or wrong key)"))?;
+        Ok(buf)
+    }
+
+    fn master_bytes(&self) -> &[u8; 32] {
+        &self.master
+    }
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys(<redacted>)")
+    }
+}
+
+/// Compression marker stored as the first plaintext byte of every blob and sealed object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Compression {
+    /// Stored as is (did not shrink by at least 3 %).
+    None = 0,
+    /// One zstd frame.
+    Zstd = 1,
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+}
+
+/// Compresses `data` with zstd at `level` using a per-thread context, writing
+/// `marker | bytes` to `out`. Falls back to raw when compression saves less than 3 %.
+pub fn compress_framed(data: &[u8], level: i32, out: &mut Vec<u8>) {
+    let compressed = COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
+        }
+        c.as_mut().and_then(|(_, z)| z.compress(data).ok())
+    });
+    match compressed {
+        Some(z) if z.len() < data.len() - data.len() / 33 => {
+            out.push(Compression::Zstd as u8);
+            out.extend_from_slice(&z);
+        }
+        _ => {
+            out.push(Compression::None as u8);
+            out.extend_from_slice(data);
+        }
+    }
+}
+
+/// Reverses [`compress_framed`]. `expected_len` bounds the output (a hostile frame cannot make
+/// us allocate more); `None` means unknown (sealed files), bounded at 1 GiB.
+pub fn decompress_framed(framed: &[u8], expected_len: Option<usize>, what: &str) -> Result<Vec<u8>> {
+    let Some((&marker, body)) = framed.split_first() else {
+        return Err(RepoError::damaged(what, "empty plaintext"));
+    };
+    match marker {
+        0 => Ok(body.to_vec()),
+        1 => {
+            let cap = expected_len.unwrap_or(1 << 30);
+            let out = zstd::bulk::decompress(body, cap.max(1))
+                .map_err(|e| RepoError::damaged(what, format!("decompression failed: {e}")))?;
+            if let Some(n) = expected_len
+                && out.len() != n
+            {
+                return Err(RepoError::damaged(what, format!("decompressed to {} bytes, expected {n}", out.len())));
+            }
+            Ok(out)
+        }
+        m => Err(RepoError::damaged(what, format!("unknown compression marker {m}"))),
+    }
+}
+
+/// Argon2id cost parameters, stored in each key file so they can grow over time.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub m_cost_kib: u32,
+    /// Iterations.
+    pub t_cost: u32,
+    /// Lanes.
+    pub p_cost: u32,
+}
+
+impl KdfParams {
+    /// Strong defaults: a key file is opened rarely, so 64 MiB and 3 passes (~150 ms) is cheap.
+    pub const DEFAULT: KdfParams = KdfParams {
+        m_cost_kib: 65536,
+        t_cost: 3,
+        p_cost: 1,
+    };
+    /// Cheap parameters for tests (`LIFEBOAT_INSECURE_FAST_KDF=1`): never for real data.
+    pub const TESTING: KdfParams = KdfParams {
+        m_cost_kib: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
+}
+
+/// A key file as stored under `keys/` (JSON, see docs/format.md).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct KeyFile {
+    /// Format version, 1.
+    pub version: u32,
+    /// Always "argon2id".
+    pub kdf: String,
+    /// KDF costs.
+    #[serde(flatten)]
+    pub params: KdfParams,
+    /// Hex salt, 32 bytes.
+    pub salt: String,
+    /// Hex nonce, 24 bytes.
+    pub nonce: String,
+    /// Hex of the wrapped master key with its tag (48 bytes).
+    pub wrapped: String,
+    /// When the key was added.
+    pub created: String,
+    /// Host that added it (informational).
+    pub host: String,
+    /// User that added it (informational).
+    pub user: String,
+}
+
+const KEY_AAD: &[u8] = b"lifeboat-key-v1";
+
+fn kdf(pass: &[u8], salt: &[u8], p: KdfParams) -> Result<Zeroizing<[u8; 32]>> {
+    let params = argon2::Params::new(p.m_cost_kib, p.t_cost, p.p_cost, Some(32))
+        .map_err(|e| RepoError::Invalid(format!("invalid key derivation parameters: {e}")))?;
+    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = Zeroizing::new([0u8; 32]);
+    a.hash_password_into(pass, salt, out.as_mut())
+        .map_err(|e| RepoError::Invalid(format!("key derivation failed: {e}")))?;
+    Ok(out)
+}
+
+impl KeyFile {
+    /// Wraps the master key of `keys` with a passphrase.
+    pub fn wrap(keys: &Keys, passphrase: &[u8], params: KdfParams, host: &str, user: &str) -> Result<KeyFile> {
+        let mut salt = [0u8; 32];
+        fill_random(&mut salt);
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce);
+        let kek = kdf(passphrase, &salt, params)?;
+        let cipher = XChaCha20Poly1305::new(Key::from_slice(kek.as_ref()));
+        let mut buf = keys.master_bytes().to_vec();
+        let tag = cipher
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), KEY_AAD, &mut buf)
+            .expect("in-memory encryption cannot fail");
+        buf.extend_from_slice(&tag);
+        let wrapped = hex::encode(&buf);
+        buf.zeroize();
+        Ok(KeyFile {
+            version: 1,
+            kdf: "argon2id".into(),
+            params,
+            salt: hex::encode(salt),
+            nonce: hex::encode(nonce),
+            wrapped,
+            created: jiff::Timestamp::now().to_string(),
+            host: host.into(),
+            user: user.into(),
+        })
+    }
+
+    /// Unwraps the master key; `Ok(None)` when the passphrase does not fit this key file.
+    pub fn unwrap_keys(&self, passphrase: &[u8], name: &str) -> Result<Option<Keys>> {
+        if self.version != 1 {
+            return Err(RepoError::UnsupportedVersion {
+                name: name.into(),
+                found: self.version,
+                supported: 1,
+            });
+        }
+        if self.kdf != "argon2id" {
+            return Err(RepoError::damaged(name, format!("unknown kdf {:?}", self.kdf)));
+        }
+        let bad = |what: &str| RepoError::damaged(name, format!("invalid {what}"));
+        let salt = hex::decode(&self.salt).map_err(|_| bad("salt"))?;
+        let nonce = hex::decode(&self.nonce).map_err(|_| bad("nonce"))?;
+        let wrapped = hex::decode(&self.wrapped).map_err(|_| bad("wrapped key"))?;
+        if nonce.len() != NONCE_LEN || wrapped.len() != 32 + TAG_LEN || salt.len() < 16 {
+            return Err(bad("key material lengths"));
+        }
+        if self.params.m_cost_kib > 4 * 1024 * 1024 || self.params.t_cost > 100 || self.params.p_cost > 64 {
+            return Err(bad("(absurd) key derivation costs"));
+        }
+        let kek = kdf(passphrase, &salt, self.params)?;
+        let cipher = XChaCha20Poly1305::new(Key::from_slice(kek.as_ref()));
+        let (ct, tag) = wrapped.split_at(32);
+        let mut buf = Zeroizing::new(ct.to_vec());
+        if cipher
+            .decrypt_in_place_detached(XNonce::from_slice(&nonce), KEY_AAD, &mut *buf, Tag::from_slice(tag))
+            .is_err()
+        {
+            return Ok(None);
+        }
+        let mut m = Zeroizing::new([0u8; 32]);
+        m.copy_from_slice(&buf);
+        Ok(Some(Keys::from_master(m)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_tamper() {
+        let k = Keys::generate();
+        let mut out = Vec::new();
+        k.seal_into(b"aad", b"hello", &mut out);
+        assert_eq!(k.open(b"aad", &out, "x").unwrap(), b"hello");
+        assert!(k.open(b"other", &out, "x").is_err());
+        let mut bad = out.clone();
+        bad[30] ^= 1;
+        assert!(k.open(b"aad", &bad, "x").is_err());
+        assert!(k.open(b"aad", &out[..out.len() - 1], "x").is_err());
+    }
+
+    #[test]
+    fn key_file_wraps_and_rejects_wrong_passphrase() {
+        let k = Keys::generate();
+        let kf = KeyFile::wrap(&k, b"secret", KdfParams::TESTING, "h", "u").unwrap();
+        let k2 = kf.unwrap_keys(b"secret", "k").unwrap().unwrap();
+        assert_eq!(k.blob_id(b"x"), k2.blob_id(b"x"));
+        assert!(kf.unwrap_keys(b"wrong", "k").unwrap().is_none());
+    }
+
+    #[test]
+    fn compression_falls_back_to_raw() {
+        let mut out = Vec::new();
+        let mut random = vec![0u8; 4096];
+        fill_random(&mut random);
+        compress_framed(&random, 3, &mut out);
+        assert_eq!(out[0], 0);
+        assert_eq!(decompress_framed(&out, Some(4096), "x").unwrap(), random);
+        out.clear();
+        compress_framed(&[7u8; 10000], 3, &mut out);
+        assert_eq!(out[0], 1);
+        assert_eq!(decompress_framed(&out, Some(10000), "x").unwrap(), vec![7u8; 10000]);
+        assert!(decompress_framed(&out, Some(9999), "x").is_err());
+    }
+}

@@ -1,0 +1,31 @@
+//! # lifeboat-repo
+//!
+//! The repository engine of lifeboat: an encrypted, deduplicated, compressed store of snapshots
+//! on any object store. It knows nothing of PostgreSQL, the command line or HTTP; those are built
+//! on top of it. The on-disk contract is `docs/format.md`.
+//!
+//! ```no_run
+//! use lifeboat_repo::{Repository, InitOptions, backend, archiver};
+//! let store = backend::open("/var/backups/lifeboat")?;
+//! let repo = Repository::init(store, b"passphrase", &InitOptions::default())?;
+//! let opts = archiver::BackupOptions { paths: vec!["/etc/myapp".into()], ..Default::default() };
+//! let done = archiver::backup(&repo, &opts, &Default::default())?;
+//! println!("snapshot {}", done.snapshot_id);
+//! # Ok::<(), lifeboat_repo::RepoError>(())
+//! ```
+
+pub mod archiver;
+pub mod backend;
+pub mod chunker;
+pub mod crypto;
+mod error;
+pub mod format;
+mod id;
+pub mod index;
+pub mod packer;
+pub mod repository;
+pub mod retention;
+
+pub use error::{RepoError, Result};
+pub use id::Id;
+pub use repository::{Config, InitOptions, Repository};

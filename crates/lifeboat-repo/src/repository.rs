@@ -1,0 +1,376 @@
+//! Opening, creating and reading a repository: keys, config, index, snapshots and blobs.
+
+use std::sync::Arc;
+
+use crate::backend::{Backend, BackendErrorKind, PutMode};
+use crate::chunker::ChunkerParams;
+use crate::crypto::{KdfParams, KeyFile, Keys, decompress_framed};
+use crate::error::{RepoError, Result};
+use crate::format::index::{self as index_format, PackRecord};
+use crate::format::pack::{BlobType, blob_aad};
+use crate::format::sealed::{self, Kind};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::Tree;
+use crate::id::Id;
+use crate::index::{Index, Location};
+
+/// Repository-wide settings, fixed at `init` (sealed `config` object).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Config {
+    /// Format version, 1.
+    pub version: u32,
+    /// Random repository id (names local caches).
+    pub id: Id,
+    /// Chunker bounds.
+    pub chunker: ChunkerParams,
+    /// Target pack size in bytes.
+    pub pack_size: u64,
+    /// zstd level for blobs.
+    pub compression_level: i32,
+    /// Creation time.
+    pub created: jiff::Timestamp,
+}
+
+/// Options for `init`.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Key derivation costs for the first key file.
+    pub kdf: KdfParams,
+    /// Chunker bounds.
+    pub chunker: ChunkerParams,
+    /// Target pack size.
+    pub pack_size: u64,
+    /// zstd level.
+    pub compression_level: i32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            kdf: KdfParams::DEFAULT,
+            chunker: ChunkerParams::default(),
+            pack_size: 16 << 20,
+            compression_level: 3,
+        }
+    }
+}
+
+/// A key file as listed by `key list`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeyInfo {
+    /// Key file id.
+    pub id: String,
+    /// True for the key that opened this session.
+    pub current: bool,
+    /// When it was added.
+    pub created: String,
+    /// Host that added it.
+    pub host: String,
+    /// User that added it.
+    pub user: String,
+}
+
+/// An open repository: the storage, the keys and the config.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    keys: Keys,
+    config: Config,
+    key_id: String,
+}
+
+/// Object name of a pack.
+pub fn pack_key(id: &Id) -> String {
+    let h = id.to_hex();
+    format!("data/{}/{}", &h[..2], h)
+}
+
+/// Host name of this machine (informational metadata only).
+pub fn hostname() -> String {
+    std::env::var("LIFEBOAT_HOST")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Name of the user running lifeboat (informational metadata only).
+pub fn username() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+}
+
+impl Repository {
+    /// Creates a new repository: a random master key, the first key file, the config.
+    pub fn init(backend: Arc<dyn Backend>, passphrase: &[u8], opts: &InitOptions) -> Result<Repository> {
+        opts.chunker.validate().map_err(RepoError::Invalid)?;
+        if backend.head("config")?.is_some() {
+            return Err(RepoError::AlreadyExists {
+                location: backend.location().into(),
+            });
+        }
+        let keys = Keys::generate();
+        let config = Config {
+            version: 1,
+            id: Id::random(),
+            chunker: opts.chunker,
+            pack_size: opts.pack_size,
+            compression_level: opts.compression_level,
+            created: jiff::Timestamp::now(),
+        };
+        let key_id = write_key_file(backend.as_ref(), &keys, passphrase, opts.kdf)?;
+        let body = serde_json::to_vec(&config).expect("config serializes");
+        backend
+            .put("config", sealed::seal(&keys, Kind::Config, &body), PutMode::Create)
+            .map_err(|e| match e.kind {
+                BackendErrorKind::AlreadyExists => RepoError::AlreadyExists {
+                    location: backend.location().into(),
+                },
+                _ => e.into(),
+            })?;
+        Ok(Repository {
+            backend,
+            keys,
+            config,
+            key_id,
+        })
+    }
+
+    /// Opens a repository with a passphrase, trying every key file.
+    pub fn open(backend: Arc<dyn Backend>, passphrase: &[u8]) -> Result<Repository> {
+        let cfg = match backend.get("config") {
+            Ok(c) => c,
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::NotFound {
+                    location: backend.location().into(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let keyfiles = backend.list("keys/")?;
+        for k in &keyfiles {
+            let raw = backend.get(&k.key)?;
+            let kf: KeyFile = serde_json::from_slice(&raw)
+                .map_err(|e| RepoError::damaged(&k.key, format!("malformed key file: {e}")))?;
+            if let Some(keys) = kf.unwrap_keys(passphrase, &k.key)? {
+                let body = sealed::open(&keys, Kind::Config, &cfg, "config")?;
+                let config: Config = serde_json::from_slice(&body)
+                    .map_err(|e| RepoError::damaged("config", format!("malformed config: {e}")))?;
+                if config.version != 1 {
+                    return Err(RepoError::UnsupportedVersion {
+                        name: "config".into(),
+                        found: config.version,
+                        supported: 1,
+                    });
+                }
+                config.chunker.validate().map_err(|e| RepoError::damaged("config", e))?;
+                let key_id = k.key.trim_start_matches("keys/").to_string();
+                return Ok(Repository {
+                    backend,
+                    keys,
+                    config,
+                    key_id,
+                });
+            }
+        }
+        Err(RepoError::WrongPassphrase {
+            location: backend.location().into(),
+            keys: keyfiles.len(),
+        })
+    }
+
+    /// The storage.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Lists key files.
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let mut out = Vec::new();
+        for k in self.backend.list("keys/")? {
+            let raw = self.backend.get(&k.key)?;
+            let kf: KeyFile = serde_json::from_slice(&raw)
+                .map_err(|e| RepoError::damaged(&k.key, format!("malformed key file: {e}")))?;
+            let id = k.key.trim_start_matches("keys/").to_string();
+            out.push(KeyInfo {
+                current: id == self.key_id,
+                id,
+                created: kf.created,
+                host: kf.host,
+                user: kf.user,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Adds a key file for another passphrase; returns its id.
+    pub fn add_key(&self, passphrase: &[u8], kdf: KdfParams) -> Result<String> {
+        write_key_file(self.backend.as_ref(), &self.keys, passphrase, kdf)
+    }
+
+    /// Removes a key file. Refuses the key in use and the last key.
+    pub fn remove_key(&self, id_prefix: &str) -> Result<String> {
+        let keys = self.list_keys()?;
+        let matches: Vec<_> = keys.iter().filter(|k| k.id.starts_with(id_prefix)).collect();
+        let k = match matches.as_slice() {
+            [k] => *k,
+            [] => return Err(RepoError::Invalid(format!("no key file matches {id_prefix}"))),
+            _ => return Err(RepoError::Invalid(format!("key prefix {id_prefix} is ambiguous"))),
+        };
+        if k.current {
+            return Err(RepoError::Invalid(
+                "refusing to remove the key file this session opened with (use `key passwd` to change it)".into(),
+            ));
+        }
+        self.backend.delete(&format!("keys/{}", k.id))?;
+        Ok(k.id.clone())
+    }
+
+    /// Replaces the current key file by one for a new passphrase. Data is never rewritten.
+    pub fn change_passphrase(&mut self, new_passphrase: &[u8], kdf: KdfParams) -> Result<String> {
+        let new_id = write_key_file(self.backend.as_ref(), &self.keys, new_passphrase, kdf)?;
+        self.backend.delete(&format!("keys/{}", self.key_id))?;
+        self.key_id = new_id.clone();
+        Ok(new_id)
+    }
+
+    /// Writes a sealed file under `folder/` named by its hash; returns the id.
+    pub fn write_sealed(&self, folder: &str, kind: Kind, body: &[u8]) -> Result<Id> {
+        let data = sealed::seal(&self.keys, kind, body);
+        let id = Id::hash_of(&data);
+        self.backend.put(&format!("{folder}/{id}"), data, PutMode::Overwrite)?;
+        Ok(id)
+    }
+
+    /// Reads and opens a sealed file, checking its name matches its hash.
+    pub fn read_sealed(&self, key: &str, kind: Kind) -> Result<Vec<u8>> {
+        let data = self.backend.get(key)?;
+        if let Some(name) = key.rsplit('/').next()
+            && let Some(id) = Id::from_hex(name)
+            && Id::hash_of(&data) != id
+        {
+            return Err(RepoError::damaged(key, "content does not match its name (modified or truncated)"));
+        }
+        sealed::open(&self.keys, kind, &data, key)
+    }
+
+    /// Writes an index segment for the given packs.
+    pub fn write_index_segment(&self, packs: &[PackRecord]) -> Result<Id> {
+        let body = zstd::bulk::compress(&index_format::encode(packs), 3)
+            .map_err(|e| RepoError::Invalid(format!("index compression failed: {e}")))?;
+        self.write_sealed("index", Kind::Index, &body)
+    }
+
+    /// Reads one index segment.
+    pub fn read_index_segment(&self, key: &str) -> Result<Vec<PackRecord>> {
+        let body = self.read_sealed(key, Kind::Index)?;
+        let raw = zstd::stream::decode_all(body.as_slice())
+            .map_err(|e| RepoError::damaged(key, format!("index decompression failed: {e}")))?;
+        index_format::decode(&raw, key)
+    }
+
+    /// Loads the whole index (the union of all segments).
+    pub fn load_index(&self) -> Result<Index> {
+        let mut idx = Index::default();
+        for o in self.backend.list("index/")? {
+            for p in self.read_index_segment(&o.key)? {
+                idx.add_pack(&p);
+            }
+            idx.segments.push(o.key);
+        }
+        Ok(idx)
+    }
+
+    /// Reads, decrypts, decompresses and verifies one blob.
+    pub fn read_blob(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
+        let loc = index.get(id).ok_or_else(|| RepoError::MissingBlob {
+            id: id.to_hex(),
+            needed_by: "read".into(),
+        })?;
+        self.read_blob_at(&index.pack(loc.pack).id, id, &loc)
+    }
+
+    /// Reads a blob from a known pack location and verifies it.
+    pub fn read_blob_at(&self, pack: &Id, id: &Id, loc: &Location) -> Result<Vec<u8>> {
+        let key = pack_key(pack);
+        let sealed_bytes = self
+            .backend
+            .get_range(&key, u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.length))?;
+        self.open_blob(&key, id, loc.blob_type, loc.raw_len, &sealed_bytes)
+    }
+
+    /// Decrypts a sealed blob and checks its id.
+    pub fn open_blob(&self, pack_name: &str, id: &Id, t: BlobType, raw_len: u32, sealed_bytes: &[u8]) -> Result<Vec<u8>> {
+        let what = format!("{pack_name} (blob {})", id.short());
+        let framed = self.keys.open(&blob_aad(t, id), sealed_bytes, &what)?;
+        let plain = decompress_framed(&framed, Some(raw_len as usize), &what)?;
+        if self.keys.blob_id(&plain) != *id {
+            return Err(RepoError::damaged(what, "content does not match its id"));
+        }
+        Ok(plain)
+    }
+
+    /// Reads and parses a tree blob.
+    pub fn read_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
+        let data = self.read_blob(index, id)?;
+        Tree::decode(&data, &format!("tree {}", id.short()))
+    }
+
+    /// Lists all snapshots, oldest first.
+    pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let mut out = Vec::new();
+        for o in self.backend.list("snapshots/")? {
+            let name = o.key.trim_start_matches("snapshots/");
+            let Some(id) = Id::from_hex(name) else { continue };
+            let body = self.read_sealed(&o.key, Kind::Snapshot)?;
+            out.push((id, Snapshot::decode(&body, &o.key)?));
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Resolves `latest`, a full id or a unique prefix of at least 4 hex digits.
+    pub fn find_snapshot(&self, reference: &str) -> Result<(Id, Snapshot)> {
+        let all = self.list_snapshots()?;
+        if reference == "latest" {
+            return all.into_iter().last().ok_or_else(|| RepoError::SnapshotNotFound("latest".into()));
+        }
+        if reference.len() < 4 || !reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(RepoError::SnapshotNotFound(reference.into()));
+        }
+        let mut m: Vec<_> = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(reference)).collect();
+        match m.len() {
+            0 => Err(RepoError::SnapshotNotFound(reference.into())),
+            1 => Ok(m.pop().expect("one")),
+            _ => Err(RepoError::AmbiguousSnapshot(reference.into())),
+        }
+    }
+
+    /// Writes a snapshot manifest: the commit point of a backup.
+    pub fn write_snapshot(&self, s: &Snapshot) -> Result<Id> {
+        self.write_sealed("snapshots", Kind::Snapshot, &s.encode())
+    }
+
+    /// Deletes a snapshot manifest (forget).
+    pub fn delete_snapshot(&self, id: &Id) -> Result<()> {
+        Ok(self.backend.delete(&format!("snapshots/{id}"))?)
+    }
+}
+
+fn write_key_file(backend: &dyn Backend, keys: &Keys, passphrase: &[u8], kdf: KdfParams) -> Result<String> {
+    let kf = KeyFile::wrap(keys, passphrase, kdf, &hostname(), &username())?;
+    let data = serde_json::to_vec_pretty(&kf).expect("key file serializes");
+    let id = Id::hash_of(&data).to_hex();
+    backend.put(&format!("keys/{id}"), data, PutMode::Create)?;
+    Ok(id)
+}
