@@ -589,6 +589,7 @@ main() {
   log "tools: ${TOOLS[*]}; runs: $BENCH_RUNS"
   for t in "${TOOLS[@]}"; do log "  $(tool_version "$t")"; done
 
+  rm -rf "$BENCH_DIR"/run-*          # repos/logs of a previous invocation
   local run
   for (( run = 1; run <= BENCH_RUNS; run++ )); do
     run_once "$run"

@@ -16,8 +16,8 @@ use std::fs::File;
 use std::io::{BufRead, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -30,7 +30,7 @@ use crate::format::pack::{BlobType, blob_aad};
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::id::Id;
-use crate::index::{Index, IdSet};
+use crate::index::{IdSet, Index};
 use crate::packer::Packer;
 use crate::repository::Repository;
 
@@ -45,6 +45,9 @@ pub struct BackupOptions {
     pub host: String,
     /// Glob patterns (matched against absolute paths) to leave out.
     pub excludes: Vec<String>,
+    /// Glob patterns a file must match to be included (directories are always walked);
+    /// empty includes everything.
+    pub includes: Vec<String>,
     /// Explicit parent; `None` picks the newest snapshot of the same host and paths.
     pub parent: Option<Id>,
     /// Re-read every file even when unchanged.
@@ -66,6 +69,7 @@ impl Default for BackupOptions {
             tags: Vec::new(),
             host: crate::repository::hostname(),
             excludes: Vec::new(),
+            includes: Vec::new(),
             parent: None,
             force_reread: false,
             checkpoint_interval: Duration::from_secs(300),
@@ -102,6 +106,14 @@ pub struct BackupResult {
     pub resumed_files: u64,
     /// Index checkpoints written during the run.
     pub checkpoints: u64,
+}
+
+struct WalkOutcome {
+    root: Id,
+    summary: Summary,
+    unreadable: Vec<String>,
+    resumed: u64,
+    checkpoints: u64,
 }
 
 struct FileJob {
@@ -255,6 +267,11 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
         excludes.add(globset::Glob::new(g).map_err(|e| RepoError::Invalid(format!("exclude pattern {g:?}: {e}")))?);
     }
     let excludes = excludes.build().map_err(|e| RepoError::Invalid(e.to_string()))?;
+    let mut includes = globset::GlobSetBuilder::new();
+    for g in &opts.includes {
+        includes.add(globset::Glob::new(g).map_err(|e| RepoError::Invalid(format!("include pattern {g:?}: {e}")))?);
+    }
+    let includes = includes.build().map_err(|e| RepoError::Invalid(e.to_string()))?;
 
     let index = repo.load_index()?;
     // Parent: explicit, or the newest snapshot of the same host and paths.
@@ -278,7 +295,8 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
     // Resume file of an interrupted backup of the same host and paths.
     let resume_path = opts.cache_dir.as_ref().map(|d| {
         let key = Id::hash_of(format!("{}\0{}", opts.host, path_strings.join("\0")).as_bytes());
-        d.join(repo.config().id.to_hex()).join(format!("resume-{}.jsonl", key.short()))
+        d.join(repo.config().id.to_hex())
+            .join(format!("resume-{}.jsonl", key.short()))
     });
     let resume = match &resume_path {
         Some(p) => load_resume(p, &index),
@@ -308,7 +326,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
     let (seal_tx, seal_rx) = bounded::<SealJob>(sealers * 2);
     let (pack_tx, pack_rx) = bounded::<PackMsg>(sealers * 2);
 
-    let outcome = std::thread::scope(|s| -> Result<(Id, Summary, Vec<String>, u64, u64, Vec<PackRecord>)> {
+    let outcome = std::thread::scope(|s| -> Result<WalkOutcome> {
         for _ in 0..readers {
             let rx = file_rx.clone();
             let tx = seal_tx.clone();
@@ -332,6 +350,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
             seal_tx: Some(seal_tx),
             pack_tx: pack_tx.clone(),
             excludes: &excludes,
+            includes: &includes,
             summary: Summary::default(),
             unreadable: Vec::new(),
             resume: &resume,
@@ -340,7 +359,6 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
             last_checkpoint: Instant::now(),
             interval: opts.checkpoint_interval,
             resume_path: resume_path.clone(),
-            indexed: Vec::new(),
         };
         let mut trie = PathTrie::default();
         for p in &paths {
@@ -364,19 +382,30 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
             unreadable,
             resumed,
             checkpoints,
-            indexed,
             ..
         } = walker;
         drop(file_tx);
         drop(seal_tx);
         drop(pack_tx);
         let root = root?;
-        Ok((root, summary, unreadable, resumed, checkpoints, indexed))
+        Ok(WalkOutcome {
+            root,
+            summary,
+            unreadable,
+            resumed,
+            checkpoints,
+        })
     });
     if let Some(e) = shared.first_error.lock().expect("lock").take() {
         return Err(e);
     }
-    let (root, mut summary, unreadable, resumed, checkpoints, _indexed) = outcome?;
+    let WalkOutcome {
+        root,
+        mut summary,
+        unreadable,
+        resumed,
+        checkpoints,
+    } = outcome?;
 
     summary.bytes_added = progress.uploaded.load(Ordering::Relaxed);
     summary.blobs_added = shared.blobs_added.load(Ordering::Relaxed);
@@ -557,6 +586,7 @@ struct Walker<'a, 's> {
     seal_tx: Option<Sender<SealJob>>,
     pack_tx: Sender<PackMsg>,
     excludes: &'a globset::GlobSet,
+    includes: &'a globset::GlobSet,
     summary: Summary,
     unreadable: Vec<String>,
     resume: &'a HashMap<PathBuf, ResumeEntry>,
@@ -565,7 +595,6 @@ struct Walker<'a, 's> {
     last_checkpoint: Instant,
     interval: Duration,
     resume_path: Option<PathBuf>,
-    indexed: Vec<PackRecord>,
 }
 
 enum Pending {
@@ -593,11 +622,12 @@ impl Walker<'_, '_> {
             std::thread::sleep(Duration::from_millis(2));
         }
         let (tx, rx) = bounded(1);
-        self.pack_tx.send(PackMsg::Flush(tx)).map_err(|_| RepoError::Interrupted)?;
+        self.pack_tx
+            .send(PackMsg::Flush(tx))
+            .map_err(|_| RepoError::Interrupted)?;
         let records = rx.recv().map_err(|_| RepoError::Interrupted)??;
         if !records.is_empty() {
             self.sh.repo.write_index_segment(&records)?;
-            self.indexed.extend(records);
         }
         Ok(())
     }
@@ -789,6 +819,9 @@ impl Walker<'_, '_> {
                 }
             };
             let node = node_from_metadata(&e.file_name(), &meta);
+            if !self.includes.is_empty() && !node.is_dir() && !self.includes.is_match(&p) {
+                continue;
+            }
             pending.push(self.entry(&p, node, parent)?);
         }
         let mut tree = Tree::new();

@@ -45,8 +45,7 @@ impl ChunkerParams {
     /// Checks the bounds are what fastcdc accepts (even, ordered, within its limits).
     pub fn validate(&self) -> Result<(), String> {
         let (min, avg, max) = (self.min as usize, self.avg as usize, self.max as usize);
-        let ok = min >= fastcdc::v2020::MINIMUM_MIN
-            && min <= fastcdc::v2020::MINIMUM_MAX
+        let ok = (fastcdc::v2020::MINIMUM_MIN..=fastcdc::v2020::MINIMUM_MAX).contains(&min)
             && (fastcdc::v2020::AVERAGE_MIN..=fastcdc::v2020::AVERAGE_MAX).contains(&avg)
             && (fastcdc::v2020::MAXIMUM_MIN..=fastcdc::v2020::MAXIMUM_MAX).contains(&max)
             && min < avg
@@ -54,7 +53,11 @@ impl ChunkerParams {
             && min % 2 == 0
             && avg % 2 == 0
             && max % 2 == 0;
-        if ok { Ok(()) } else { Err(format!("invalid chunker bounds {min}/{avg}/{max}")) }
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("invalid chunker bounds {min}/{avg}/{max}"))
+        }
     }
 }
 
@@ -115,11 +118,11 @@ impl Chunker {
             );
             let mut consumed = 0usize;
             for c in cdc {
-                let end = c.offset as usize + c.length;
+                let end = c.offset + c.length;
                 if !eof && end == filled {
                     break; // may be a forced cut at the buffer's end: re-cut with more data
                 }
-                on_chunk(&data[c.offset as usize..end])?;
+                on_chunk(&data[c.offset..end])?;
                 consumed = end;
             }
             if eof {
@@ -174,8 +177,7 @@ mod tests {
         let got = lengths(&data, 42, usize::MAX);
         assert_eq!(got.iter().sum::<usize>(), data.len());
         assert_eq!(
-            got,
-            GOLDEN,
+            got, GOLDEN,
             "chunk boundaries changed: the chunker is part of the repository format"
         );
     }

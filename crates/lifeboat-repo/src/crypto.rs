@@ -80,11 +80,7 @@ impl Keys {
         out.extend_from_slice(plaintext);
         let tag = self
             .cipher
-            .encrypt_in_place_detached(
-                XNonce::from_slice(&nonce),
-                aad,
-                &mut out[start + NONCE_LEN..],
-            )
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[start + NONCE_LEN..])
             .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
         out.extend_from_slice(&tag);
     }
@@ -165,7 +161,10 @@ pub fn decompress_framed(framed: &[u8], expected_len: Option<usize>, what: &str)
             if let Some(n) = expected_len
                 && out.len() != n
             {
-                return Err(RepoError::damaged(what, format!("decompressed to {} bytes, expected {n}", out.len())));
+                return Err(RepoError::damaged(
+                    what,
+                    format!("decompressed to {} bytes, expected {n}", out.len()),
+                ));
             }
             Ok(out)
         }
@@ -291,7 +290,7 @@ impl KeyFile {
         let (ct, tag) = wrapped.split_at(32);
         let mut buf = Zeroizing::new(ct.to_vec());
         if cipher
-            .decrypt_in_place_detached(XNonce::from_slice(&nonce), KEY_AAD, &mut *buf, Tag::from_slice(tag))
+            .decrypt_in_place_detached(XNonce::from_slice(&nonce), KEY_AAD, &mut buf, Tag::from_slice(tag))
             .is_err()
         {
             return Ok(None);

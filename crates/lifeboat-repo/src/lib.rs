@@ -16,15 +16,19 @@
 
 pub mod archiver;
 pub mod backend;
+pub mod check;
 pub mod chunker;
 pub mod crypto;
 mod error;
 pub mod format;
 mod id;
 pub mod index;
+pub mod maintenance;
 pub mod packer;
 pub mod repository;
+pub mod restorer;
 pub mod retention;
+pub mod walk;
 
 pub use error::{RepoError, Result};
 pub use id::Id;

@@ -97,7 +97,9 @@ pub fn hostname() -> String {
 
 /// Name of the user running lifeboat (informational metadata only).
 pub fn username() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into())
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 impl Repository {
@@ -259,7 +261,10 @@ impl Repository {
             && let Some(id) = Id::from_hex(name)
             && Id::hash_of(&data) != id
         {
-            return Err(RepoError::damaged(key, "content does not match its name (modified or truncated)"));
+            return Err(RepoError::damaged(
+                key,
+                "content does not match its name (modified or truncated)",
+            ));
         }
         sealed::open(&self.keys, kind, &data, key)
     }
@@ -291,6 +296,36 @@ impl Repository {
         Ok(idx)
     }
 
+    /// Reads every marks object (packs awaiting deletion by a later prune).
+    pub fn load_marks(&self) -> Result<Vec<(String, Marks)>> {
+        let mut out = Vec::new();
+        for o in self.backend.list("marks/")? {
+            let body = self.read_sealed(&o.key, Kind::Marks)?;
+            out.push((o.key.clone(), Marks::decode(&body, &o.key)?));
+        }
+        Ok(out)
+    }
+
+    /// The index for reading: live segments first, then packs awaiting deletion, so a snapshot
+    /// that still needs a marked pack can be restored and checked.
+    pub fn load_index_for_reading(&self) -> Result<Index> {
+        let mut idx = self.load_index()?;
+        for (_, m) in self.load_marks()? {
+            for p in &m.packs {
+                idx.add_pack(p);
+            }
+        }
+        Ok(idx)
+    }
+
+    /// Reads the sealed bytes of a blob (for copying into another pack without re-encrypting).
+    pub fn read_sealed_blob(&self, pack: &Id, loc: &Location) -> Result<Vec<u8>> {
+        Ok(self.backend.get_range(
+            &pack_key(pack),
+            u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.length),
+        )?)
+    }
+
     /// Reads, decrypts, decompresses and verifies one blob.
     pub fn read_blob(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
         let loc = index.get(id).ok_or_else(|| RepoError::MissingBlob {
@@ -303,14 +338,22 @@ impl Repository {
     /// Reads a blob from a known pack location and verifies it.
     pub fn read_blob_at(&self, pack: &Id, id: &Id, loc: &Location) -> Result<Vec<u8>> {
         let key = pack_key(pack);
-        let sealed_bytes = self
-            .backend
-            .get_range(&key, u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.length))?;
+        let sealed_bytes = self.backend.get_range(
+            &key,
+            u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.length),
+        )?;
         self.open_blob(&key, id, loc.blob_type, loc.raw_len, &sealed_bytes)
     }
 
     /// Decrypts a sealed blob and checks its id.
-    pub fn open_blob(&self, pack_name: &str, id: &Id, t: BlobType, raw_len: u32, sealed_bytes: &[u8]) -> Result<Vec<u8>> {
+    pub fn open_blob(
+        &self,
+        pack_name: &str,
+        id: &Id,
+        t: BlobType,
+        raw_len: u32,
+        sealed_bytes: &[u8],
+    ) -> Result<Vec<u8>> {
         let what = format!("{pack_name} (blob {})", id.short());
         let framed = self.keys.open(&blob_aad(t, id), sealed_bytes, &what)?;
         let plain = decompress_framed(&framed, Some(raw_len as usize), &what)?;
@@ -343,12 +386,18 @@ impl Repository {
     pub fn find_snapshot(&self, reference: &str) -> Result<(Id, Snapshot)> {
         let all = self.list_snapshots()?;
         if reference == "latest" {
-            return all.into_iter().last().ok_or_else(|| RepoError::SnapshotNotFound("latest".into()));
+            return all
+                .into_iter()
+                .last()
+                .ok_or_else(|| RepoError::SnapshotNotFound("latest".into()));
         }
         if reference.len() < 4 || !reference.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(RepoError::SnapshotNotFound(reference.into()));
         }
-        let mut m: Vec<_> = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(reference)).collect();
+        let mut m: Vec<_> = all
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(reference))
+            .collect();
         match m.len() {
             0 => Err(RepoError::SnapshotNotFound(reference.into())),
             1 => Ok(m.pop().expect("one")),
@@ -364,6 +413,52 @@ impl Repository {
     /// Deletes a snapshot manifest (forget).
     pub fn delete_snapshot(&self, id: &Id) -> Result<()> {
         Ok(self.backend.delete(&format!("snapshots/{id}"))?)
+    }
+}
+
+/// Packs a prune set aside for deletion (see docs/format.md, "Marks").
+#[derive(Clone, Debug)]
+pub struct Marks {
+    /// When the prune marked them.
+    pub time: jiff::Timestamp,
+    /// The packs with their full index entries, so they can be put back.
+    pub packs: Vec<PackRecord>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MarksFile {
+    version: u32,
+    time: jiff::Timestamp,
+    packs: String,
+}
+
+impl Marks {
+    /// Encodes the stored body.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(&MarksFile {
+            version: 1,
+            time: self.time,
+            packs: hex::encode(index_format::encode(&self.packs)),
+        })
+        .expect("marks serialize")
+    }
+
+    /// Decodes the stored body.
+    pub fn decode(body: &[u8], name: &str) -> Result<Marks> {
+        let f: MarksFile =
+            serde_json::from_slice(body).map_err(|e| RepoError::damaged(name, format!("malformed marks: {e}")))?;
+        if f.version != 1 {
+            return Err(RepoError::UnsupportedVersion {
+                name: name.into(),
+                found: f.version,
+                supported: 1,
+            });
+        }
+        let raw = hex::decode(&f.packs).map_err(|_| RepoError::damaged(name, "malformed marks"))?;
+        Ok(Marks {
+            time: f.time,
+            packs: index_format::decode(&raw, name)?,
+        })
     }
 }
 

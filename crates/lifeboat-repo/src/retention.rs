@@ -164,9 +164,7 @@ impl FromStr for KeepDuration {
             reason,
         };
         if input.is_empty() {
-            return Err(bad(
-                "empty duration; expected e.g. \"7d\" or \"1y6m\"".into()
-            ));
+            return Err(bad("empty duration; expected e.g. \"7d\" or \"1y6m\"".into()));
         }
         const UNITS: [char; 5] = ['y', 'm', 'w', 'd', 'h'];
         let mut out = Self::default();
@@ -429,12 +427,7 @@ struct WithinRule {
 /// (reason `"in the future"`) and do not take part in the counting rules. An
 /// empty policy keeps everything with reason `"no policy"`; callers should
 /// check [`RetentionPolicy::is_empty`] and refuse before getting here.
-pub fn apply(
-    policy: &RetentionPolicy,
-    candidates: &[Candidate<'_>],
-    now: Timestamp,
-    tz: &TimeZone,
-) -> Vec<Decision> {
+pub fn apply(policy: &RetentionPolicy, candidates: &[Candidate<'_>], now: Timestamp, tz: &TimeZone) -> Vec<Decision> {
     let mut order: Vec<&Candidate<'_>> = candidates.iter().collect();
     order.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| a.id.cmp(b.id)));
 
@@ -443,9 +436,7 @@ pub fn apply(
     // newest one the windows are anchored to.
     let newest = order.iter().map(|c| c.time).find(|&t| t <= now);
     let active_span = |s: Option<KeepDuration>| s.filter(|s| !s.is_zero());
-    let within = newest.and_then(|newest| {
-        active_span(policy.keep_within).map(|span| (span, span.cutoff(newest, tz)))
-    });
+    let within = newest.and_then(|newest| active_span(policy.keep_within).map(|span| (span, span.cutoff(newest, tz))));
 
     let mut count_rules: Vec<CountRule> = [
         (policy.keep_hourly, Granularity::Hour),
@@ -570,13 +561,11 @@ mod tests {
     use super::*;
 
     fn ts(s: &str) -> Timestamp {
-        s.parse()
-            .unwrap_or_else(|e| panic!("bad timestamp {s:?}: {e}"))
+        s.parse().unwrap_or_else(|e| panic!("bad timestamp {s:?}: {e}"))
     }
 
     fn dur(s: &str) -> KeepDuration {
-        s.parse()
-            .unwrap_or_else(|e| panic!("bad duration {s:?}: {e}"))
+        s.parse().unwrap_or_else(|e| panic!("bad duration {s:?}: {e}"))
     }
 
     /// Central European time with its DST rules, built from a POSIX TZ string
@@ -628,11 +617,7 @@ mod tests {
     }
 
     fn kept_ids(decisions: &[Decision]) -> Vec<&str> {
-        decisions
-            .iter()
-            .filter(|d| d.keep)
-            .map(|d| d.id.as_str())
-            .collect()
+        decisions.iter().filter(|d| d.keep).map(|d| d.id.as_str()).collect()
     }
 
     fn reasons_of<'d>(decisions: &'d [Decision], id: &str) -> &'d [String] {
@@ -645,11 +630,7 @@ mod tests {
 
     fn check_invariants(decisions: &[Decision]) {
         for d in decisions {
-            assert_eq!(
-                d.keep,
-                !d.reasons.is_empty(),
-                "keep/reasons mismatch: {d:?}"
-            );
+            assert_eq!(d.keep, !d.reasons.is_empty(), "keep/reasons mismatch: {d:?}");
         }
     }
 
@@ -769,15 +750,9 @@ mod tests {
             years: u32::MAX,
             ..KeepDuration::default()
         };
-        assert!(matches!(
-            too_big.to_span(),
-            Err(RetentionError::BadDuration { .. })
-        ));
+        assert!(matches!(too_big.to_span(), Err(RetentionError::BadDuration { .. })));
         let span = dur("1y2m3w4d5h").to_span().expect("representable");
-        assert_eq!(
-            (span.get_years(), span.get_months(), span.get_weeks()),
-            (1, 2, 3)
-        );
+        assert_eq!((span.get_years(), span.get_months(), span.get_weeks()), (1, 2, 3));
         assert_eq!((span.get_days(), span.get_hours()), (4, 5));
     }
 
@@ -940,15 +915,11 @@ mod tests {
         };
         let json = serde_json::to_string(&p).expect("serialize");
         assert!(json.contains("\"keep_within_daily\":\"30d\""), "{json}");
-        assert!(
-            !json.contains("keep_hourly"),
-            "absent rules are omitted: {json}"
-        );
+        assert!(!json.contains("keep_hourly"), "absent rules are omitted: {json}");
         let back: RetentionPolicy = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back, p);
 
-        let partial: RetentionPolicy =
-            serde_json::from_str(r#"{"keep_daily": 7}"#).expect("partial config");
+        let partial: RetentionPolicy = serde_json::from_str(r#"{"keep_daily": 7}"#).expect("partial config");
         assert_eq!(
             partial,
             RetentionPolicy {
@@ -968,12 +939,7 @@ mod tests {
 
     #[test]
     fn no_candidates_no_decisions() {
-        let d = apply(
-            &RetentionPolicy::plan_default(),
-            &[],
-            late(),
-            &TimeZone::UTC,
-        );
+        let d = apply(&RetentionPolicy::plan_default(), &[], late(), &TimeZone::UTC);
         assert!(d.is_empty());
     }
 
@@ -1195,10 +1161,7 @@ mod tests {
             ..RetentionPolicy::default()
         };
         // With a budget of 1 the oldest extra never applies.
-        assert_eq!(
-            kept_ids(&run(&policy, &snaps, &TimeZone::UTC)),
-            ["sun-late"]
-        );
+        assert_eq!(kept_ids(&run(&policy, &snaps, &TimeZone::UTC)), ["sun-late"]);
         let policy = RetentionPolicy {
             keep_weekly: Some(2),
             ..RetentionPolicy::default()
@@ -1206,11 +1169,7 @@ mod tests {
         let d = run(&policy, &snaps, &berlin());
         assert_eq!(reasons_of(&d, "sun-noon"), ["weekly snapshot"], "berlin");
         let d = run(&policy, &snaps, &TimeZone::UTC);
-        assert_eq!(
-            reasons_of(&d, "sun-noon"),
-            ["oldest weekly snapshot"],
-            "utc"
-        );
+        assert_eq!(reasons_of(&d, "sun-noon"), ["oldest weekly snapshot"], "utc");
     }
 
     #[test]
@@ -1252,12 +1211,7 @@ mod tests {
         let cases: Vec<(&str, TimeZone, u32, &[&str])> = vec![
             ("utc", TimeZone::UTC, 1, &["2024b"]),
             ("utc", TimeZone::UTC, 3, &["2024b", "2021", "2020b"]),
-            (
-                "utc",
-                TimeZone::UTC,
-                4,
-                &["2024b", "2021", "2020b", "2020a"],
-            ),
+            ("utc", TimeZone::UTC, 4, &["2024b", "2021", "2020b", "2020a"]),
             // In Berlin 2020-12-31T23:00Z is already 2021: it shares a bucket
             // with "2021", and the year 2020 is represented by "2020a".
             ("berlin", berlin(), 3, &["2024b", "2021", "2020a"]),
@@ -1473,10 +1427,7 @@ mod tests {
 
     #[test]
     fn unrepresentable_window_keeps_everything() {
-        let snaps = [
-            snap("a", "2024-06-01T00:00:00Z"),
-            snap("b", "1970-01-01T00:00:00Z"),
-        ];
+        let snaps = [snap("a", "2024-06-01T00:00:00Z"), snap("b", "1970-01-01T00:00:00Z")];
         let policy = RetentionPolicy {
             keep_within: Some(KeepDuration {
                 years: u32::MAX,
@@ -1544,30 +1495,10 @@ mod tests {
         ];
         type Setter = fn(&mut RetentionPolicy, KeepDuration);
         let cases: &[(&str, Setter, &str, &[&str])] = &[
-            (
-                "hourly",
-                |p, d| p.keep_within_hourly = Some(d),
-                "1d",
-                &["a", "b"],
-            ),
-            (
-                "weekly",
-                |p, d| p.keep_within_weekly = Some(d),
-                "2w",
-                &["a", "d"],
-            ),
-            (
-                "monthly",
-                |p, d| p.keep_within_monthly = Some(d),
-                "3m",
-                &["a", "e"],
-            ),
-            (
-                "yearly",
-                |p, d| p.keep_within_yearly = Some(d),
-                "1y6m",
-                &["a", "f"],
-            ),
+            ("hourly", |p, d| p.keep_within_hourly = Some(d), "1d", &["a", "b"]),
+            ("weekly", |p, d| p.keep_within_weekly = Some(d), "2w", &["a", "d"]),
+            ("monthly", |p, d| p.keep_within_monthly = Some(d), "3m", &["a", "e"]),
+            ("yearly", |p, d| p.keep_within_yearly = Some(d), "1y6m", &["a", "f"]),
         ];
         for (name, set, span, expected) in cases {
             let mut policy = RetentionPolicy::default();
@@ -1627,10 +1558,7 @@ mod tests {
         assert_eq!(kept_ids(&d).len(), 29 + 23);
         assert_eq!(reasons_of(&d, "d29-s3"), ["daily within 30d"]);
         assert!(reasons_of(&d, "d29-s2").is_empty());
-        assert_eq!(
-            reasons_of(&d, "d55-s3"),
-            ["hourly within 7d", "daily within 30d"]
-        );
+        assert_eq!(reasons_of(&d, "d55-s3"), ["hourly within 7d", "daily within 30d"]);
         assert_eq!(reasons_of(&d, "d55-s1"), ["hourly within 7d"]);
         assert!(reasons_of(&d, "d00-s0").is_empty(), "oldest is outside");
     }
@@ -1715,10 +1643,7 @@ mod tests {
     #[test]
     fn all_snapshots_in_the_future() {
         let now = ts("2024-01-01T00:00:00Z");
-        let snaps = [
-            snap("a", "2024-01-02T00:00:00Z"),
-            snap("b", "2024-01-01T00:00:01Z"),
-        ];
+        let snaps = [snap("a", "2024-01-02T00:00:00Z"), snap("b", "2024-01-01T00:00:01Z")];
         let d = apply(
             &RetentionPolicy::plan_default(),
             &candidates(&snaps),
@@ -1771,10 +1696,7 @@ mod tests {
                 "yearly within 1y",
             ]
         );
-        assert_eq!(
-            reasons_of(&d, "b"),
-            ["within 1d", "daily snapshot", "daily within 1w"]
-        );
+        assert_eq!(reasons_of(&d, "b"), ["within 1d", "daily snapshot", "daily within 1w"]);
         // c: weekly/monthly/yearly budgets are spent; it is the oldest, in
         // the same month/year as "a", and inside the 1m/1y windows.
         assert_eq!(

@@ -92,6 +92,8 @@ pub struct ObjectInfo {
     pub key: String,
     /// Size in bytes.
     pub size: u64,
+    /// Last modification, seconds since the epoch (age checks before deleting garbage).
+    pub modified: i64,
 }
 
 /// A streamed upload: bytes go out as they come, the object appears under its name only when

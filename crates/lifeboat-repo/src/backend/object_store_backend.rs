@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use futures_util::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use object_store::path::Path as OsPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use super::{Backend, BackendError, BackendErrorKind, ObjectInfo, PutMode, Upload};
 
@@ -28,6 +28,10 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 pub struct ObjectStoreBackend {
     store: Arc<dyn ObjectStore>,
     location: String,
+    /// Bytes per upload part: small for local disks (memory), larger for remote stores (requests).
+    part_size: usize,
+    /// Parts uploading at once per pack.
+    parts_in_flight: usize,
 }
 
 impl ObjectStoreBackend {
@@ -44,6 +48,8 @@ impl ObjectStoreBackend {
         Ok(ObjectStoreBackend {
             store: Arc::new(store),
             location,
+            part_size: 1 << 20,
+            parts_in_flight: 1,
         })
     }
 
@@ -52,6 +58,8 @@ impl ObjectStoreBackend {
         ObjectStoreBackend {
             store: Arc::new(object_store::memory::InMemory::new()),
             location: "memory:".into(),
+            part_size: 1 << 20,
+            parts_in_flight: 1,
         }
     }
 }
@@ -102,12 +110,13 @@ impl Backend for ObjectStoreBackend {
 
     fn get(&self, key: &str) -> Result<Vec<u8>, BackendError> {
         let p = OsPath::from(key);
-        runtime().block_on(async {
-            let r = self.store.get(&p).await?;
-            r.bytes().await
-        })
-        .map(|b| b.to_vec())
-        .map_err(|e| convert(&self.location, "get", key, e))
+        runtime()
+            .block_on(async {
+                let r = self.store.get(&p).await?;
+                r.bytes().await
+            })
+            .map(|b| b.to_vec())
+            .map_err(|e| convert(&self.location, "get", key, e))
     }
 
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, BackendError> {
@@ -146,9 +155,10 @@ impl Backend for ObjectStoreBackend {
             .block_on(self.store.put_multipart(&p))
             .map_err(|e| convert(&self.location, "upload", key, e))?;
         Ok(Box::new(StreamUpload {
-            inner: Some(WriteMultipart::new_with_chunk_size(up, 8 << 20)),
+            inner: Some(WriteMultipart::new_with_chunk_size(up, self.part_size)),
             location: self.location.clone(),
             key: key.to_string(),
+            max_parts_in_flight: self.parts_in_flight,
         }))
     }
 
@@ -161,6 +171,7 @@ impl Backend for ObjectStoreBackend {
                     .map_ok(|m| ObjectInfo {
                         key: m.location.to_string(),
                         size: m.size,
+                        modified: m.last_modified.timestamp(),
                     })
                     .try_collect::<Vec<_>>()
                     .await
@@ -188,6 +199,7 @@ impl Backend for ObjectStoreBackend {
 
 struct StreamUpload {
     inner: Option<WriteMultipart>,
+    max_parts_in_flight: usize,
     location: String,
     key: String,
 }
@@ -198,7 +210,7 @@ impl Upload for StreamUpload {
         let _guard = runtime().enter();
         // Bound the bytes in flight so a slow store applies back-pressure.
         runtime()
-            .block_on(w.wait_for_capacity(2))
+            .block_on(w.wait_for_capacity(self.max_parts_in_flight))
             .map_err(|e| convert(&self.location, "upload", &self.key, e))?;
         w.write(data);
         Ok(())

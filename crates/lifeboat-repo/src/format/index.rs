@@ -61,7 +61,12 @@ pub fn decode(body: &[u8], name: &str) -> Result<Vec<PackRecord>> {
         for _ in 0..n {
             entries.push(decode_entry(&mut r).ok_or_else(bad)?);
         }
-        packs.push(PackRecord { id, size, hash, entries });
+        packs.push(PackRecord {
+            id,
+            size,
+            hash,
+            entries,
+        });
     }
     if r.remaining() != 0 {
         return Err(bad());

@@ -100,7 +100,10 @@ pub fn encode_header(keys: &Keys, pack: &Id, entries: &[PackEntry]) -> Vec<u8> {
 /// Reads the header length from a pack's last 8 bytes.
 pub fn decode_trailer(trailer: &[u8], name: &str) -> Result<u32> {
     if trailer.len() != TRAILER_LEN || &trailer[4..] != PACK_MAGIC {
-        return Err(RepoError::damaged(name, "pack trailer missing (truncated or not a pack)"));
+        return Err(RepoError::damaged(
+            name,
+            "pack trailer missing (truncated or not a pack)",
+        ));
     }
     Ok(u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")))
 }

@@ -49,7 +49,10 @@ pub fn open(keys: &Keys, kind: Kind, data: &[u8], name: &str) -> Result<Vec<u8>>
         });
     }
     if data[4] != kind as u8 {
-        return Err(RepoError::damaged(name, format!("holds object kind {} where kind {} was expected", data[4], kind as u8)));
+        return Err(RepoError::damaged(
+            name,
+            format!("holds object kind {} where kind {} was expected", data[4], kind as u8),
+        ));
     }
     let plain = keys.open(&data[..5], &data[5..], name)?;
     decompress_framed(&plain, None, name)

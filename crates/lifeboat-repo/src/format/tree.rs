@@ -149,7 +149,7 @@ impl Tree {
 
     /// Sorts nodes by their exact name bytes (the canonical order).
     pub fn sort(&mut self) {
-        self.nodes.sort_by(|a, b| a.os_name().cmp(&b.os_name()));
+        self.nodes.sort_by_key(|n| n.os_name());
     }
 
     /// Serializes to the stored form.
@@ -159,7 +159,8 @@ impl Tree {
 
     /// Parses and validates a tree. Refuses names that could escape a restore target.
     pub fn decode(data: &[u8], name: &str) -> Result<Tree> {
-        let t: Tree = serde_json::from_slice(data).map_err(|e| RepoError::damaged(name, format!("malformed tree: {e}")))?;
+        let t: Tree =
+            serde_json::from_slice(data).map_err(|e| RepoError::damaged(name, format!("malformed tree: {e}")))?;
         if t.version != 1 {
             return Err(RepoError::UnsupportedVersion {
                 name: name.into(),
@@ -167,11 +168,22 @@ impl Tree {
                 supported: 1,
             });
         }
+        let mut prev: Option<OsString> = None;
         for n in &t.nodes {
             let os = n.os_name();
+            if prev.as_ref().is_some_and(|p| *p >= os) {
+                return Err(RepoError::damaged(
+                    name,
+                    format!("tree entries out of order or duplicated at {:?}", n.name),
+                ));
+            }
+            prev = Some(os.clone());
             let b = os.as_bytes();
             if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') || b.contains(&0) {
-                return Err(RepoError::damaged(name, format!("tree holds an unsafe entry name {:?}", n.name)));
+                return Err(RepoError::damaged(
+                    name,
+                    format!("tree holds an unsafe entry name {:?}", n.name),
+                ));
             }
             if n.kind.is_none() {
                 return Err(RepoError::damaged(name, format!("entry {:?} has no kind", n.name)));

@@ -1,0 +1,317 @@
+//! The command line: every flag, with help text that reads like a manual.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const ABOUT: &str = "lifeboat — disaster recovery you can prove.
+
+Encrypted, deduplicated, compressed backups of files and folders into a repository on a local disk
+(S3 and other locations come later), with restore, verification and retention built in.";
+
+const AFTER: &str = "\
+REPOSITORY AND PASSPHRASE
+    The repository is given by --repo, LIFEBOAT_REPO, or `location` in the config file.
+    The passphrase comes from LIFEBOAT_PASSWORD, --password-file / LIFEBOAT_PASSWORD_FILE,
+    LIFEBOAT_PASSWORD_COMMAND (its standard output), the config file, or a prompt on a terminal.
+    It is never accepted as a command-line argument.
+
+CONFIG FILE
+    --config / LIFEBOAT_CONFIG names a lifeboat.toml that may set the repository, the sources
+    (paths with include/exclude globs and tags) and the retention policy; `lifeboat backup` with
+    no arguments then backs up every source. See examples/lifeboat.toml.
+
+";
+
+/// Top-level command line.
+#[derive(Debug, Parser)]
+#[command(name = "lifeboat", version, about = ABOUT, after_help = format!("{AFTER}{}", crate::exit::TABLE), max_term_width = 100)]
+pub struct Cli {
+    /// Global options.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Repository location: a folder or file:///path.
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "LIFEBOAT_REPO",
+        global = true,
+        value_name = "LOCATION"
+    )]
+    pub repo: Option<String>,
+    /// Read the passphrase from this file (first line).
+    #[arg(long, env = "LIFEBOAT_PASSWORD_FILE", global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Config file (lifeboat.toml).
+    #[arg(short = 'c', long, env = "LIFEBOAT_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON on standard output instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors; no progress bars.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Local cache folder (resume state of interrupted backups).
+    #[arg(long, env = "LIFEBOAT_CACHE_DIR", global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not use a local cache (an interrupted backup then re-reads its files).
+    #[arg(long, global = true)]
+    pub no_cache: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new repository (asks for, or reads, the passphrase).
+    Init(InitArgs),
+    /// Back up files and folders (or the sources named in the config).
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots(SnapshotsArgs),
+    /// List the files in a snapshot.
+    Ls(LsArgs),
+    /// Show what changed between two snapshots (+ added, - removed, M modified, T type, U metadata).
+    Diff(DiffArgs),
+    /// Restore a snapshot into a folder.
+    Restore(RestoreArgs),
+    /// Verify the repository: structure always, pack data with --read-data.
+    Check(CheckArgs),
+    /// Remove snapshots according to a retention policy (the plan's by default).
+    Forget(ForgetArgs),
+    /// Delete data no snapshot needs (two-phase: mark now, delete after the grace period).
+    Prune(PruneArgs),
+    /// Manage the passphrases (key files) that open the repository.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Rebuild repository metadata.
+    #[command(subcommand)]
+    Repair(RepairCommand),
+}
+
+/// `init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// zstd compression level for data (-7 fastest … 22 smallest).
+    #[arg(long, value_name = "LEVEL", allow_hyphen_values = true)]
+    pub compression_level: Option<i32>,
+    /// Target pack size in MiB (4–128).
+    #[arg(long, value_name = "MIB")]
+    pub pack_size_mib: Option<u64>,
+}
+
+/// `backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Paths to back up, or names of sources in the config. None: every configured source.
+    pub paths: Vec<String>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Leave out paths matching this glob (repeatable), e.g. '**/*.tmp'.
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub excludes: Vec<String>,
+    /// Back up only files matching this glob (repeatable); directories are always walked.
+    #[arg(long = "include", value_name = "GLOB")]
+    pub includes: Vec<String>,
+    /// Host name to record (default: this machine's).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Snapshot to compare against for unchanged files (default: the newest of the same host and paths).
+    #[arg(long, value_name = "SNAPSHOT")]
+    pub parent: Option<String>,
+    /// Read every file, even those unchanged since the parent snapshot.
+    #[arg(long)]
+    pub force: bool,
+    /// Write an index checkpoint this often, so an interrupted backup resumes (e.g. 5m, 30s).
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub checkpoint_interval: String,
+}
+
+/// `snapshots`.
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// Only snapshots of this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only snapshots with this tag.
+    #[arg(long)]
+    pub tag: Option<String>,
+}
+
+/// `ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Snapshot id (or unique prefix) or `latest`.
+    pub snapshot: String,
+    /// Directory inside the snapshot to list (default: everything).
+    pub path: Option<PathBuf>,
+    /// Show mode, size and modification time.
+    #[arg(short, long)]
+    pub long: bool,
+}
+
+/// `diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// First snapshot.
+    pub a: String,
+    /// Second snapshot.
+    pub b: String,
+}
+
+/// Existing-file policy for restore.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OverwriteArg {
+    /// Refuse a non-empty target.
+    Never,
+    /// Replace only files whose size or mtime differ.
+    IfChanged,
+    /// Replace every file.
+    Always,
+}
+
+/// `restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id (or unique prefix) or `latest`.
+    pub snapshot: String,
+    /// Folder to restore into; the snapshot's absolute paths are recreated under it.
+    #[arg(short, long, value_name = "DIR")]
+    pub target: PathBuf,
+    /// Restore only paths matching this glob (repeatable), e.g. '/etc/myapp/**'.
+    #[arg(long = "include", value_name = "GLOB")]
+    pub includes: Vec<String>,
+    /// What to do with files already in the target.
+    #[arg(long, value_enum, default_value = "never")]
+    pub overwrite: OverwriteArg,
+    /// After restoring, re-read every restored file and compare it with the snapshot.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+/// `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Read and verify all pack data.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Read a subset: a percentage ("10%") or a part ("2/7", day 2 of a weekly cycle).
+    #[arg(long, value_name = "SUBSET")]
+    pub read_data_subset: Option<String>,
+}
+
+/// Retention flags shared by `forget`.
+#[derive(Debug, Args, Default)]
+pub struct KeepArgs {
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N weeks.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot within this span of the newest (e.g. 7d, 1y6m).
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within: Option<String>,
+    /// Within this span, keep the newest snapshot of each hour.
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_hourly: Option<String>,
+    /// Within this span, keep the newest snapshot of each day.
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_daily: Option<String>,
+    /// Within this span, keep the newest snapshot of each week.
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_weekly: Option<String>,
+    /// Within this span, keep the newest snapshot of each month.
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_monthly: Option<String>,
+    /// Within this span, keep the newest snapshot of each year.
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within_yearly: Option<String>,
+    /// Keep every snapshot with this tag (repeatable).
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub keep_tags: Vec<String>,
+}
+
+/// `forget`.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Retention rules; none given means the config's policy, or the plan's default
+    /// (--keep-within-hourly 7d --keep-within-daily 30d).
+    #[command(flatten)]
+    pub keep: KeepArgs,
+    /// Show what would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run prune afterwards.
+    #[arg(long)]
+    pub prune: bool,
+    /// Prune grace period (with --prune).
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub grace: String,
+}
+
+/// `prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Show what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long marked or unindexed packs wait before deletion. Must exceed your longest backup;
+    /// 0s deletes at once and is only safe when no backup can be running.
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub grace: String,
+    /// Repack packs with at least this share of unused bytes (0.0–1.0).
+    #[arg(long, default_value_t = 0.25, value_name = "RATIO")]
+    pub repack_threshold: f64,
+}
+
+/// `key …`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List key files.
+    List,
+    /// Add a passphrase (from LIFEBOAT_NEW_PASSWORD, --new-password-file, or a prompt).
+    Add(NewKeyArgs),
+    /// Remove a key file by id (prefix); never the one in use.
+    Remove {
+        /// Key id or unique prefix.
+        id: String,
+    },
+    /// Change the passphrase of the key in use (writes a new key file; data is not rewritten).
+    Passwd(NewKeyArgs),
+}
+
+/// New passphrase source.
+#[derive(Debug, Args)]
+pub struct NewKeyArgs {
+    /// Read the new passphrase from this file.
+    #[arg(long, value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
+}
+
+/// `repair …`.
+#[derive(Debug, Subcommand)]
+pub enum RepairCommand {
+    /// Rebuild the index from the packs' own headers.
+    Index,
+}

@@ -1,0 +1,202 @@
+//! `backup`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Result;
+use lifeboat_repo::archiver::{self, BackupOptions, BackupProgress, BackupResult};
+use lifeboat_repo::{Id, RepoError};
+
+use super::{Ctx, parse_duration};
+use crate::cli::BackupArgs;
+use crate::exit::{OK, PARTIAL, SOURCE_MISSING, USAGE, fail};
+use crate::output::{self, Progress};
+
+/// One snapshot to make.
+struct Job {
+    label: String,
+    paths: Vec<PathBuf>,
+    includes: Vec<String>,
+    excludes: Vec<String>,
+    tags: Vec<String>,
+}
+
+fn jobs(ctx: &Ctx, a: &BackupArgs) -> Result<Vec<Job>> {
+    let mut jobs = Vec::new();
+    let mut loose = Vec::new();
+    if a.paths.is_empty() {
+        if ctx.config.sources.is_empty() {
+            return Err(fail(
+                USAGE,
+                "nothing to back up: give paths, or name sources in the config (--config)",
+            ));
+        }
+        for s in &ctx.config.sources {
+            jobs.push(Job {
+                label: s.name.clone(),
+                paths: s.paths.clone(),
+                includes: s.include.clone(),
+                excludes: s.exclude.clone(),
+                tags: s.tags.clone(),
+            });
+        }
+    }
+    for p in &a.paths {
+        if let Some(s) = ctx.config.sources.iter().find(|s| s.name == *p) {
+            jobs.push(Job {
+                label: s.name.clone(),
+                paths: s.paths.clone(),
+                includes: s.include.clone(),
+                excludes: s.exclude.clone(),
+                tags: s.tags.clone(),
+            });
+        } else {
+            loose.push(PathBuf::from(p));
+        }
+    }
+    if !loose.is_empty() {
+        jobs.push(Job {
+            label: "paths".into(),
+            paths: loose,
+            includes: Vec::new(),
+            excludes: Vec::new(),
+            tags: Vec::new(),
+        });
+    }
+    for j in &mut jobs {
+        j.tags.extend(a.tags.iter().cloned());
+        j.includes.extend(a.includes.iter().cloned());
+        j.excludes.extend(a.excludes.iter().cloned());
+        for p in &j.paths {
+            if let Err(e) = std::fs::symlink_metadata(p) {
+                return Err(fail(SOURCE_MISSING, format!("source {}: {e}", p.display())));
+            }
+        }
+    }
+    Ok(jobs)
+}
+
+pub fn run(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
+    let jobs = jobs(ctx, a)?;
+    let interval = parse_duration(&a.checkpoint_interval)?;
+    let repo = ctx.open()?;
+    let parent = match &a.parent {
+        Some(p) => Some(repo.find_snapshot(p)?.0),
+        None => None,
+    };
+    let mut results = Vec::new();
+    let mut code = OK;
+    for j in jobs {
+        let opts = BackupOptions {
+            paths: j.paths,
+            tags: j.tags,
+            host: a.host.clone().unwrap_or_else(lifeboat_repo::repository::hostname),
+            excludes: j.excludes,
+            includes: j.includes,
+            parent,
+            force_reread: a.force,
+            checkpoint_interval: interval,
+            cache_dir: ctx.cache_dir(),
+            ..Default::default()
+        };
+        let progress = Arc::new(BackupProgress::default());
+        let p2 = progress.clone();
+        let bar = Progress::bytes(ctx.progress(), move || {
+            (
+                p2.bytes.load(Ordering::Relaxed),
+                p2.expected_bytes.load(Ordering::Relaxed),
+                format!(
+                    "{} files, {} stored",
+                    p2.files.load(Ordering::Relaxed),
+                    output::bytes(p2.uploaded.load(Ordering::Relaxed))
+                ),
+            )
+        });
+        let r = archiver::backup(&repo, &opts, &progress);
+        bar.finish();
+        let r = r.map_err(|e| match e {
+            RepoError::Io { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
+                fail(SOURCE_MISSING, format!("source {}: {source}", path.display()))
+            }
+            e => e.into(),
+        })?;
+        if !r.snapshot.unreadable.is_empty() {
+            code = PARTIAL;
+            for u in &r.snapshot.unreadable {
+                eprintln!("lifeboat: warning: unreadable, not in snapshot: {u}");
+            }
+        }
+        if !ctx.global.json && !ctx.global.quiet {
+            print_summary(&j.label, &r);
+        }
+        results.push(r);
+    }
+    if ctx.global.json {
+        let v: Vec<_> = results.iter().map(json_result).collect();
+        output::json(&if v.len() == 1 {
+            v.into_iter().next().expect("one")
+        } else {
+            serde_json::Value::Array(v)
+        });
+    }
+    Ok(code)
+}
+
+fn json_result(r: &BackupResult) -> serde_json::Value {
+    serde_json::json!({
+        "snapshot_id": r.snapshot_id,
+        "time": r.snapshot.time,
+        "host": r.snapshot.host,
+        "paths": r.snapshot.paths,
+        "tags": r.snapshot.tags,
+        "parent": r.snapshot.parent,
+        "summary": r.snapshot.summary,
+        "unreadable": r.snapshot.unreadable,
+        "resumed_files": r.resumed_files,
+        "checkpoints": r.checkpoints,
+    })
+}
+
+fn print_summary(label: &str, r: &BackupResult) {
+    let s = &r.snapshot.summary;
+    let short = |id: &Id| id.short();
+    let rate = if s.duration_secs > 0.0 {
+        s.bytes_read as f64 / s.duration_secs / 1e6
+    } else {
+        0.0
+    };
+    println!(
+        "snapshot {} saved ({label}: {})",
+        short(&r.snapshot_id),
+        r.snapshot.paths.join(", ")
+    );
+    println!(
+        "  files    {} new, {} changed, {} unchanged{}{}",
+        s.files_new,
+        s.files_changed,
+        s.files_unchanged,
+        if s.errors > 0 {
+            format!(", {} unreadable", s.errors)
+        } else {
+            String::new()
+        },
+        if r.resumed_files > 0 {
+            format!(" ({} resumed from an interrupted backup)", r.resumed_files)
+        } else {
+            String::new()
+        }
+    );
+    println!("  dirs     {}", s.dirs);
+    println!(
+        "  read     {} of {} total",
+        output::bytes(s.bytes_read),
+        output::bytes(s.bytes_total)
+    );
+    println!(
+        "  added    {} to the repository ({} before compression and encryption)",
+        output::bytes(s.bytes_added),
+        output::bytes(s.bytes_added_raw)
+    );
+    println!("  time     {} ({rate:.1} MB/s read)", output::secs(s.duration_secs));
+}

@@ -1,0 +1,143 @@
+//! `snapshots`, `ls`, `diff`.
+
+use anyhow::Result;
+use lifeboat_repo::format::tree::NodeKind;
+use lifeboat_repo::walk;
+
+use super::Ctx;
+use crate::cli::{DiffArgs, LsArgs, SnapshotsArgs};
+use crate::exit::OK;
+use crate::output;
+
+pub fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Result<u8> {
+    let repo = ctx.open()?;
+    let all: Vec<_> = repo
+        .list_snapshots()?
+        .into_iter()
+        .filter(|(_, s)| a.host.as_ref().is_none_or(|h| *h == s.host))
+        .filter(|(_, s)| a.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
+        .collect();
+    if ctx.global.json {
+        let v: Vec<_> = all
+            .iter()
+            .map(|(id, s)| {
+                let mut j = serde_json::to_value(s).expect("serializable");
+                j["id"] = serde_json::json!(id);
+                j
+            })
+            .collect();
+        output::json(&v);
+        return Ok(OK);
+    }
+    let tz = jiff::tz::TimeZone::system();
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|(id, s)| {
+            vec![
+                id.short(),
+                s.time.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string(),
+                s.host.clone(),
+                s.tags.join(","),
+                output::bytes(s.summary.bytes_total),
+                format!(
+                    "{}{}",
+                    s.paths.join(" "),
+                    if s.unreadable.is_empty() { "" } else { " (partial)" }
+                ),
+            ]
+        })
+        .collect();
+    output::table(&["ID", "Time", "Host", "Tags", "Size", "Paths"], &rows);
+    println!("{} snapshot(s)", rows.len());
+    Ok(OK)
+}
+
+fn mode_string(kind: Option<NodeKind>, mode: u32) -> String {
+    let t = match kind {
+        Some(NodeKind::Dir) => 'd',
+        Some(NodeKind::Symlink) => 'l',
+        Some(NodeKind::Fifo) => 'p',
+        Some(NodeKind::Socket) => 's',
+        Some(NodeKind::Chardev) => 'c',
+        Some(NodeKind::Blockdev) => 'b',
+        _ => '-',
+    };
+    let mut s = String::from(t);
+    for shift in [6, 3, 0] {
+        let b = (mode >> shift) & 7;
+        s.push(if b & 4 != 0 { 'r' } else { '-' });
+        s.push(if b & 2 != 0 { 'w' } else { '-' });
+        s.push(if b & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<u8> {
+    let repo = ctx.open()?;
+    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
+    let index = repo.load_index_for_reading()?;
+    let (root, prefix) = match &a.path {
+        Some(p) => (walk::find_dir(&repo, &index, &snap.tree, p)?, p.clone()),
+        None => (snap.tree, std::path::PathBuf::from("/")),
+    };
+    let mut entries = Vec::new();
+    let tz = jiff::tz::TimeZone::system();
+    walk::walk(&repo, &index, &root, &mut |p, n| {
+        let full = prefix.join(p.strip_prefix("/").unwrap_or(p));
+        if ctx.global.json {
+            entries.push(serde_json::json!({
+                "path": full, "type": n.kind, "mode": n.mode, "size": n.size, "mtime_ns": n.mtime_ns,
+                "uid": n.uid, "gid": n.gid, "target": n.target,
+            }));
+        } else if a.long {
+            let t = jiff::Timestamp::from_nanosecond(i128::from(n.mtime_ns)).unwrap_or_default();
+            println!(
+                "{} {:>6} {:>6} {:>12} {} {}{}",
+                mode_string(n.kind, n.mode),
+                n.uid,
+                n.gid,
+                n.size,
+                t.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S"),
+                full.display(),
+                n.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default()
+            );
+        } else {
+            println!("{}", full.display());
+        }
+        Ok(())
+    })?;
+    if ctx.global.json {
+        output::json(&entries);
+    }
+    Ok(OK)
+}
+
+pub fn diff(ctx: &Ctx, a: &DiffArgs) -> Result<u8> {
+    let repo = ctx.open()?;
+    let (ida, sa) = repo.find_snapshot(&a.a)?;
+    let (idb, sb) = repo.find_snapshot(&a.b)?;
+    let index = repo.load_index_for_reading()?;
+    let d = walk::diff(&repo, &index, &sa.tree, &sb.tree)?;
+    if ctx.global.json {
+        output::json(&serde_json::json!({ "from": ida, "to": idb, "changes": d }));
+    } else {
+        for e in &d {
+            println!(
+                "{}  {}{}",
+                e.change.code(),
+                e.path.display(),
+                if e.dir { "/" } else { "" }
+            );
+        }
+        let count = |c: walk::Change| d.iter().filter(|e| e.change == c).count();
+        println!(
+            "{} added, {} removed, {} modified, {} type changed, {} metadata only",
+            count(walk::Change::Added),
+            count(walk::Change::Removed),
+            count(walk::Change::Modified),
+            count(walk::Change::TypeChanged),
+            count(walk::Change::MetadataChanged)
+        );
+    }
+    Ok(OK)
+}

@@ -1,0 +1,105 @@
+//! `restore`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Result;
+use lifeboat_repo::restorer::{self, Overwrite, RestoreOptions, RestoreProgress};
+
+use super::Ctx;
+use crate::cli::{OverwriteArg, RestoreArgs};
+use crate::exit::{DAMAGED, OK};
+use crate::output::{self, Progress};
+
+pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
+    let repo = ctx.open()?;
+    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let index = repo.load_index_for_reading()?;
+    let opts = RestoreOptions {
+        target: a.target.clone(),
+        includes: a.includes.clone(),
+        overwrite: match a.overwrite {
+            OverwriteArg::Never => Overwrite::Never,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::Always => Overwrite::Always,
+        },
+        threads: 0,
+    };
+    let progress = Arc::new(RestoreProgress::default());
+    let p2 = progress.clone();
+    let bar = Progress::bytes(ctx.progress(), move || {
+        (
+            p2.bytes.load(Ordering::Relaxed),
+            p2.total_bytes.load(Ordering::Relaxed),
+            format!("{} files", p2.files.load(Ordering::Relaxed)),
+        )
+    });
+    let r = restorer::restore(&repo, &index, &snap.tree, &opts, &progress);
+    bar.finish();
+    let r = r?;
+    let verify = if a.verify {
+        Some(restorer::verify_restored(
+            &repo,
+            &index,
+            &snap.tree,
+            &a.target,
+            &a.includes,
+        )?)
+    } else {
+        None
+    };
+    let failed = !r.errors.is_empty() || verify.as_ref().is_some_and(|v| !v.mismatches.is_empty());
+    if ctx.global.json {
+        output::json(&serde_json::json!({ "snapshot_id": id, "target": a.target, "summary": r, "verify": verify }));
+    } else {
+        for e in &r.errors {
+            eprintln!("lifeboat: error: {e}");
+        }
+        for w in &r.warnings {
+            eprintln!("lifeboat: warning: {w}");
+        }
+        if !ctx.global.quiet {
+            println!("restored snapshot {} to {}", id.short(), a.target.display());
+            println!(
+                "  files    {} restored, {} unchanged and skipped, {} failed",
+                r.files_restored,
+                r.files_skipped,
+                r.errors.len()
+            );
+            println!("  dirs     {}", r.dirs);
+            println!("  written  {}", output::bytes(r.bytes_written));
+            println!(
+                "  time     {} ({:.1} MB/s)",
+                output::secs(r.duration_secs),
+                if r.duration_secs > 0.0 {
+                    r.bytes_written as f64 / r.duration_secs / 1e6
+                } else {
+                    0.0
+                }
+            );
+            if let Some(v) = &verify {
+                for m in &v.mismatches {
+                    eprintln!("lifeboat: verify: {m}");
+                }
+                println!(
+                    "  verified {} files, {} re-read: {}",
+                    v.files,
+                    output::bytes(v.bytes),
+                    if v.mismatches.is_empty() {
+                        "identical to the snapshot".to_string()
+                    } else {
+                        format!("{} MISMATCHES", v.mismatches.len())
+                    }
+                );
+            }
+        }
+    }
+    if failed {
+        eprintln!(
+            "lifeboat: restore incomplete: {} file(s) failed",
+            r.errors.len() + verify.map_or(0, |v| v.mismatches.len())
+        );
+        return Ok(DAMAGED);
+    }
+    Ok(OK)
+}

@@ -1,0 +1,204 @@
+//! `lifeboat.toml`: read as a raw, permissive shape, then validated into what commands use, so
+//! every mistake is reported once, with the file and line, before any work starts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use lifeboat_repo::retention::RetentionPolicy;
+use serde::Deserialize;
+
+use crate::exit::{USAGE, fail};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    repository: Option<RawRepository>,
+    #[serde(default)]
+    sources: BTreeMap<String, RawSource>,
+    retention: Option<RetentionPolicy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepository {
+    location: Option<String>,
+    password_file: Option<PathBuf>,
+    password_command: Option<String>,
+    cache_dir: Option<PathBuf>,
+    compression_level: Option<i32>,
+    pack_size_mib: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    #[serde(default = "files_kind")]
+    kind: String,
+    #[serde(default)]
+    paths: Vec<String>,
+    #[serde(default)]
+    include: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+fn files_kind() -> String {
+    "files".into()
+}
+
+/// A validated file source.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    /// Name in the config (`[sources.NAME]`).
+    pub name: String,
+    /// Absolute paths.
+    pub paths: Vec<PathBuf>,
+    /// Include globs.
+    pub include: Vec<String>,
+    /// Exclude globs.
+    pub exclude: Vec<String>,
+    /// Tags added to its snapshots.
+    pub tags: Vec<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Repository location.
+    pub location: Option<String>,
+    /// Passphrase file.
+    pub password_file: Option<PathBuf>,
+    /// Passphrase command.
+    pub password_command: Option<String>,
+    /// Local cache folder.
+    pub cache_dir: Option<PathBuf>,
+    /// zstd level for `init`.
+    pub compression_level: Option<i32>,
+    /// Pack size for `init`.
+    pub pack_size_mib: Option<u64>,
+    /// File sources by name.
+    pub sources: Vec<FileSource>,
+    /// Retention policy (the plan's default when absent).
+    pub retention: RetentionPolicy,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+/// Loads and validates a config file.
+pub fn load(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path).map_err(|e| fail(USAGE, format!("config {}: {e}", path.display())))?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text (`path` is used in messages).
+pub fn parse(text: &str, path: &Path) -> Result<Config> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| format!(" line {}", line_of(text, s.start)))
+            .unwrap_or_default();
+        fail(
+            USAGE,
+            format!(
+                "config {}{at}: {}",
+                path.display(),
+                e.message().trim().replace('\n', " ")
+            ),
+        )
+    })?;
+    let bad = |msg: String| fail(USAGE, format!("config {}: {msg}", path.display()));
+    let repo = raw.repository.unwrap_or_default();
+    if let Some(l) = repo.compression_level
+        && !(-7..=22).contains(&l)
+    {
+        return Err(bad(format!("repository.compression_level {l} is outside -7..=22")));
+    }
+    if let Some(p) = repo.pack_size_mib
+        && !(4..=128).contains(&p)
+    {
+        return Err(bad(format!("repository.pack_size_mib {p} is outside 4..=128")));
+    }
+    let mut sources = Vec::new();
+    for (name, s) in raw.sources {
+        match s.kind.as_str() {
+            "files" => {}
+            "postgres" => {
+                return Err(bad(format!(
+                    "sources.{name}: kind \"postgres\" is not supported by this version yet"
+                )));
+            }
+            k => return Err(bad(format!("sources.{name}: unknown kind {k:?} (expected \"files\")"))),
+        }
+        if s.paths.is_empty() {
+            return Err(bad(format!("sources.{name}: no paths")));
+        }
+        let mut paths = Vec::new();
+        for p in &s.paths {
+            let pb = PathBuf::from(p);
+            if !pb.is_absolute() {
+                return Err(bad(format!("sources.{name}: path {p:?} is not absolute")));
+            }
+            paths.push(pb);
+        }
+        for g in s.include.iter().chain(&s.exclude) {
+            globset::Glob::new(g).map_err(|e| bad(format!("sources.{name}: bad pattern {g:?}: {e}")))?;
+        }
+        sources.push(FileSource {
+            name,
+            paths,
+            include: s.include,
+            exclude: s.exclude,
+            tags: s.tags,
+        });
+    }
+    Ok(Config {
+        location: repo.location,
+        password_file: repo.password_file,
+        password_command: repo.password_command,
+        cache_dir: repo.cache_dir,
+        compression_level: repo.compression_level,
+        pack_size_mib: repo.pack_size_mib,
+        sources,
+        retention: raw.retention.unwrap_or_else(RetentionPolicy::plan_default),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_example_parses() {
+        let c = parse(include_str!("../../../examples/lifeboat.toml"), Path::new("x.toml")).unwrap();
+        assert!(!c.sources.is_empty());
+        assert!(!c.retention.is_empty());
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let e = parse("[repository]\nlocaton = \"x\"\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.toml line 2"), "{e}");
+        assert!(!e.contains('\n'));
+        let e = parse("[sources.a]\npaths = [\"rel\"]\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not absolute"), "{e}");
+        let e = parse("[sources.a]\nkind = \"ftp\"\npaths = [\"/a\"]\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown kind"), "{e}");
+    }
+
+    #[test]
+    fn default_retention_is_the_plan() {
+        let c = parse("", Path::new("x.toml")).unwrap();
+        assert_eq!(c.retention, RetentionPolicy::plan_default());
+    }
+}
