@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::chunker::Chunker;
-use crate::crypto::compress_framed;
 use crate::error::{RepoError, Result};
 use crate::format::index::PackRecord;
 use crate::format::pack::{BlobType, blob_aad};
@@ -322,9 +321,9 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
         record_completed: resume_path.is_some(),
     };
 
-    let (file_tx, file_rx) = bounded::<FileJob>(readers * 4);
-    let (seal_tx, seal_rx) = bounded::<SealJob>(sealers * 2);
-    let (pack_tx, pack_rx) = bounded::<PackMsg>(sealers * 2);
+    let (file_tx, file_rx) = bounded::<FileJob>(readers * 8);
+    let (seal_tx, seal_rx) = bounded::<SealJob>(sealers);
+    let (pack_tx, pack_rx) = bounded::<PackMsg>(sealers);
 
     let outcome = std::thread::scope(|s| -> Result<WalkOutcome> {
         for _ in 0..readers {
@@ -525,18 +524,16 @@ impl From<std::io::Error> for ChunkError {
 fn sealer_worker(sh: &Shared<'_>, rx: Receiver<SealJob>, tx: Sender<PackMsg>) {
     let level = sh.repo.config().compression_level;
     let keys = sh.repo.keys();
-    let mut plain = Vec::new();
     for job in rx {
-        plain.clear();
-        compress_framed(&job.data, level, &mut plain);
-        let mut sealed = Vec::with_capacity(plain.len() + crate::crypto::SEAL_OVERHEAD);
-        keys.seal_into(&blob_aad(job.blob_type, &job.id), &plain, &mut sealed);
-        sh.raw_added.fetch_add(job.data.len() as u64, Ordering::Relaxed);
+        let sealed = keys.seal_blob(&blob_aad(job.blob_type, &job.id), &job.data, level);
+        let raw_len = job.data.len() as u32;
+        drop(job.data);
+        sh.raw_added.fetch_add(u64::from(raw_len), Ordering::Relaxed);
         if tx
             .send(PackMsg::Blob {
                 blob_type: job.blob_type,
                 id: job.id,
-                raw_len: job.data.len() as u32,
+                raw_len,
                 sealed,
             })
             .is_err()
@@ -670,7 +667,7 @@ impl Walker<'_, '_> {
     }
 
     fn parent_subtree(&self, parent: Option<&Tree>, name: &std::ffi::OsStr) -> Option<Tree> {
-        let n = parent?.nodes.iter().find(|n| n.os_name() == name && n.is_dir())?;
+        let n = parent?.find(name).filter(|n| n.is_dir())?;
         self.sh.repo.read_tree(self.sh.index, n.subtree.as_ref()?).ok()
     }
 
@@ -742,7 +739,7 @@ impl Walker<'_, '_> {
             }
             Some(NodeKind::File) => {
                 self.summary.bytes_total += node.size;
-                let old = parent.and_then(|t| t.nodes.iter().find(|n| n.os_name() == name));
+                let old = parent.and_then(|t| t.find(&name));
                 let unchanged = old.filter(|o| {
                     o.is_file()
                         && o.size == node.size

@@ -69,7 +69,7 @@ pub struct Chunker {
 }
 
 impl Chunker {
-    /// Creates a chunker with its buffer (max chunk size plus 1 MiB of read-ahead).
+    /// Creates a chunker; its buffer (max chunk size plus 256 KiB) is allocated on first use.
     pub fn new(params: ChunkerParams, seed: u64) -> Chunker {
         Chunker {
             params,
@@ -85,7 +85,7 @@ impl Chunker {
         mut reader: R,
         mut on_chunk: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let cap = self.params.max as usize + (1 << 20);
+        let cap = self.params.max as usize + (256 << 10);
         if self.buf.len() != cap {
             self.buf = vec![0u8; cap];
         }

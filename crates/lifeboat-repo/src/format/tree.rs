@@ -104,6 +104,15 @@ impl Node {
         }
     }
 
+    /// The exact name bytes, borrowed when the name is UTF-8 (the common case): for comparing
+    /// and sorting without allocating.
+    pub fn name_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.name_bytes.as_deref().and_then(|h| hex::decode(h).ok()) {
+            Some(b) => std::borrow::Cow::Owned(b),
+            None => std::borrow::Cow::Borrowed(self.name.as_bytes()),
+        }
+    }
+
     /// Sets a symlink target from raw OS bytes.
     pub fn set_target(&mut self, t: &OsStr) {
         self.target = Some(t.to_string_lossy().into_owned());
@@ -149,7 +158,16 @@ impl Tree {
 
     /// Sorts nodes by their exact name bytes (the canonical order).
     pub fn sort(&mut self) {
-        self.nodes.sort_by_key(|n| n.os_name());
+        self.nodes.sort_by(|a, b| a.name_bytes().cmp(&b.name_bytes()));
+    }
+
+    /// Finds a node by exact name (nodes are sorted, so this is a binary search).
+    pub fn find(&self, name: &OsStr) -> Option<&Node> {
+        let want = name.as_bytes();
+        self.nodes
+            .binary_search_by(|n| n.name_bytes().as_ref().cmp(want))
+            .ok()
+            .map(|i| &self.nodes[i])
     }
 
     /// Serializes to the stored form.
