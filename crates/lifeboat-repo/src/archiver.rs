@@ -7,9 +7,9 @@
 //! ```
 //! Every channel is bounded, so memory stays flat whatever the size of the input. Files whose
 //! size, mtime, ctime and inode match the parent snapshot are not read. Every
-//! `checkpoint_interval` the pipeline drains, the open pack is closed and an index segment is
-//! written; files completed by then are recorded in a local resume file, so a killed backup
-//! neither re-reads nor re-uploads them next time.
+//! `checkpoint_interval` the open pack is closed and an index segment is written; files
+//! completed by then are recorded in a local resume file, so a killed backup neither re-reads
+//! nor re-uploads them next time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -321,7 +321,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
         record_completed: resume_path.is_some(),
     };
 
-    let (file_tx, file_rx) = bounded::<FileJob>(readers * 8);
+    let (file_tx, file_rx) = bounded::<FileJob>(readers * 4);
     let (seal_tx, seal_rx) = bounded::<SealJob>(sealers);
     let (pack_tx, pack_rx) = bounded::<PackMsg>(sealers);
 
@@ -629,11 +629,20 @@ impl Walker<'_, '_> {
         Ok(())
     }
 
+    /// Every `interval`: closes the open pack, indexes what was written, and records the files
+    /// completed so far in the resume file. No barrier: blobs still in flight simply are not in
+    /// this checkpoint, and a resume record whose blobs did not reach the index is ignored when
+    /// it is loaded (see `load_resume`), so the file is read again.
     fn maybe_checkpoint(&mut self) -> Result<()> {
         if self.last_checkpoint.elapsed() < self.interval {
             return Ok(());
         }
-        self.drain_and_flush()?;
+        let (tx, rx) = bounded(1);
+        self.pack_tx.send(PackMsg::Flush(tx)).map_err(|_| RepoError::Interrupted)?;
+        let records = rx.recv().map_err(|_| RepoError::Interrupted)??;
+        if !records.is_empty() {
+            self.sh.repo.write_index_segment(&records)?;
+        }
         self.checkpoints += 1;
         self.last_checkpoint = Instant::now();
         let done = std::mem::take(&mut *self.sh.completed.lock().expect("lock"));
@@ -696,10 +705,28 @@ impl Walker<'_, '_> {
         self.store_tree(&mut tree)
     }
 
+    /// Waits for a file's result, writing checkpoints meanwhile so a long run of large files
+    /// still checkpoints on time.
+    fn wait_for(&mut self, rx: &Receiver<FileOutcome>) -> std::result::Result<FileOutcome, ()> {
+        loop {
+            let left = self.interval.saturating_sub(self.last_checkpoint.elapsed());
+            match rx.recv_timeout(left.max(Duration::from_millis(10))) {
+                Ok(o) => return Ok(o),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Err(()),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = self.maybe_checkpoint() {
+                        self.sh.fail(e);
+                        return rx.recv().map_err(|_| ());
+                    }
+                }
+            }
+        }
+    }
+
     fn collect(&mut self, p: Pending) -> Option<Node> {
         match p {
             Pending::Ready(n) => Some(n),
-            Pending::Waiting(mut n, path, rx) => match rx.recv() {
+            Pending::Waiting(mut n, path, rx) => match self.wait_for(&rx) {
                 Ok(Ok((content, size))) => {
                     n.content = content;
                     n.size = size;

@@ -80,6 +80,14 @@ pub enum RepoError {
         /// Expiry time.
         expires: String,
     },
+    /// A tree holds an entry name that could escape a restore target (crafted or corrupt).
+    #[error("unsafe entry name {entry:?} in {tree}: refusing to use it")]
+    UnsafeName {
+        /// Tree that holds it.
+        tree: String,
+        /// The name, lossily printed.
+        entry: String,
+    },
     /// A restore would write outside its target or over existing data.
     #[error("restore refused: {0}")]
     RestoreRefused(String),

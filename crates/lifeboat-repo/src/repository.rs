@@ -14,6 +14,9 @@ use crate::format::tree::Tree;
 use crate::id::Id;
 use crate::index::{Index, Location};
 
+/// Readable snapshots (oldest first) and the errors of the manifests that could not be read.
+pub type SnapshotListing = (Vec<(Id, Snapshot)>, Vec<RepoError>);
+
 /// Repository-wide settings, fixed at `init` (sealed `config` object).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Config {
@@ -369,17 +372,30 @@ impl Repository {
         Tree::decode(&data, &format!("tree {}", id.short()))
     }
 
-    /// Lists all snapshots, oldest first.
+    /// Lists all readable snapshots, oldest first. A damaged manifest is skipped so it cannot
+    /// make every other snapshot unrestorable; [`Repository::list_snapshots_checked`] reports it.
     pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        Ok(self.list_snapshots_checked()?.0)
+    }
+
+    /// Lists snapshots and, separately, the manifests that could not be read.
+    pub fn list_snapshots_checked(&self) -> Result<SnapshotListing> {
         let mut out = Vec::new();
+        let mut bad = Vec::new();
         for o in self.backend.list("snapshots/")? {
             let name = o.key.trim_start_matches("snapshots/");
             let Some(id) = Id::from_hex(name) else { continue };
-            let body = self.read_sealed(&o.key, Kind::Snapshot)?;
-            out.push((id, Snapshot::decode(&body, &o.key)?));
+            match self
+                .read_sealed(&o.key, Kind::Snapshot)
+                .and_then(|body| Snapshot::decode(&body, &o.key))
+            {
+                Ok(s) => out.push((id, s)),
+                Err(RepoError::Backend(e)) if !e.is_not_found() => return Err(e.into()),
+                Err(e) => bad.push(e),
+            }
         }
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        Ok(out)
+        Ok((out, bad))
     }
 
     /// Resolves `latest`, a full id or a unique prefix of at least 4 hex digits.

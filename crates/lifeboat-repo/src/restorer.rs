@@ -75,6 +75,10 @@ pub struct RestoreSummary {
     pub errors: Vec<String>,
     /// Entries that cannot be recreated here (sockets, fifos, devices without privilege).
     pub warnings: Vec<String>,
+    /// True when a file failed because the target's disk (or quota) is full.
+    pub disk_full: bool,
+    /// True when a file failed because repository data was damaged or missing.
+    pub damaged: bool,
     /// Wall time.
     pub duration_secs: f64,
 }
@@ -151,7 +155,13 @@ pub fn restore(
         tasks.push(t);
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let threads = if opts.threads == 0 { cores * 2 } else { opts.threads };
+    let threads = match opts.threads {
+        0 => std::env::var("LIFEBOAT_RESTORE_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cores * 2),
+        n => n,
+    };
     let (tx, rx) = bounded::<FileTask>(threads * 2);
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -167,7 +177,14 @@ pub fn restore(
                             g.bytes_written += n;
                         }
                         Ok(None) => g.files_skipped += 1,
-                        Err(e) => g.errors.push(format!("{}: {e}", t.dest.display())),
+                        Err(e) => {
+                            g.disk_full |= e.is_storage_full();
+                            g.damaged |= matches!(
+                                e,
+                                RepoError::Damaged { .. } | RepoError::MissingBlob { .. } | RepoError::Backend(_)
+                            );
+                            g.errors.push(format!("{}: {e}", t.dest.display()));
+                        }
                     }
                     progress.files.fetch_add(1, Ordering::Relaxed);
                 }

@@ -84,7 +84,7 @@ pub fn code_for(e: &RepoError) -> u8 {
         RepoError::Damaged { .. } | RepoError::MissingBlob { .. } | RepoError::UnsupportedVersion { .. } => DAMAGED,
         RepoError::SnapshotNotFound(_) | RepoError::AmbiguousSnapshot(_) => SNAPSHOT_NOT_FOUND,
         RepoError::LeaseHeld { .. } => LOCKED,
-        RepoError::RestoreRefused(_) => RESTORE_REFUSED,
+        RepoError::RestoreRefused(_) | RepoError::UnsafeName { .. } => RESTORE_REFUSED,
         RepoError::Interrupted => INTERRUPTED,
         RepoError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => SOURCE_MISSING,
         RepoError::Io { .. } | RepoError::Backend(_) => FAILURE,

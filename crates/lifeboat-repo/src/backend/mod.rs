@@ -128,7 +128,17 @@ pub trait Backend: Send + Sync {
 }
 
 /// Opens the backend named by a location string: a path, `file:///path` or `memory:`.
+/// A local folder must exist (see [`create`]).
 pub fn open(location: &str) -> Result<Arc<dyn Backend>, BackendError> {
+    open_with(location, false)
+}
+
+/// Like [`open`], but creates a missing local folder (for `init`).
+pub fn create(location: &str) -> Result<Arc<dyn Backend>, BackendError> {
+    open_with(location, true)
+}
+
+fn open_with(location: &str, create: bool) -> Result<Arc<dyn Backend>, BackendError> {
     if location == "memory:" {
         return Ok(Arc::new(ObjectStoreBackend::memory()));
     }
@@ -142,5 +152,5 @@ pub fn open(location: &str) -> Result<Arc<dyn Backend>, BackendError> {
             "unsupported location scheme (this version supports local paths and file://)".into(),
         ));
     }
-    Ok(Arc::new(ObjectStoreBackend::local(std::path::Path::new(path))?))
+    Ok(Arc::new(ObjectStoreBackend::local(std::path::Path::new(path), create)?))
 }

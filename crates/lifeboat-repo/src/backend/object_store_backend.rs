@@ -35,13 +35,24 @@ pub struct ObjectStoreBackend {
 }
 
 impl ObjectStoreBackend {
-    /// A local folder; created if missing. Every write is fsync'd and published by rename, so a
-    /// crash never leaves a partial object under its final name.
-    pub fn local(root: &Path) -> Result<Self, BackendError> {
+    /// A local folder; created only when `create` (for `init`), so a mistyped path is reported,
+    /// not silently made. Every write is fsync'd and published by rename, so a crash never leaves
+    /// a partial object under its final name.
+    pub fn local(root: &Path, create: bool) -> Result<Self, BackendError> {
         let location = root.display().to_string();
-        std::fs::create_dir_all(root).map_err(|e| {
-            BackendError::new(&location, "create", "", BackendErrorKind::Other, e.to_string()).with_io(Some(e))
-        })?;
+        if create {
+            std::fs::create_dir_all(root).map_err(|e| {
+                BackendError::new(&location, "create", "", BackendErrorKind::Other, e.to_string()).with_io(Some(e))
+            })?;
+        } else if !root.is_dir() {
+            return Err(BackendError::new(
+                &location,
+                "open",
+                "",
+                BackendErrorKind::NotFound,
+                "no such folder".into(),
+            ));
+        }
         let store = object_store::local::LocalFileSystem::new_with_prefix(root)
             .map_err(|e| convert(&location, "open", "", e))?
             .with_fsync(true);

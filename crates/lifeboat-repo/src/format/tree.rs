@@ -190,18 +190,18 @@ impl Tree {
         for n in &t.nodes {
             let os = n.os_name();
             if prev.as_ref().is_some_and(|p| *p >= os) {
-                return Err(RepoError::damaged(
-                    name,
-                    format!("tree entries out of order or duplicated at {:?}", n.name),
-                ));
+                return Err(RepoError::UnsafeName {
+                    tree: name.into(),
+                    entry: format!("{} (out of order or duplicated)", n.name),
+                });
             }
             prev = Some(os.clone());
             let b = os.as_bytes();
             if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') || b.contains(&0) {
-                return Err(RepoError::damaged(
-                    name,
-                    format!("tree holds an unsafe entry name {:?}", n.name),
-                ));
+                return Err(RepoError::UnsafeName {
+                    tree: name.into(),
+                    entry: n.name.clone(),
+                });
             }
             if n.kind.is_none() {
                 return Err(RepoError::damaged(name, format!("entry {:?} has no kind", n.name)));

@@ -11,8 +11,11 @@ use crate::output;
 
 pub fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Result<u8> {
     let repo = ctx.open()?;
-    let all: Vec<_> = repo
-        .list_snapshots()?
+    let (all, bad) = repo.list_snapshots_checked()?;
+    for e in &bad {
+        eprintln!("lifeboat: warning: skipped an unreadable snapshot manifest ({e}); run `lifeboat check`");
+    }
+    let all: Vec<_> = all
         .into_iter()
         .filter(|(_, s)| a.host.as_ref().is_none_or(|h| *h == s.host))
         .filter(|(_, s)| a.tag.as_ref().is_none_or(|t| s.tags.contains(t)))

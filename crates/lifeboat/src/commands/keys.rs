@@ -20,7 +20,7 @@ fn kdf() -> KdfParams {
 }
 
 pub fn init(ctx: &Ctx, a: &InitArgs) -> Result<u8> {
-    let b = ctx.backend()?;
+    let b = ctx.backend_for_init()?;
     if b.head("config").map_err(RepoError::from)?.is_some() {
         return Err(RepoError::AlreadyExists {
             location: b.location().into(),

@@ -55,10 +55,19 @@ impl Ctx {
         }
     }
 
-    /// The storage backend of the repository.
+    /// The storage backend of the repository (which must exist).
     pub fn backend(&self) -> Result<Arc<dyn Backend>> {
         let loc = self.location()?;
-        Ok(backend::open(&loc).map_err(RepoError::from)?)
+        match backend::open(&loc) {
+            Ok(b) => Ok(b),
+            Err(e) if e.is_not_found() => Err(RepoError::NotFound { location: loc }.into()),
+            Err(e) => Err(RepoError::from(e).into()),
+        }
+    }
+
+    /// The storage backend for `init`, creating a missing local folder.
+    pub fn backend_for_init(&self) -> Result<Arc<dyn Backend>> {
+        Ok(backend::create(&self.location()?).map_err(RepoError::from)?)
     }
 
     /// Opens the repository with the passphrase.

@@ -8,7 +8,7 @@ use lifeboat_repo::restorer::{self, Overwrite, RestoreOptions, RestoreProgress};
 
 use super::Ctx;
 use crate::cli::{OverwriteArg, RestoreArgs};
-use crate::exit::{DAMAGED, OK};
+use crate::exit::{DAMAGED, DISK_FULL, FAILURE, OK};
 use crate::output::{self, Progress};
 
 pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
@@ -97,9 +97,15 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     if failed {
         eprintln!(
             "lifeboat: restore incomplete: {} file(s) failed",
-            r.errors.len() + verify.map_or(0, |v| v.mismatches.len())
+            r.errors.len() + verify.as_ref().map_or(0, |v| v.mismatches.len())
         );
-        return Ok(DAMAGED);
+        return Ok(if r.disk_full {
+            DISK_FULL
+        } else if r.damaged || verify.is_some_and(|v| !v.mismatches.is_empty()) {
+            DAMAGED
+        } else {
+            FAILURE
+        });
     }
     Ok(OK)
 }

@@ -1,0 +1,14 @@
+//! Integration tests of the `lifeboat` binary: the safety requirements, proven end to end.
+//!
+//! Every test runs the real binary in its own temp dir with a cheap key derivation
+//! (`LIFEBOAT_INSECURE_FAST_KDF=1`). Modules are grouped by concern.
+
+mod common;
+
+mod concurrency;
+mod corruption;
+mod crash;
+mod disk_full;
+mod errors;
+mod restore_safety;
+mod secrecy;
