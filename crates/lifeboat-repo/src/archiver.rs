@@ -638,7 +638,9 @@ impl Walker<'_, '_> {
             return Ok(());
         }
         let (tx, rx) = bounded(1);
-        self.pack_tx.send(PackMsg::Flush(tx)).map_err(|_| RepoError::Interrupted)?;
+        self.pack_tx
+            .send(PackMsg::Flush(tx))
+            .map_err(|_| RepoError::Interrupted)?;
         let records = rx.recv().map_err(|_| RepoError::Interrupted)??;
         if !records.is_empty() {
             self.sh.repo.write_index_segment(&records)?;
