@@ -6,7 +6,7 @@
 //!
 //! ```no_run
 //! use lifeboat_repo::{Repository, InitOptions, backend, archiver};
-//! let store = backend::open("/var/backups/lifeboat")?;
+//! let store = backend::create("/var/backups/lifeboat")?;
 //! let repo = Repository::init(store, b"passphrase", &InitOptions::default())?;
 //! let opts = archiver::BackupOptions { paths: vec!["/etc/myapp".into()], ..Default::default() };
 //! let done = archiver::backup(&repo, &opts, &Default::default())?;

@@ -19,7 +19,7 @@ type Rename = Box<dyn Fn(Node) -> Node>;
 
 fn repo(at: &Path) -> Repository {
     Repository::init(
-        backend::open(at.to_str().unwrap()).unwrap(),
+        backend::create(at.to_str().unwrap()).unwrap(),
         b"pw",
         &InitOptions {
             kdf: KdfParams::TESTING,

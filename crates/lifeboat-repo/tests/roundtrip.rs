@@ -197,7 +197,7 @@ fn round_trip(tree: &Entry) -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     materialize(&src, tree);
-    let store = backend::open(dir.path().join("repo").to_str().unwrap()).unwrap();
+    let store = backend::create(dir.path().join("repo").to_str().unwrap()).unwrap();
     let repo = Repository::init(
         store,
         b"pw",
