@@ -149,7 +149,36 @@ struct ResumeEntry {
     content: Vec<Id>,
 }
 
+/// Recycles chunk and sealed-blob buffers between the pipeline stages, so a backup does not
+/// allocate and free megabytes per chunk (which the system allocator answers with fresh pages and
+/// page faults). Buffers above 2 MiB are not kept, bounding what the pool holds.
+#[derive(Default)]
+struct BufPool {
+    bufs: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufPool {
+    const KEEP: usize = 16;
+    const MAX_CAPACITY: usize = 2 << 20;
+
+    fn take(&self) -> Vec<u8> {
+        self.bufs.lock().expect("lock").pop().unwrap_or_default()
+    }
+
+    fn give(&self, mut b: Vec<u8>) {
+        if b.capacity() > Self::MAX_CAPACITY {
+            return;
+        }
+        b.clear();
+        let mut g = self.bufs.lock().expect("lock");
+        if g.len() < Self::KEEP {
+            g.push(b);
+        }
+    }
+}
+
 struct Shared<'a> {
+    pool: BufPool,
     repo: &'a Repository,
     index: &'a Index,
     seen: Mutex<IdSet>,
@@ -307,6 +336,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
     let sealers = if opts.sealers == 0 { cores } else { opts.sealers };
 
     let shared = Shared {
+        pool: BufPool::default(),
         repo,
         index: &index,
         seen: Mutex::new(IdSet::default()),
@@ -494,10 +524,12 @@ fn read_file(sh: &Shared<'_>, chunker: &mut Chunker, path: &Path, tx: &Sender<Se
             sh.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             if sh.claim(&id) {
                 sh.pending_blobs.fetch_add(1, Ordering::SeqCst);
+                let mut data = sh.pool.take();
+                data.extend_from_slice(chunk);
                 tx.send(SealJob {
                     blob_type: BlobType::Data,
                     id,
-                    data: chunk.to_vec(),
+                    data,
                 })
                 .map_err(|_| ChunkError::Aborted)?;
             }
@@ -525,9 +557,10 @@ fn sealer_worker(sh: &Shared<'_>, rx: Receiver<SealJob>, tx: Sender<PackMsg>) {
     let level = sh.repo.config().compression_level;
     let keys = sh.repo.keys();
     for job in rx {
-        let sealed = keys.seal_blob(&blob_aad(job.blob_type, &job.id), &job.data, level);
+        let mut sealed = sh.pool.take();
+        keys.seal_blob_into(&blob_aad(job.blob_type, &job.id), &job.data, level, &mut sealed);
         let raw_len = job.data.len() as u32;
-        drop(job.data);
+        sh.pool.give(job.data);
         sh.raw_added.fetch_add(u64::from(raw_len), Ordering::Relaxed);
         if tx
             .send(PackMsg::Blob {
@@ -562,6 +595,7 @@ fn packer_worker(sh: &Shared<'_>, rx: Receiver<PackMsg>) {
                         Err(e) => sh.fail(e),
                     }
                 }
+                sh.pool.give(sealed);
                 sh.pending_blobs.fetch_sub(1, Ordering::SeqCst);
             }
             PackMsg::Flush(reply) => {

@@ -304,6 +304,8 @@ fn verify_pack(
     let key = pack_key(&p.id);
     let backend = repo.backend();
     let mut hasher = blake3::Hasher::new();
+    let mut buf = Vec::new();
+    let mut scratch = crate::repository::BlobScratch::default();
     let mut bad = Vec::new();
     let mut first_err: Option<String> = None;
     let mut pos = 0u64;
@@ -331,16 +333,16 @@ fn verify_pack(
                 Err(e) => return Err((format!("pack {key}: {e}"), entries.iter().map(|e| e.id).collect())),
             };
         }
-        let buf = match backend.get_range(&key, start..end) {
-            Ok(b) => b,
-            Err(e) => return Err((format!("pack {key}: {e}"), entries.iter().map(|e| e.id).collect())),
-        };
+        if let Err(e) = backend.get_range_into(&key, start..end, &mut buf) {
+            return Err((format!("pack {key}: {e}"), entries.iter().map(|e| e.id).collect()));
+        }
         hasher.update(&buf);
         progress.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
         for e in &entries[i..j] {
             let off = (u64::from(e.offset) - start) as usize;
-            let sealed = &buf[off..off + e.length as usize];
-            if let Err(err) = repo.open_blob(&key, &e.id, e.blob_type, e.raw_len, sealed) {
+            scratch.sealed.clear();
+            scratch.sealed.extend_from_slice(&buf[off..off + e.length as usize]);
+            if let Err(err) = repo.open_blob_into(&key, &e.id, e.blob_type, e.raw_len, &mut scratch) {
                 bad.push(e.id);
                 first_err.get_or_insert_with(|| err.to_string());
             }

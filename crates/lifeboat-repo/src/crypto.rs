@@ -99,12 +99,34 @@ impl Keys {
         Ok(buf)
     }
 
+    /// Verifies and decrypts `nonce | ciphertext | tag` in place; returns where the plaintext is.
+    pub fn open_in_place(&self, aad: &[u8], sealed: &mut [u8], what: &str) -> Result<std::ops::Range<usize>> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(RepoError::damaged(what, "too short to be encrypted data"));
+        }
+        let end = sealed.len() - TAG_LEN;
+        let (head, tag) = sealed.split_at_mut(end);
+        let (nonce, ct) = head.split_at_mut(NONCE_LEN);
+        self.cipher
+            .decrypt_in_place_detached(XNonce::from_slice(nonce), aad, ct, Tag::from_slice(tag))
+            .map_err(|_| RepoError::damaged(what, "authentication failed (modified, truncated or wrong key)"))?;
+        Ok(NONCE_LEN..end)
+    }
+
     /// Compresses (zstd at `level`, raw when it saves under 3 %) and seals a blob in one buffer:
     /// `nonce | encrypted(marker | bytes) | tag`. One allocation, no intermediate copies, which
     /// matters for the memory ceiling of a backup.
     pub fn seal_blob(&self, aad: &[u8], data: &[u8], level: i32) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.seal_blob_into(aad, data, level, &mut out);
+        out
+    }
+
+    /// [`Keys::seal_blob`] into a caller's buffer (replacing its contents), for buffer reuse.
+    pub fn seal_blob_into(&self, aad: &[u8], data: &[u8], level: i32, out: &mut Vec<u8>) {
         let bound = zstd::zstd_safe::compress_bound(data.len());
-        let mut out = Vec::with_capacity(NONCE_LEN + 1 + bound.max(data.len()) + TAG_LEN);
+        out.clear();
+        out.reserve(NONCE_LEN + 1 + bound.max(data.len()) + TAG_LEN);
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce);
         out.extend_from_slice(&nonce);
@@ -116,7 +138,7 @@ impl Keys {
                 *c = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
             }
             let z = &mut c.as_mut()?.1;
-            let mut cur = std::io::Cursor::new(&mut out);
+            let mut cur = std::io::Cursor::new(&mut *out);
             cur.set_position(start as u64);
             z.compress_to_buffer(data, &mut cur).ok()
         });
@@ -133,7 +155,6 @@ impl Keys {
             .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[NONCE_LEN..])
             .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
         out.extend_from_slice(&tag);
-        out
     }
 
     fn master_bytes(&self) -> &[u8; 32] {
@@ -217,6 +238,29 @@ pub fn decompress_framed(framed: &[u8], expected_len: Option<usize>, what: &str)
         }
         m => Err(RepoError::damaged(what, format!("unknown compression marker {m}"))),
     }
+}
+
+/// Decompresses one zstd frame into `out` (replacing its contents) with the per-thread context,
+/// refusing output longer than `expected_len`.
+pub fn decompress_into(body: &[u8], expected_len: usize, out: &mut Vec<u8>, what: &str) -> Result<()> {
+    out.clear();
+    out.reserve(expected_len.max(1));
+    DECOMPRESSOR
+        .with(|d| {
+            let mut d = d.borrow_mut();
+            if d.is_none() {
+                *d = Some(zstd::bulk::Decompressor::new()?);
+            }
+            d.as_mut().expect("set above").decompress_to_buffer(body, out)
+        })
+        .map_err(|e| RepoError::damaged(what, format!("decompression failed: {e}")))?;
+    if out.len() != expected_len {
+        return Err(RepoError::damaged(
+            what,
+            format!("decompressed to {} bytes, expected {expected_len}", out.len()),
+        ));
+    }
+    Ok(())
 }
 
 /// Argon2id cost parameters, stored in each key file so they can grow over time.

@@ -14,6 +14,15 @@ use crate::format::tree::Tree;
 use crate::id::Id;
 use crate::index::{Index, Location};
 
+/// Per-thread buffers for reading blobs without an allocation per blob.
+#[derive(Default, Debug)]
+pub struct BlobScratch {
+    /// The sealed bytes (decrypted in place).
+    pub sealed: Vec<u8>,
+    /// Decompressed plaintext.
+    pub plain: Vec<u8>,
+}
+
 /// Readable snapshots (oldest first) and the errors of the manifests that could not be read.
 pub type SnapshotListing = (Vec<(Id, Snapshot)>, Vec<RepoError>);
 
@@ -329,6 +338,58 @@ impl Repository {
         )?)
     }
 
+    /// Reads, decrypts, decompresses and verifies one blob into reusable buffers.
+    pub fn read_blob_into<'s>(&self, index: &Index, id: &Id, scratch: &'s mut BlobScratch) -> Result<&'s [u8]> {
+        let loc = index.get(id).ok_or_else(|| RepoError::MissingBlob {
+            id: id.to_hex(),
+            needed_by: "read".into(),
+        })?;
+        let pack = index.pack(loc.pack).id;
+        let key = pack_key(&pack);
+        self.backend.get_range_into(
+            &key,
+            u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.length),
+            &mut scratch.sealed,
+        )?;
+        self.open_blob_into(&key, id, loc.blob_type, loc.raw_len, scratch)
+    }
+
+    /// Decrypts the sealed blob held in `scratch.sealed` in place, decompresses it if needed and
+    /// checks its id; returns the plaintext (inside one of the scratch buffers).
+    pub fn open_blob_into<'s>(
+        &self,
+        pack_name: &str,
+        id: &Id,
+        t: BlobType,
+        raw_len: u32,
+        scratch: &'s mut BlobScratch,
+    ) -> Result<&'s [u8]> {
+        let what = || format!("{pack_name} (blob {})", id.short());
+        let range = self
+            .keys
+            .open_in_place(&blob_aad(t, id), &mut scratch.sealed, pack_name)
+            .map_err(|_| RepoError::damaged(what(), "authentication failed (modified, truncated or wrong key)"))?;
+        let framed = &scratch.sealed[range];
+        let Some((&marker, body)) = framed.split_first() else {
+            return Err(RepoError::damaged(what(), "empty plaintext"));
+        };
+        let plain: &[u8] = match marker {
+            0 => body,
+            1 => {
+                crate::crypto::decompress_into(body, raw_len as usize, &mut scratch.plain, &what())?;
+                &scratch.plain
+            }
+            m => return Err(RepoError::damaged(what(), format!("unknown compression marker {m}"))),
+        };
+        if plain.len() != raw_len as usize {
+            return Err(RepoError::damaged(what(), "length does not match the index"));
+        }
+        if self.keys.blob_id(plain) != *id {
+            return Err(RepoError::damaged(what(), "content does not match its id"));
+        }
+        Ok(plain)
+    }
+
     /// Reads, decrypts, decompresses and verifies one blob.
     pub fn read_blob(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
         let loc = index.get(id).ok_or_else(|| RepoError::MissingBlob {
@@ -368,8 +429,14 @@ impl Repository {
 
     /// Reads and parses a tree blob.
     pub fn read_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
-        let data = self.read_blob(index, id)?;
-        Tree::decode(&data, &format!("tree {}", id.short()))
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<BlobScratch> = std::cell::RefCell::default();
+        }
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let data = self.read_blob_into(index, id, &mut s)?;
+            Tree::decode(data, &format!("tree {}", id.short()))
+        })
     }
 
     /// Lists all readable snapshots, oldest first. A damaged manifest is skipped so it cannot

@@ -83,6 +83,11 @@ pub struct RestoreSummary {
     pub duration_secs: f64,
 }
 
+thread_local! {
+    /// Each restore thread's blob buffers, reused for every blob it reads.
+    static SCRATCH: std::cell::RefCell<crate::repository::BlobScratch> = std::cell::RefCell::default();
+}
+
 struct FileTask {
     dest: PathBuf,
     node: Node,
@@ -343,18 +348,24 @@ fn restore_file(
             .open(&tmp)
             .map_err(|e| RepoError::io(&tmp, e))?;
         let mut written = 0u64;
-        for id in &t.node.content {
-            let data = repo.read_blob(index, id).map_err(|e| match e {
-                RepoError::MissingBlob { id, .. } => RepoError::MissingBlob {
-                    id,
-                    needed_by: t.dest.display().to_string(),
-                },
-                e => e,
-            })?;
-            f.write_all(&data).map_err(|e| RepoError::io(&tmp, e))?;
-            written += data.len() as u64;
-            progress.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-        }
+        let mut scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        let r = (|| -> Result<()> {
+            for id in &t.node.content {
+                let data = repo.read_blob_into(index, id, &mut scratch).map_err(|e| match e {
+                    RepoError::MissingBlob { id, .. } => RepoError::MissingBlob {
+                        id,
+                        needed_by: t.dest.display().to_string(),
+                    },
+                    e => e,
+                })?;
+                f.write_all(data).map_err(|e| RepoError::io(&tmp, e))?;
+                written += data.len() as u64;
+                progress.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            Ok(())
+        })();
+        SCRATCH.with(|s| *s.borrow_mut() = scratch);
+        r?;
         if written != t.node.size {
             return Err(RepoError::damaged(
                 t.dest.display().to_string(),

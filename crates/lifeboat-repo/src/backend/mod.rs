@@ -115,6 +115,14 @@ pub trait Backend: Send + Sync {
     fn get(&self, key: &str) -> Result<Vec<u8>, BackendError>;
     /// Reads a byte range of an object.
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, BackendError>;
+    /// Reads a byte range into a caller's buffer (replacing its contents), so hot loops such as
+    /// restore and check reuse one buffer per thread instead of allocating per blob.
+    fn get_range_into(&self, key: &str, range: Range<u64>, buf: &mut Vec<u8>) -> Result<(), BackendError> {
+        let data = self.get_range(key, range)?;
+        buf.clear();
+        buf.extend_from_slice(&data);
+        Ok(())
+    }
     /// Writes a whole object atomically.
     fn put(&self, key: &str, data: Vec<u8>, mode: PutMode) -> Result<(), BackendError>;
     /// Starts a streamed upload (packs).
