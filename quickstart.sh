@@ -8,8 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-echo "==> building lifeboat (cargo build --release)"
-cargo build --release --locked --quiet
+echo "==> building lifeboat (cargo build --release; the first build takes 2-4 minutes)"
+cargo build --release --locked
 LB="$PWD/target/release/lifeboat"
 
 WORK="${LIFEBOAT_DEMO_DIR:-$(mktemp -d /tmp/lifeboat-demo.XXXXXX)}"

@@ -158,7 +158,7 @@ struct BufPool {
 }
 
 impl BufPool {
-    const KEEP: usize = 16;
+    const KEEP: usize = 6;
     const MAX_CAPACITY: usize = 2 << 20;
 
     fn take(&self) -> Vec<u8> {

@@ -232,18 +232,27 @@ pub fn check(repo: &Repository, read: ReadData, progress: &CheckProgress) -> Res
         .filter(|p| !damaged.contains(&p.id))
         .filter(|p| match read {
             ReadData::None => false,
-            ReadData::All => true,
-            ReadData::Fraction(f) => {
-                let mut b = [0u8; 8];
-                crate::crypto::fill_random(&mut b);
-                (u64::from_le_bytes(b) as f64 / u64::MAX as f64) < f
-            }
+            ReadData::All | ReadData::Fraction(_) => true,
             ReadData::Part(n, t) => {
                 let v = u32::from_le_bytes(p.id.0[..4].try_into().expect("4 bytes"));
                 v % t == n - 1
             }
         })
         .collect();
+    if let ReadData::Fraction(f) = read {
+        // Exactly ceil(f × packs) packs, chosen at random: a small repository still gets read.
+        let want = ((chosen.len() as f64) * f).ceil() as usize;
+        let mut keyed: Vec<(u64, PackRecord)> = chosen
+            .into_iter()
+            .map(|p| {
+                let mut b = [0u8; 8];
+                crate::crypto::fill_random(&mut b);
+                (u64::from_le_bytes(b), p)
+            })
+            .collect();
+        keyed.sort_by_key(|(k, _)| *k);
+        chosen = keyed.into_iter().take(want).map(|(_, p)| p).collect();
+    }
     chosen.sort_by_key(|p| p.id);
     progress.packs_total.store(chosen.len(), Ordering::Relaxed);
     progress
@@ -312,11 +321,11 @@ fn verify_pack(
     let mut i = 0;
     let entries = &p.entries;
     while i < entries.len() {
-        // Group consecutive blobs into reads of about 8 MiB.
+        // Group consecutive blobs into reads of about 4 MiB.
         let start = u64::from(entries[i].offset);
         let mut j = i;
         let mut end = start;
-        while j < entries.len() && (j == i || end - start < 8 << 20) && u64::from(entries[j].offset) == end {
+        while j < entries.len() && (j == i || end - start < 4 << 20) && u64::from(entries[j].offset) == end {
             end += u64::from(entries[j].length);
             j += 1;
         }
@@ -346,6 +355,10 @@ fn verify_pack(
                 bad.push(e.id);
                 first_err.get_or_insert_with(|| err.to_string());
             }
+            scratch.trim(2 << 20);
+        }
+        if buf.capacity() > 4 << 20 {
+            buf = Vec::new();
         }
         pos = end;
         i = j;

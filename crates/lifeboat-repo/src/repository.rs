@@ -23,6 +23,18 @@ pub struct BlobScratch {
     pub plain: Vec<u8>,
 }
 
+impl BlobScratch {
+    /// Frees buffers grown beyond `keep` bytes by an unusually large blob, so a few big chunks
+    /// don't pin memory for the rest of a long restore or check.
+    pub fn trim(&mut self, keep: usize) {
+        for b in [&mut self.sealed, &mut self.plain] {
+            if b.capacity() > keep {
+                *b = Vec::new();
+            }
+        }
+    }
+}
+
 /// Readable snapshots (oldest first) and the errors of the manifests that could not be read.
 pub type SnapshotListing = (Vec<(Id, Snapshot)>, Vec<RepoError>);
 

@@ -364,6 +364,7 @@ fn restore_file(
             }
             Ok(())
         })();
+        scratch.trim(2 << 20);
         SCRATCH.with(|s| *s.borrow_mut() = scratch);
         r?;
         if written != t.node.size {

@@ -37,6 +37,7 @@ pub struct Cli {
 
 /// Options every command accepts.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Repository location: a folder or file:///path.
     #[arg(
@@ -59,10 +60,10 @@ pub struct Global {
     /// Print only errors; no progress bars.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Local cache folder (resume state of interrupted backups).
+    /// Local cache folder (backup keeps the resume state of interrupted runs there).
     #[arg(long, env = "LIFEBOAT_CACHE_DIR", global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Do not use a local cache (an interrupted backup then re-reads its files).
+    /// Use no local cache (an interrupted backup then re-reads its files).
     #[arg(long, global = true)]
     pub no_cache: bool,
 }

@@ -65,7 +65,7 @@ pub struct FileSource {
 }
 
 /// The validated configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Repository location.
     pub location: Option<String>,
@@ -83,6 +83,22 @@ pub struct Config {
     pub sources: Vec<FileSource>,
     /// Retention policy (the plan's default when absent).
     pub retention: RetentionPolicy,
+}
+
+impl Default for Config {
+    /// No config file: no repository, no sources, the plan's retention policy.
+    fn default() -> Self {
+        Config {
+            location: None,
+            password_file: None,
+            password_command: None,
+            cache_dir: None,
+            compression_level: None,
+            pack_size_mib: None,
+            sources: Vec::new(),
+            retention: RetentionPolicy::plan_default(),
+        }
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

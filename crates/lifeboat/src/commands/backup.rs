@@ -77,6 +77,11 @@ fn jobs(ctx: &Ctx, a: &BackupArgs) -> Result<Vec<Job>> {
     Ok(jobs)
 }
 
+/// Thread counts for tuning (`LIFEBOAT_READERS`, `LIFEBOAT_SEALERS`); 0 means one per core.
+fn env_count(name: &str) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 pub fn run(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
     let jobs = jobs(ctx, a)?;
     let interval = parse_duration(&a.checkpoint_interval)?;
@@ -98,6 +103,8 @@ pub fn run(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
             force_reread: a.force,
             checkpoint_interval: interval,
             cache_dir: ctx.cache_dir(),
+            readers: env_count("LIFEBOAT_READERS"),
+            sealers: env_count("LIFEBOAT_SEALERS"),
             ..Default::default()
         };
         let progress = Arc::new(BackupProgress::default());
@@ -198,5 +205,9 @@ fn print_summary(label: &str, r: &BackupResult) {
         output::bytes(s.bytes_added),
         output::bytes(s.bytes_added_raw)
     );
-    println!("  time     {} ({rate:.1} MB/s read)", output::secs(s.duration_secs));
+    if s.bytes_read >= 1 << 20 {
+        println!("  time     {} ({rate:.1} MB/s read)", output::secs(s.duration_secs));
+    } else {
+        println!("  time     {}", output::secs(s.duration_secs));
+    }
 }

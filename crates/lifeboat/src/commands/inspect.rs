@@ -66,11 +66,18 @@ fn mode_string(kind: Option<NodeKind>, mode: u32) -> String {
         _ => '-',
     };
     let mut s = String::from(t);
-    for shift in [6, 3, 0] {
+    let special = [(0o4000, 's', 'S'), (0o2000, 's', 'S'), (0o1000, 't', 'T')];
+    for (i, shift) in [6, 3, 0].into_iter().enumerate() {
         let b = (mode >> shift) & 7;
         s.push(if b & 4 != 0 { 'r' } else { '-' });
         s.push(if b & 2 != 0 { 'w' } else { '-' });
-        s.push(if b & 1 != 0 { 'x' } else { '-' });
+        let (bit, with_x, without_x) = special[i];
+        s.push(match (mode & bit != 0, b & 1 != 0) {
+            (true, true) => with_x,
+            (true, false) => without_x,
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
     }
     s
 }

@@ -11,4 +11,5 @@ mod crash;
 mod disk_full;
 mod errors;
 mod restore_safety;
+mod retention;
 mod secrecy;
