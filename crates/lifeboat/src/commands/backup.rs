@@ -105,7 +105,6 @@ pub fn run(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
             cache_dir: ctx.cache_dir(),
             readers: env_count("LIFEBOAT_READERS"),
             sealers: env_count("LIFEBOAT_SEALERS"),
-            ..Default::default()
         };
         let progress = Arc::new(BackupProgress::default());
         let p2 = progress.clone();
