@@ -64,7 +64,8 @@ pub struct InitOptions {
     pub chunker: ChunkerParams,
     /// Target pack size.
     pub pack_size: u64,
-    /// zstd level.
+    /// zstd level. 2 by default: measured on 1.6 GB of /usr, 10 % faster backups than level 3
+    /// for a 3 % larger repository (bench/README.md).
     pub compression_level: i32,
 }
 
@@ -74,7 +75,7 @@ impl Default for InitOptions {
             kdf: KdfParams::DEFAULT,
             chunker: ChunkerParams::default(),
             pack_size: 16 << 20,
-            compression_level: 3,
+            compression_level: 2,
         }
     }
 }
