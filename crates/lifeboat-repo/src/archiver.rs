@@ -607,7 +607,11 @@ fn packer_worker(sh: &Shared<'_>, rx: Receiver<PackMsg>) {
                 sealed,
             } => {
                 if !sh.failed.load(Ordering::Relaxed) {
-                    let packer = if blob_type == BlobType::Tree { &mut trees } else { &mut data };
+                    let packer = if blob_type == BlobType::Tree {
+                        &mut trees
+                    } else {
+                        &mut data
+                    };
                     match packer.add(blob_type, id, raw_len, &sealed) {
                         Ok(()) => {
                             sh.blobs_added.fetch_add(1, Ordering::Relaxed);
@@ -653,7 +657,9 @@ fn warm_up(roots: &[PathBuf], stop: &AtomicBool) {
             let (tx, rx, pending) = (tx.clone(), rx.clone(), &pending);
             s.spawn(move || {
                 while pending.load(Ordering::SeqCst) > 0 && !stop.load(Ordering::Relaxed) {
-                    let Ok(dir) = rx.recv_timeout(Duration::from_millis(20)) else { continue };
+                    let Ok(dir) = rx.recv_timeout(Duration::from_millis(20)) else {
+                        continue;
+                    };
                     if let Ok(rd) = std::fs::read_dir(&dir) {
                         for e in rd.flatten() {
                             if stop.load(Ordering::Relaxed) {

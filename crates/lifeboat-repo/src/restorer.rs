@@ -225,7 +225,7 @@ pub fn restore(
         }
     }
     for (dest, node) in plan.dirs.iter().rev() {
-        apply_metadata(dest, node, false);
+        apply_metadata(dest, node, false, None);
         summary.dirs += 1;
     }
     summary.duration_secs = started.elapsed().as_secs_f64();
@@ -373,8 +373,8 @@ fn restore_file(
                 format!("restored {written} bytes, snapshot says {}", t.node.size),
             ));
         }
+        apply_metadata(&tmp, &t.node, false, Some(&f));
         drop(f);
-        apply_metadata(&tmp, &t.node, false);
         Ok(written)
     })();
     match result {
@@ -403,18 +403,26 @@ fn restore_special(dest: &Path, node: &Node, ow: Overwrite) -> Result<bool> {
                 std::fs::remove_file(dest).map_err(|e| RepoError::io(dest, e))?;
             }
             std::os::unix::fs::symlink(&target, dest).map_err(|e| RepoError::io(dest, e))?;
-            apply_metadata(dest, node, true);
+            apply_metadata(dest, node, true, None);
             Ok(true)
         }
         _ => Ok(false),
     }
 }
 
-fn apply_metadata(path: &Path, node: &Node, is_link: bool) {
-    let am_root = std::env::var("USER").as_deref() == Ok("root")
-        || std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
-    if am_root {
-        let _ = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid));
+fn am_root() -> bool {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false))
+}
+
+/// Restores owner (when root), extended attributes, mtime and mode, in that order (chown clears
+/// set-id bits, so the mode comes last). Uses the open file when there is one: no second open.
+fn apply_metadata(path: &Path, node: &Node, is_link: bool, file: Option<&File>) {
+    if am_root() {
+        let _ = match file {
+            Some(f) => std::os::unix::fs::fchown(f, Some(node.uid), Some(node.gid)),
+            None => std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)),
+        };
     }
     if is_link {
         return;
@@ -424,15 +432,24 @@ fn apply_metadata(path: &Path, node: &Node, is_link: bool) {
             let _ = xattr::set(path, k, &val);
         }
     }
-    if let Ok(f) = File::options().read(true).open(path).or_else(|_| File::open(path)) {
-        let t = if node.mtime_ns >= 0 {
-            SystemTime::UNIX_EPOCH + Duration::from_nanos(node.mtime_ns as u64)
-        } else {
-            SystemTime::UNIX_EPOCH
-        };
-        let _ = f.set_times(FileTimes::new().set_modified(t));
+    let t = if node.mtime_ns >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(node.mtime_ns as u64)
+    } else {
+        SystemTime::UNIX_EPOCH
+    };
+    let perms = std::fs::Permissions::from_mode(node.mode & 0o7777);
+    match file {
+        Some(f) => {
+            let _ = f.set_times(FileTimes::new().set_modified(t));
+            let _ = f.set_permissions(perms);
+        }
+        None => {
+            if let Ok(f) = File::open(path) {
+                let _ = f.set_times(FileTimes::new().set_modified(t));
+            }
+            let _ = std::fs::set_permissions(path, perms);
+        }
     }
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777));
 }
 
 /// What `verify` found after a restore.
