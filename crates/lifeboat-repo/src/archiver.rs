@@ -292,16 +292,8 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
     paths.dedup();
     let path_strings: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
 
-    let mut excludes = globset::GlobSetBuilder::new();
-    for g in &opts.excludes {
-        excludes.add(globset::Glob::new(g).map_err(|e| RepoError::Invalid(format!("exclude pattern {g:?}: {e}")))?);
-    }
-    let excludes = excludes.build().map_err(|e| RepoError::Invalid(e.to_string()))?;
-    let mut includes = globset::GlobSetBuilder::new();
-    for g in &opts.includes {
-        includes.add(globset::Glob::new(g).map_err(|e| RepoError::Invalid(format!("include pattern {g:?}: {e}")))?);
-    }
-    let includes = includes.build().map_err(|e| RepoError::Invalid(e.to_string()))?;
+    let excludes = crate::glob_set(&opts.excludes, "exclude")?;
+    let includes = crate::glob_set(&opts.includes, "include")?;
 
     let index = repo.load_index()?;
     // Parent: explicit, or the newest snapshot of the same host and paths.
@@ -723,6 +715,11 @@ impl Walker<'_, '_> {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+        self.flush_and_index()
+    }
+
+    /// Closes the open packs and writes an index segment for every pack finished since the last.
+    fn flush_and_index(&mut self) -> Result<()> {
         let (tx, rx) = bounded(1);
         self.pack_tx
             .send(PackMsg::Flush(tx))
@@ -742,14 +739,7 @@ impl Walker<'_, '_> {
         if self.last_checkpoint.elapsed() < self.interval {
             return Ok(());
         }
-        let (tx, rx) = bounded(1);
-        self.pack_tx
-            .send(PackMsg::Flush(tx))
-            .map_err(|_| RepoError::Interrupted)?;
-        let records = rx.recv().map_err(|_| RepoError::Interrupted)??;
-        if !records.is_empty() {
-            self.sh.repo.write_index_segment(&records)?;
-        }
+        self.flush_and_index()?;
         self.checkpoints += 1;
         self.last_checkpoint = Instant::now();
         let done = std::mem::take(&mut *self.sh.completed.lock().expect("lock"));

@@ -30,6 +30,16 @@ pub mod restorer;
 pub mod retention;
 pub mod walk;
 
+/// Compiles glob patterns into one matcher; `what` ("include", "exclude") names them in errors.
+pub fn glob_set(patterns: &[String], what: &str) -> Result<globset::GlobSet> {
+    let mut b = globset::GlobSetBuilder::new();
+    for g in patterns {
+        b.add(globset::Glob::new(g).map_err(|e| RepoError::Invalid(format!("{what} pattern {g:?}: {e}")))?);
+    }
+    b.build()
+        .map_err(|e| RepoError::Invalid(format!("{what} patterns: {e}")))
+}
+
 pub use error::{RepoError, Result};
 pub use id::Id;
 pub use repository::{Config, InitOptions, Repository};

@@ -102,11 +102,7 @@ pub fn restore(
     progress: &RestoreProgress,
 ) -> Result<RestoreSummary> {
     let started = std::time::Instant::now();
-    let mut includes = globset::GlobSetBuilder::new();
-    for g in &opts.includes {
-        includes.add(globset::Glob::new(g).map_err(|e| RepoError::Invalid(format!("include pattern {g:?}: {e}")))?);
-    }
-    let includes = includes.build().map_err(|e| RepoError::Invalid(e.to_string()))?;
+    let includes = crate::glob_set(&opts.includes, "include")?;
 
     match std::fs::symlink_metadata(&opts.target) {
         Ok(m) if !m.is_dir() => {
@@ -473,11 +469,7 @@ pub fn verify_restored(
     includes: &[String],
 ) -> Result<VerifySummary> {
     use std::io::Read;
-    let mut inc = globset::GlobSetBuilder::new();
-    for g in includes {
-        inc.add(globset::Glob::new(g).map_err(|e| RepoError::Invalid(format!("include pattern {g:?}: {e}")))?);
-    }
-    let inc = inc.build().map_err(|e| RepoError::Invalid(e.to_string()))?;
+    let inc = crate::glob_set(includes, "include")?;
     let mut out = VerifySummary::default();
     let mut buf = Vec::new();
     crate::walk::walk(repo, index, root, &mut |p, n| {

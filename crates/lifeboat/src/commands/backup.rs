@@ -22,6 +22,18 @@ struct Job {
     tags: Vec<String>,
 }
 
+impl Job {
+    fn from_source(s: &crate::config::FileSource) -> Job {
+        Job {
+            label: s.name.clone(),
+            paths: s.paths.clone(),
+            includes: s.include.clone(),
+            excludes: s.exclude.clone(),
+            tags: s.tags.clone(),
+        }
+    }
+}
+
 fn jobs(ctx: &Ctx, a: &BackupArgs) -> Result<Vec<Job>> {
     let mut jobs = Vec::new();
     let mut loose = Vec::new();
@@ -32,25 +44,11 @@ fn jobs(ctx: &Ctx, a: &BackupArgs) -> Result<Vec<Job>> {
                 "nothing to back up: give paths, or name sources in the config (--config)",
             ));
         }
-        for s in &ctx.config.sources {
-            jobs.push(Job {
-                label: s.name.clone(),
-                paths: s.paths.clone(),
-                includes: s.include.clone(),
-                excludes: s.exclude.clone(),
-                tags: s.tags.clone(),
-            });
-        }
+        jobs.extend(ctx.config.sources.iter().map(Job::from_source));
     }
     for p in &a.paths {
         if let Some(s) = ctx.config.sources.iter().find(|s| s.name == *p) {
-            jobs.push(Job {
-                label: s.name.clone(),
-                paths: s.paths.clone(),
-                includes: s.include.clone(),
-                excludes: s.exclude.clone(),
-                tags: s.tags.clone(),
-            });
+            jobs.push(Job::from_source(s));
         } else {
             loose.push(PathBuf::from(p));
         }
