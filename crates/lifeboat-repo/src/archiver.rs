@@ -454,6 +454,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
         summary,
         program_version: env!("CARGO_PKG_VERSION").into(),
     };
+    keep_reused_packs(repo, &index)?;
     let snapshot_id = repo.write_snapshot(&snapshot)?;
     if let Some(p) = &resume_path {
         let _ = std::fs::remove_file(p);
@@ -464,6 +465,39 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
         resumed_files: resumed,
         checkpoints,
     })
+}
+
+/// Makes sure every pack this backup could have deduplicated against is still in the index
+/// before the snapshot commits. A prune that ran meanwhile may have marked some of them (it
+/// could not see this snapshot); those are put back in the index, so no later prune deletes
+/// them. If one is already gone, the commit is refused rather than leaving a broken snapshot.
+fn keep_reused_packs(repo: &Repository, start: &Index) -> Result<()> {
+    let now = repo.load_index()?;
+    let gone: Vec<Id> = start
+        .packs()
+        .iter()
+        .map(|p| p.id)
+        .filter(|id| !now.has_pack(id))
+        .collect();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let mut back = Vec::new();
+    let marks = repo.load_marks()?;
+    for id in &gone {
+        let rec = marks.iter().flat_map(|(_, m)| m.packs.iter()).find(|p| p.id == *id);
+        match rec {
+            Some(r) if repo.backend().head(&crate::repository::pack_key(id))?.is_some() => back.push(r.clone()),
+            _ => {
+                return Err(RepoError::Invalid(format!(
+                    "pack {} this backup may reuse was deleted by a prune while it ran (longer than the prune grace period); nothing was committed: run the backup again",
+                    id.short()
+                )));
+            }
+        }
+    }
+    repo.write_index_segment(&back)?;
+    Ok(())
 }
 
 fn load_resume(path: &Path, index: &Index) -> HashMap<PathBuf, ResumeEntry> {

@@ -206,6 +206,19 @@ pub fn check(repo: &Repository, read: ReadData, progress: &CheckProgress) -> Res
                             .push(format!("snapshot {} directory {p} has no tree", sid.short())),
                     },
                     Some(NodeKind::File) => {
+                        let sum: u64 = n
+                            .content
+                            .iter()
+                            .filter_map(|b| index.get(b))
+                            .map(|l| u64::from(l.raw_len))
+                            .sum();
+                        if n.content.iter().all(|b| index.contains(b)) && sum != n.size {
+                            rep.errors.push(format!(
+                                "snapshot {} file {p}: its chunks add up to {sum} bytes, the snapshot says {}",
+                                sid.short(),
+                                n.size
+                            ));
+                        }
                         for b in &n.content {
                             let present = index
                                 .get(b)

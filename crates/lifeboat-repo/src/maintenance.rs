@@ -230,7 +230,14 @@ impl Drop for Lease<'_> {
 
 /// Every blob some snapshot needs.
 fn used_blobs(repo: &Repository, index: &Index) -> Result<(IdSet, usize)> {
-    let snaps = repo.list_snapshots()?;
+    let (snaps, unreadable) = repo.list_snapshots_checked()?;
+    if let Some(e) = unreadable.into_iter().next() {
+        // A manifest we cannot read (damaged, or written by a newer lifeboat) still protects its
+        // data: never prune on an incomplete picture.
+        return Err(RepoError::Invalid(format!(
+            "prune refused: a snapshot manifest cannot be read ({e}); run `lifeboat check`"
+        )));
+    }
     let mut used = IdSet::default();
     for (_, s) in &snaps {
         let mut stack = vec![s.tree];
@@ -285,10 +292,21 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut restored: Vec<PackRecord> = Vec::new();
     let mut to_delete: Vec<(Id, u64)> = Vec::new();
     let mut marks_done: Vec<String> = Vec::new();
-    for (key, m) in &marks {
-        let expired = now.duration_since(m.time) >= grace;
+    // A pack can sit in several marks (a prune stopped halfway, then re-marked it): its clock
+    // starts at its newest mark.
+    let mut newest_mark: crate::index::IdMap<jiff::Timestamp> = Default::default();
+    for (_, m) in &marks {
+        for p in &m.packs {
+            let t = newest_mark.entry(p.id).or_insert(m.time);
+            *t = (*t).max(m.time);
+        }
+    }
+    let mut deleting = IdSet::default();
+    for (key, _) in &marks {
+        let m = &marks.iter().find(|(k, _)| k == key).expect("listed").1;
         let mut all_settled = true;
         for p in &m.packs {
+            let expired = now.duration_since(newest_mark[&p.id]) >= grace;
             if live.has_pack(&p.id) {
                 continue; // a crash left it in the index too; the index wins
             }
@@ -297,7 +315,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
                 restored.push(p.clone());
                 rep.packs_restored += 1;
             } else if expired {
-                to_delete.push((p.id, p.size));
+                if deleting.insert(p.id) {
+                    to_delete.push((p.id, p.size));
+                }
             } else {
                 all_settled = false;
                 rep.packs_waiting += 1;
@@ -369,7 +389,13 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             if !used.contains(&e.id) || !copied.insert(e.id) {
                 continue;
             }
-            let loc = live.get(&e.id).expect("indexed");
+            let loc = crate::index::Location {
+                pack: 0,
+                blob_type: e.blob_type,
+                offset: e.offset,
+                length: e.length,
+                raw_len: e.raw_len,
+            };
             let sealed_bytes = repo.read_sealed_blob(&p.id, &loc)?;
             repo.open_blob(&pack_key(&p.id), &e.id, e.blob_type, e.raw_len, &sealed_bytes)?;
             packer.add(e.blob_type, e.id, e.raw_len, &sealed_bytes)?;
@@ -386,7 +412,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // removal of the segments it replaces, then deletions whose grace period is over.
     if !mark.is_empty() {
         let m = Marks {
-            time: now,
+            // The grace period starts when the marks exist, not when this prune started.
+            time: jiff::Timestamp::now(),
             packs: mark.clone(),
         };
         repo.write_sealed("marks", Kind::Marks, &m.encode())?;
@@ -434,8 +461,12 @@ pub struct RepairReport {
     pub segments_replaced: usize,
 }
 
-/// Rebuilds the index from the packs' own headers, then replaces the old segments.
-pub fn repair_index(repo: &Repository) -> Result<RepairReport> {
+/// Rebuilds the index from the packs' own headers, then replaces the old segments. Holds the
+/// prune lease (a prune must not delete packs this puts back). If any pack cannot be read, the
+/// old segments are kept (a pack left out of the index would later be deleted as garbage) unless
+/// `force` is set.
+pub fn repair_index(repo: &Repository, force: bool) -> Result<RepairReport> {
+    let _lease = Lease::acquire(repo, PruneOptions::default().lease_ttl)?;
     let mut rep = RepairReport::default();
     let old: Vec<String> = repo.backend().list("index/")?.into_iter().map(|o| o.key).collect();
     let mut records = Vec::new();
@@ -452,16 +483,20 @@ pub fn repair_index(repo: &Repository) -> Result<RepairReport> {
         }
         rep.packs += 1;
     }
+    if !rep.unreadable.is_empty() && !force {
+        return Err(RepoError::Invalid(format!(
+            "repair index: {} pack(s) could not be read (first: {}); the old index was kept. Fix or remove them, or use --force to index without them",
+            rep.unreadable.len(),
+            rep.unreadable[0]
+        )));
+    }
+    let mut written = Vec::new();
     for chunk in records.chunks(4096) {
-        repo.write_index_segment(chunk)?;
+        written.push(format!("index/{}", repo.write_index_segment(chunk)?));
     }
-    if records.is_empty() {
-        repo.write_index_segment(&[])?;
-    }
-    let new: Vec<String> = repo.backend().list("index/")?.into_iter().map(|o| o.key).collect();
     for s in old {
-        // A segment identical to a rewritten one has the same name: keep it.
-        if !new.iter().filter(|n| **n == s).count() == 0 || !records.is_empty() {
+        // A rewritten segment identical to an old one has the same name: keep it.
+        if !written.contains(&s) {
             repo.backend().delete(&s)?;
             rep.segments_replaced += 1;
         }

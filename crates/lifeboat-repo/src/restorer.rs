@@ -164,10 +164,12 @@ pub fn restore(
         n => n,
     };
     let (tx, rx) = bounded::<FileTask>(threads * 2);
+    let failed = Mutex::new(std::collections::HashSet::new());
     std::thread::scope(|s| {
         for _ in 0..threads {
             let rx = rx.clone();
             let summary = &summary;
+            let failed = &failed;
             s.spawn(move || {
                 for t in rx {
                     let r = restore_file(repo, index, &t, opts.overwrite, progress);
@@ -179,6 +181,7 @@ pub fn restore(
                         }
                         Ok(None) => g.files_skipped += 1,
                         Err(e) => {
+                            failed.lock().expect("lock").insert(t.dest.clone());
                             g.disk_full |= e.is_storage_full();
                             g.damaged |= matches!(
                                 e,
@@ -200,7 +203,15 @@ pub fn restore(
         drop(tx);
     });
     let mut summary = summary.into_inner().expect("lock");
+    let failed = failed.into_inner().expect("lock");
     for (first, dest) in hardlinks {
+        if failed.contains(&first) {
+            // Never link to whatever stands at a path whose own restore failed.
+            summary
+                .errors
+                .push(format!("{}: not linked: {} failed", dest.display(), first.display()));
+            continue;
+        }
         let _ = std::fs::remove_file(&dest);
         match std::fs::hard_link(&first, &dest) {
             Ok(()) => summary.files_restored += 1,

@@ -269,6 +269,9 @@ pub struct ForgetArgs {
     /// Prune grace period (with --prune).
     #[arg(long, default_value = "24h", value_name = "DURATION")]
     pub grace: String,
+    /// Allow a grace period under 1h (with --prune): only when no backup can be running.
+    #[arg(long)]
+    pub unsafe_short_grace: bool,
 }
 
 /// `prune`.
@@ -277,10 +280,13 @@ pub struct PruneArgs {
     /// Show what would be done; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// How long marked or unindexed packs wait before deletion. Must exceed your longest backup;
-    /// 0s deletes at once and is only safe when no backup can be running.
+    /// How long marked or unindexed packs wait before deletion. Must exceed your longest backup.
+    /// At least 1h unless --unsafe-short-grace.
     #[arg(long, default_value = "24h", value_name = "DURATION")]
     pub grace: String,
+    /// Allow a grace period under 1h (down to 0s): only when no backup can be running.
+    #[arg(long)]
+    pub unsafe_short_grace: bool,
     /// Repack packs with at least this share of unused bytes (0.0–1.0).
     #[arg(long, default_value_t = 0.25, value_name = "RATIO")]
     pub repack_threshold: f64,
@@ -314,5 +320,9 @@ pub struct NewKeyArgs {
 #[derive(Debug, Subcommand)]
 pub enum RepairCommand {
     /// Rebuild the index from the packs' own headers.
-    Index,
+    Index {
+        /// Replace the index even if some packs cannot be read (they are left out).
+        #[arg(long)]
+        force: bool,
+    },
 }

@@ -43,7 +43,7 @@ pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<u8> {
     let mut prune_report = None;
     if a.prune && !a.dry_run {
         let opts = PruneOptions {
-            grace: parse_duration(&a.grace)?,
+            grace: grace(&a.grace, a.unsafe_short_grace)?,
             ..Default::default()
         };
         prune_report = Some(maintenance::prune(&repo, &opts)?);
@@ -89,6 +89,19 @@ pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<u8> {
     Ok(OK)
 }
 
+/// Parses `--grace`, refusing less than an hour unless explicitly allowed: a short grace period
+/// lets prune delete packs a running backup is about to reference.
+fn grace(s: &str, allow_short: bool) -> Result<std::time::Duration> {
+    let g = parse_duration(s)?;
+    if g < std::time::Duration::from_secs(3600) && !allow_short {
+        return Err(fail(
+            USAGE,
+            format!("--grace {s} is under 1h: add --unsafe-short-grace if no backup can be running"),
+        ));
+    }
+    Ok(g)
+}
+
 fn print_prune(r: &maintenance::PruneReport) {
     println!(
         "prune{}: {} pack(s) marked ({}), {} repacked, {} deleted ({} freed), {} restored, {} waiting for the grace period; {} unindexed pack(s) deleted, {} too young",
@@ -110,7 +123,7 @@ pub fn prune(ctx: &Ctx, a: &PruneArgs) -> Result<u8> {
         return Err(fail(USAGE, "--repack-threshold must be between 0 and 1"));
     }
     let opts = PruneOptions {
-        grace: parse_duration(&a.grace)?,
+        grace: grace(&a.grace, a.unsafe_short_grace)?,
         repack_threshold: a.repack_threshold,
         dry_run: a.dry_run,
         ..Default::default()
@@ -128,8 +141,8 @@ pub fn prune(ctx: &Ctx, a: &PruneArgs) -> Result<u8> {
 pub fn repair(ctx: &Ctx, r: RepairCommand) -> Result<u8> {
     let repo = ctx.open()?;
     match r {
-        RepairCommand::Index => {
-            let rep = maintenance::repair_index(&repo)?;
+        RepairCommand::Index { force } => {
+            let rep = maintenance::repair_index(&repo, force)?;
             if ctx.global.json {
                 output::json(&rep);
             } else {

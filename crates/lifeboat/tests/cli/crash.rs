@@ -212,10 +212,17 @@ fn prune_killed_at_random_moments_never_loses_data() {
     let e = Env::with_repo(&["--pack-size-mib", "4"]);
     let src = e.path("src");
     repo_with_garbage(&e, &src, 4, 1);
-    let prune: Vec<&OsStr> = ["prune", "--grace", "0s", "--repack-threshold", "0.1"]
-        .iter()
-        .map(OsStr::new)
-        .collect();
+    let prune: Vec<&OsStr> = [
+        "prune",
+        "--grace",
+        "0s",
+        "--unsafe-short-grace",
+        "--repack-threshold",
+        "0.1",
+    ]
+    .iter()
+    .map(OsStr::new)
+    .collect();
     let lease = e.repo.join("locks/prune");
     let mut lease_left = 0;
     // Kill moments after the lease appears (the prune has started working).
@@ -270,7 +277,7 @@ fn check_passes_when_a_marked_pack_is_already_deleted() {
     let src = e.path("src");
     repo_with_garbage(&e, &src, 3, 3);
     // First prune: marks the packs only the forgotten snapshots used.
-    e.run(&["prune", "--grace", "0s"]).ok();
+    e.run(&["prune", "--grace", "0s", "--unsafe-short-grace"]).ok();
     let repo = lifeboat_repo::Repository::open(
         lifeboat_repo::backend::open(e.repo.to_str().unwrap()).unwrap(),
         crate::common::PASSWORD.as_bytes(),
@@ -283,6 +290,6 @@ fn check_passes_when_a_marked_pack_is_already_deleted() {
     std::fs::remove_file(e.repo.join(lifeboat_repo::repository::pack_key(&marked[0]))).unwrap();
     e.check_read_data_ok();
     // And the next prune finishes the job.
-    e.run(&["prune", "--grace", "0s"]).ok();
+    e.run(&["prune", "--grace", "0s", "--unsafe-short-grace"]).ok();
     e.check_read_data_ok();
 }

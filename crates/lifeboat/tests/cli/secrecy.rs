@@ -25,7 +25,15 @@ fn no_plaintext_names_contents_or_paths_in_the_repository() {
     std::fs::write(src.join("second.txt"), "SUPERSECRET_CONTENT_abc and more").unwrap();
     e.backup(&[&src]);
     e.run(&["forget", "--keep-last", "1"]).ok();
-    e.run(&["prune", "--grace", "0s", "--repack-threshold", "0"]).ok();
+    e.run(&[
+        "prune",
+        "--grace",
+        "0s",
+        "--unsafe-short-grace",
+        "--repack-threshold",
+        "0",
+    ])
+    .ok();
 
     let needles: Vec<(&str, Vec<u8>)> = vec![
         ("file name", name.as_bytes().to_vec()),
