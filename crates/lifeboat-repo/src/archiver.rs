@@ -179,7 +179,41 @@ impl BufPool {
     }
 }
 
+/// Bounds the bytes of chunks in flight between the readers and the packer, whatever their size:
+/// a run of 8 MiB chunks would otherwise multiply the pipeline's memory by the queue depths. A
+/// chunk larger than the budget still passes when nothing else is in flight.
+struct ByteBudget {
+    in_flight: Mutex<u64>,
+    freed: std::sync::Condvar,
+    limit: u64,
+}
+
+impl ByteBudget {
+    fn new(limit: u64) -> Self {
+        ByteBudget {
+            in_flight: Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            limit,
+        }
+    }
+
+    fn acquire(&self, n: u64, failed: &AtomicBool) {
+        let mut g = self.in_flight.lock().expect("lock");
+        while *g > 0 && *g + n > self.limit && !failed.load(Ordering::Relaxed) {
+            g = self.freed.wait_timeout(g, Duration::from_millis(50)).expect("lock").0;
+        }
+        *g += n;
+    }
+
+    fn release(&self, n: u64) {
+        let mut g = self.in_flight.lock().expect("lock");
+        *g = g.saturating_sub(n);
+        self.freed.notify_all();
+    }
+}
+
 struct Shared<'a> {
+    budget: ByteBudget,
     pool: BufPool,
     repo: &'a Repository,
     index: &'a Index,
@@ -330,6 +364,8 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
     let sealers = if opts.sealers == 0 { cores } else { opts.sealers };
 
     let shared = Shared {
+        // Raw chunk bytes between reading and packing (each also briefly exists sealed).
+        budget: ByteBudget::new(12 << 20),
         pool: BufPool::default(),
         repo,
         index: &index,
@@ -567,6 +603,7 @@ fn read_file(sh: &Shared<'_>, chunker: &mut Chunker, path: &Path, f: File, tx: &
             sh.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             if sh.claim(&id) {
                 sh.pending_blobs.fetch_add(1, Ordering::SeqCst);
+                sh.budget.acquire(chunk.len() as u64, &sh.failed);
                 let mut data = sh.pool.take();
                 data.extend_from_slice(chunk);
                 tx.send(SealJob {
@@ -649,6 +686,9 @@ fn packer_worker(sh: &Shared<'_>, rx: Receiver<PackMsg>) {
                     }
                 }
                 sh.pool.give(sealed);
+                if blob_type == BlobType::Data {
+                    sh.budget.release(u64::from(raw_len));
+                }
                 sh.pending_blobs.fetch_sub(1, Ordering::SeqCst);
             }
             PackMsg::Flush(reply) => {
