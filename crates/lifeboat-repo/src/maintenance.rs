@@ -302,8 +302,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         }
     }
     let mut deleting = IdSet::default();
-    for (key, _) in &marks {
-        let m = &marks.iter().find(|(k, _)| k == key).expect("listed").1;
+    for (key, m) in &marks {
         let mut all_settled = true;
         for p in &m.packs {
             let expired = now.duration_since(newest_mark[&p.id]) >= grace;
@@ -423,10 +422,11 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         let mut all: Vec<PackRecord> = keep;
         all.extend(restored);
         all.extend(new_packs);
+        let mut written = Vec::new();
         for chunk in all.chunks(4096) {
-            repo.write_index_segment(chunk)?;
+            written.push(format!("index/{}", repo.write_index_segment(chunk)?));
         }
-        let written: Vec<String> = Vec::new();
+        // A rewritten segment identical to an old one has the same name: keep it.
         for s in &live.segments {
             if !written.contains(s) {
                 repo.backend().delete(s)?;

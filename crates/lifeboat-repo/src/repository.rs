@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::backend::{Backend, BackendErrorKind, PutMode};
 use crate::chunker::ChunkerParams;
-use crate::crypto::{KdfParams, KeyFile, Keys, decompress_framed};
+use crate::crypto::{KdfParams, KeyFile, Keys};
 use crate::error::{RepoError, Result};
 use crate::format::index::{self as index_format, PackRecord};
 use crate::format::pack::{BlobType, blob_aad};
@@ -403,26 +403,14 @@ impl Repository {
         Ok(plain)
     }
 
-    /// Reads, decrypts, decompresses and verifies one blob.
+    /// Reads, decrypts, decompresses and verifies one blob (allocating; hot loops use
+    /// [`Repository::read_blob_into`]).
     pub fn read_blob(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
-        let loc = index.get(id).ok_or_else(|| RepoError::MissingBlob {
-            id: id.to_hex(),
-            needed_by: "read".into(),
-        })?;
-        self.read_blob_at(&index.pack(loc.pack).id, id, &loc)
+        Ok(self.read_blob_into(index, id, &mut BlobScratch::default())?.to_vec())
     }
 
-    /// Reads a blob from a known pack location and verifies it.
-    pub fn read_blob_at(&self, pack: &Id, id: &Id, loc: &Location) -> Result<Vec<u8>> {
-        let key = pack_key(pack);
-        let sealed_bytes = self.backend.get_range(
-            &key,
-            u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.length),
-        )?;
-        self.open_blob(&key, id, loc.blob_type, loc.raw_len, &sealed_bytes)
-    }
-
-    /// Decrypts a sealed blob and checks its id.
+    /// Decrypts a sealed blob and checks its id (allocating form of
+    /// [`Repository::open_blob_into`]).
     pub fn open_blob(
         &self,
         pack_name: &str,
@@ -431,13 +419,11 @@ impl Repository {
         raw_len: u32,
         sealed_bytes: &[u8],
     ) -> Result<Vec<u8>> {
-        let what = format!("{pack_name} (blob {})", id.short());
-        let framed = self.keys.open(&blob_aad(t, id), sealed_bytes, &what)?;
-        let plain = decompress_framed(&framed, Some(raw_len as usize), &what)?;
-        if self.keys.blob_id(&plain) != *id {
-            return Err(RepoError::damaged(what, "content does not match its id"));
-        }
-        Ok(plain)
+        let mut scratch = BlobScratch {
+            sealed: sealed_bytes.to_vec(),
+            plain: Vec::new(),
+        };
+        Ok(self.open_blob_into(pack_name, id, t, raw_len, &mut scratch)?.to_vec())
     }
 
     /// Reads and parses a tree blob.
