@@ -129,32 +129,6 @@ pub fn restore(
         Err(e) => return Err(RepoError::io(&opts.target, e)),
     }
 
-    let mut plan = Plan::default();
-    collect(repo, index, root, Path::new("/"), &opts.target, &includes, &mut plan)?;
-    progress
-        .total_bytes
-        .store(plan.files.iter().map(|t| t.node.size).sum(), Ordering::Relaxed);
-
-    let summary = Mutex::new(RestoreSummary::default());
-    // Directories first (parents before children), then files in parallel, then directory
-    // metadata deepest first so file writes don't disturb directory mtimes.
-    for (dest, _) in &plan.dirs {
-        make_dir(&opts.target, dest)?;
-    }
-    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    let mut hardlinks = Vec::new();
-    let mut tasks = Vec::new();
-    for t in plan.files {
-        if t.node.nlink > 1 {
-            let key = (t.node.dev, t.node.inode);
-            if let Some(first) = links.get(&key) {
-                hardlinks.push((first.clone(), t.dest));
-                continue;
-            }
-            links.insert(key, t.dest.clone());
-        }
-        tasks.push(t);
-    }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let threads = match opts.threads {
         0 => std::env::var("LIFEBOAT_RESTORE_THREADS")
@@ -164,6 +138,11 @@ pub fn restore(
         n => n,
     };
     let (tx, rx) = bounded::<FileTask>(threads * 2);
+    let summary = Mutex::new(RestoreSummary::default());
+    let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
+    let mut special: Vec<(PathBuf, Node)> = Vec::new();
+    let mut hardlinks: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut walked = Ok(());
     let failed = Mutex::new(std::collections::HashSet::new());
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -195,13 +174,25 @@ pub fn restore(
             });
         }
         drop(rx);
-        for t in tasks {
-            if tx.send(t).is_err() {
-                break;
-            }
-        }
-        drop(tx);
+        // The tree is walked while the writers run: only the directories and the few
+        // special entries are remembered, never the whole file list.
+        let mut walker = PlanWalker {
+            repo,
+            index,
+            target: &opts.target,
+            tx,
+            pending: Vec::new(),
+            created: 0,
+            dirs: &mut dirs,
+            special: &mut special,
+            links: HashMap::new(),
+            hardlinks: &mut hardlinks,
+            progress,
+            total: 0,
+        };
+        walked = walker.walk(root, Path::new("/"), &opts.target, &includes);
     });
+    walked?;
     let mut summary = summary.into_inner().expect("lock");
     let failed = failed.into_inner().expect("lock");
     for (first, dest) in hardlinks {
@@ -220,7 +211,7 @@ pub fn restore(
                 .push(format!("{}: hard link to {}: {e}", dest.display(), first.display())),
         }
     }
-    for (dest, node) in &plan.special {
+    for (dest, node) in &special {
         match restore_special(dest, node, opts.overwrite) {
             Ok(true) => summary.special += 1,
             Ok(false) => summary.warnings.push(format!(
@@ -231,7 +222,7 @@ pub fn restore(
             Err(e) => summary.errors.push(format!("{}: {e}", dest.display())),
         }
     }
-    for (dest, node) in plan.dirs.iter().rev() {
+    for (dest, node) in dirs.iter().rev() {
         apply_metadata(dest, node, false, None);
         summary.dirs += 1;
     }
@@ -239,56 +230,88 @@ pub fn restore(
     Ok(summary)
 }
 
-#[derive(Default)]
-struct Plan {
-    dirs: Vec<(PathBuf, Node)>,
-    files: Vec<FileTask>,
-    special: Vec<(PathBuf, Node)>,
+/// Walks the snapshot tree depth first and feeds file writes to the writer threads as it goes.
+///
+/// A directory is created only once something inside it is selected (or it is selected itself),
+/// so `--include` never leaves empty folders behind; parents are always created before children.
+struct PlanWalker<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    target: &'a Path,
+    tx: crossbeam_channel::Sender<FileTask>,
+    /// Directories on the current path from the root, with their nodes.
+    pending: Vec<(PathBuf, Node)>,
+    /// How many of `pending` (from the start) already exist on disk.
+    created: usize,
+    dirs: &'a mut Vec<(PathBuf, Node)>,
+    special: &'a mut Vec<(PathBuf, Node)>,
+    /// First path restored for each multiply-linked inode.
+    links: HashMap<(u64, u64), PathBuf>,
+    hardlinks: &'a mut Vec<(PathBuf, PathBuf)>,
+    progress: &'a RestoreProgress,
+    total: u64,
 }
 
-fn collect(
-    repo: &Repository,
-    index: &Index,
-    tree_id: &Id,
-    snap_path: &Path,
-    dest: &Path,
-    includes: &globset::GlobSet,
-    plan: &mut Plan,
-) -> Result<bool> {
-    let tree: Tree = repo.read_tree(index, tree_id)?;
-    let mut any = false;
-    for n in tree.nodes {
-        let name = n.os_name();
-        let sp = snap_path.join(&name);
-        let dp = dest.join(&name);
-        let selected = includes.is_empty() || includes.is_match(&sp);
-        match n.kind {
-            Some(NodeKind::Dir) => {
-                let at = plan.dirs.len();
-                plan.dirs.push((dp.clone(), n.clone()));
-                let sub_includes = if selected { &globset::GlobSet::empty() } else { includes };
-                let inner = match &n.subtree {
-                    Some(st) => collect(repo, index, st, &sp, &dp, sub_includes, plan)?,
-                    None => false,
-                };
-                if !(selected || inner) {
-                    plan.dirs.remove(at);
-                } else {
-                    any = true;
+impl PlanWalker<'_> {
+    fn walk(&mut self, tree_id: &Id, snap_path: &Path, dest: &Path, includes: &globset::GlobSet) -> Result<()> {
+        let tree: Tree = self.repo.read_tree(self.index, tree_id)?;
+        for n in tree.nodes {
+            let name = n.os_name();
+            let sp = snap_path.join(&name);
+            let dp = dest.join(&name);
+            let selected = includes.is_empty() || includes.is_match(&sp);
+            match n.kind {
+                Some(NodeKind::Dir) => {
+                    let subtree = n.subtree;
+                    self.pending.push((dp.clone(), n));
+                    if selected {
+                        self.create_pending()?;
+                    }
+                    let sub_includes = if selected { &globset::GlobSet::empty() } else { includes };
+                    let r = match &subtree {
+                        Some(st) => self.walk(st, &sp, &dp, sub_includes),
+                        None => Ok(()),
+                    };
+                    self.pending.pop();
+                    self.created = self.created.min(self.pending.len());
+                    r?;
                 }
+                Some(NodeKind::File) if selected => {
+                    self.create_pending()?;
+                    self.total += n.size;
+                    self.progress.total_bytes.store(self.total, Ordering::Relaxed);
+                    if n.nlink > 1 {
+                        let key = (n.dev, n.inode);
+                        if let Some(first) = self.links.get(&key) {
+                            self.hardlinks.push((first.clone(), dp));
+                            continue;
+                        }
+                        self.links.insert(key, dp.clone());
+                    }
+                    if self.tx.send(FileTask { dest: dp, node: n }).is_err() {
+                        return Err(RepoError::Invalid("restore writers stopped".into()));
+                    }
+                }
+                Some(_) if selected => {
+                    self.create_pending()?;
+                    self.special.push((dp, n));
+                }
+                _ => {}
             }
-            Some(NodeKind::File) if selected => {
-                plan.files.push(FileTask { dest: dp, node: n });
-                any = true;
-            }
-            Some(_) if selected => {
-                plan.special.push((dp, n));
-                any = true;
-            }
-            _ => {}
         }
+        Ok(())
     }
-    Ok(any)
+
+    /// Creates the directories on the current path that do not exist yet.
+    fn create_pending(&mut self) -> Result<()> {
+        while self.created < self.pending.len() {
+            let (dest, node) = &self.pending[self.created];
+            make_dir(self.target, dest)?;
+            self.dirs.push((dest.clone(), node.clone()));
+            self.created += 1;
+        }
+        Ok(())
+    }
 }
 
 /// Creates `dest` (inside `target`) and refuses to go through a symlink.
