@@ -303,3 +303,54 @@ fn unsafe_path_in_snapshot_exits_8() {
     ])
     .expect_code(8);
 }
+
+/// `--include` restores exactly what it selects: the ancestors of a selected file, a selected
+/// empty folder, and nothing else (no empty folders left behind by unselected branches).
+#[test]
+fn include_creates_only_what_it_selects() {
+    let e = Env::with_repo(&[]);
+    let src = e.path("src");
+    for d in ["a/b/c", "a/other/deep", "empty", "x/y"] {
+        std::fs::create_dir_all(src.join(d)).unwrap();
+    }
+    std::fs::write(src.join("a/b/c/keep.txt"), b"keep").unwrap();
+    std::fs::write(src.join("a/b/skip.txt"), b"skip").unwrap();
+    std::fs::write(src.join("a/other/deep/skip.txt"), b"skip").unwrap();
+    std::fs::write(src.join("x/y/skip.txt"), b"skip").unwrap();
+    e.backup(&[&src]);
+    let target = e.path("target");
+    let pattern = format!("{}/{{a/b/c/keep.txt,empty}}", src.display());
+    e.run(&[
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("-t"),
+        target.as_os_str(),
+        OsStr::new("--include"),
+        OsStr::new(&pattern),
+    ])
+    .ok();
+    let root = restored(&target, &src);
+    let mut got: Vec<String> = walk_all(&root);
+    got.sort();
+    assert_eq!(
+        got,
+        ["a", "a/b", "a/b/c", "a/b/c/keep.txt", "empty"],
+        "restored entries"
+    );
+    assert_eq!(std::fs::read(root.join("a/b/c/keep.txt")).unwrap(), b"keep");
+}
+
+fn walk_all(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            out.push(p.strip_prefix(root).unwrap().display().to_string());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
