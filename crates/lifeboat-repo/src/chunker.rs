@@ -69,7 +69,8 @@ pub struct Chunker {
 }
 
 impl Chunker {
-    /// Creates a chunker; its buffer (max chunk size plus 256 KiB) is allocated on first use.
+    /// Creates a chunker; its buffer (two average chunks plus 256 KiB, grown up to the maximum
+    /// chunk size only while a chunk needs it) is allocated on first use.
     pub fn new(params: ChunkerParams, seed: u64) -> Chunker {
         Chunker {
             params,
@@ -85,10 +86,15 @@ impl Chunker {
         mut reader: R,
         mut on_chunk: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let cap = self.params.max as usize + (256 << 10);
-        if self.buf.len() != cap {
-            self.buf = vec![0u8; cap];
+        // Start with room for a couple of average chunks and grow only while one chunk does not
+        // fit, so the usual ~1 MiB chunks never pin a max-size buffer per worker.
+        let slack = 256 << 10;
+        let full = self.params.max as usize + slack;
+        let initial = (2 * self.params.avg as usize).min(self.params.max as usize) + slack;
+        if self.buf.len() != initial {
+            self.buf = vec![0u8; initial];
         }
+        let mut cap = initial;
         let mut filled = 0usize;
         let mut eof = false;
         loop {
@@ -127,6 +133,13 @@ impl Chunker {
             }
             if eof {
                 return Ok(());
+            }
+            if consumed == 0 && filled == cap {
+                // One chunk is longer than the buffer: grow (never beyond max + slack, where a
+                // cut is certain).
+                cap = (cap * 2).min(full);
+                self.buf.resize(cap, 0);
+                continue;
             }
             self.buf.copy_within(consumed..filled, 0);
             filled -= consumed;
@@ -194,6 +207,19 @@ mod tests {
         let b = lengths(&data, 1, 4097);
         assert_eq!(a, b);
         assert!(a.iter().all(|&l| l <= 8 << 20));
+    }
+
+    /// Chunks longer than the initial buffer (here: uniform data with no cut point, so every
+    /// chunk is forced at the maximum) grow the buffer instead of being cut early.
+    #[test]
+    fn chunks_longer_than_the_initial_buffer() {
+        let data = vec![0u8; 20 << 20];
+        for read_size in [usize::MAX, 65536] {
+            let got = lengths(&data, 3, read_size);
+            assert_eq!(got.iter().sum::<usize>(), data.len());
+            assert!(got.iter().all(|&l| l <= 8 << 20), "{got:?}");
+            assert!(got.iter().any(|&l| l > 4 << 20), "{got:?}");
+        }
     }
 
     #[test]
