@@ -1,0 +1,203 @@
+//! `postgres`: connect, run the query, and where relevant look at WAL archiving
+//! (`pg_stat_archiver`) and replication lag. The password comes from the URL, `PGPASSWORD` or
+//! the pgpass file (`PGPASSFILE`, else `~/.pgpass`), as with libpq; it is never printed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_postgres::NoTls;
+use tokio_postgres::config::Host;
+
+use super::{Outcome, chain};
+use crate::spec::PostgresProbe;
+use crate::units::format_duration;
+
+/// Aborts the connection task when the probe ends or is dropped by a timeout.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => chain(e),
+    }
+}
+
+/// One field of a pgpass line matches (`*` matches anything).
+fn field_matches(pattern: &str, value: &str) -> bool {
+    pattern == "*" || pattern == value
+}
+
+/// Splits a pgpass line on unescaped colons, undoing `\:` and `\\`.
+fn split_pgpass(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    fields.last_mut().expect("non-empty").push(n);
+                }
+            }
+            ':' if fields.len() < 5 => fields.push(String::new()),
+            c => fields.last_mut().expect("non-empty").push(c),
+        }
+    }
+    fields
+}
+
+/// The password for (host, port, db, user) from pgpass text.
+fn pgpass_lookup(text: &str, host: &str, port: u16, db: &str, user: &str) -> Option<String> {
+    let port = port.to_string();
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .map(split_pgpass)
+        .find(|f| {
+            f.len() == 5
+                && field_matches(&f[0], host)
+                && field_matches(&f[1], &port)
+                && field_matches(&f[2], db)
+                && field_matches(&f[3], user)
+        })
+        .map(|f| f[4].clone())
+}
+
+fn pgpass_file() -> Option<PathBuf> {
+    std::env::var_os("PGPASSFILE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pgpass")))
+}
+
+/// Fills in what libpq would: user from PGUSER/USER, password from PGPASSWORD or pgpass.
+fn complete(mut cfg: tokio_postgres::Config) -> tokio_postgres::Config {
+    if cfg.get_user().is_none()
+        && let Some(u) = std::env::var("PGUSER").ok().or_else(|| std::env::var("USER").ok())
+    {
+        cfg.user(u);
+    }
+    if cfg.get_password().is_some() {
+        return cfg;
+    }
+    if let Ok(pw) = std::env::var("PGPASSWORD") {
+        cfg.password(pw);
+        return cfg;
+    }
+    let Some(file) = pgpass_file() else { return cfg };
+    // libpq ignores a pgpass file others can read; so do we.
+    let private = std::fs::metadata(&file).is_ok_and(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o077 == 0
+    });
+    let Some(text) = private.then(|| std::fs::read_to_string(&file).ok()).flatten() else {
+        return cfg;
+    };
+    let host = match cfg.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(_)) | None => "localhost".into(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let user = cfg.get_user().unwrap_or_default().to_string();
+    let db = cfg.get_dbname().unwrap_or(&user).to_string();
+    if let Some(pw) = pgpass_lookup(&text, &host, port, &db, &user) {
+        cfg.password(pw);
+    }
+    cfg
+}
+
+pub(crate) async fn probe(p: &PostgresProbe) -> Outcome {
+    let cfg = complete(p.config.clone());
+    let t0 = Instant::now();
+    let (client, conn) = match cfg.connect(NoTls).await {
+        Ok(x) => x,
+        Err(e) => {
+            return Outcome::fail("down", format!("database unavailable: {}", pg_error(&e))).with_latency(t0.elapsed());
+        }
+    };
+    let _conn = AbortOnDrop(tokio::spawn(async move {
+        let _ = conn.await;
+    }));
+    if let Err(e) = client.simple_query(&p.query).await {
+        return Outcome::fail("down", format!("query failed: {}", pg_error(&e))).with_latency(t0.elapsed());
+    }
+    let latency = t0.elapsed();
+    if p.check_archiver {
+        let sql = "SELECT failed_count, last_failed_time::text, last_archived_time::text, \
+                   (last_failed_time IS NOT NULL AND (last_archived_time IS NULL OR last_failed_time > last_archived_time)) \
+                   FROM pg_stat_archiver";
+        match client.query_opt(sql, &[]).await {
+            Ok(Some(row)) if row.get::<_, bool>(3) => {
+                let failed: i64 = row.get(0);
+                let last_failed: Option<String> = row.get(1);
+                let last_ok: Option<String> = row.get(2);
+                return Outcome::fail(
+                    "archiver",
+                    format!(
+                        "WAL archiving is failing: {failed} failure(s), last at {}, last success {}",
+                        last_failed.unwrap_or_default(),
+                        last_ok.unwrap_or_else(|| "never".into())
+                    ),
+                )
+                .with_latency(latency);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Outcome::fail("archiver", format!("cannot read pg_stat_archiver: {}", pg_error(&e)))
+                    .with_latency(latency);
+            }
+        }
+    }
+    let mut detail = format!("query ok ({})", p.query.chars().take(40).collect::<String>());
+    if let Some(max) = p.max_replication_lag {
+        let sql = "SELECT CASE WHEN pg_is_in_recovery() \
+                   THEN EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8 \
+                   ELSE (SELECT COALESCE(MAX(EXTRACT(EPOCH FROM replay_lag)), 0)::float8 FROM pg_stat_replication) END";
+        match client.query_one(sql, &[]).await {
+            Ok(row) => {
+                let lag: Option<f64> = row.get(0);
+                let lag = Duration::from_secs_f64(lag.unwrap_or(0.0).max(0.0));
+                if lag > max {
+                    return Outcome::fail(
+                        "replication_lag",
+                        format!(
+                            "replication lag {} above {}",
+                            format_duration(lag),
+                            format_duration(max)
+                        ),
+                    )
+                    .with_latency(latency);
+                }
+                detail.push_str(&format!(", replication lag {}", format_duration(lag)));
+            }
+            Err(e) => {
+                return Outcome::fail(
+                    "replication_lag",
+                    format!("cannot read the replication lag: {}", pg_error(&e)),
+                )
+                .with_latency(latency);
+            }
+        }
+    }
+    Outcome::ok(detail).with_latency(latency)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgpass_matching() {
+        let text = "# comment\ndb.internal:5432:app:monitor:s3cr\\:et\n*:*:*:backup:other\n";
+        assert_eq!(
+            pgpass_lookup(text, "db.internal", 5432, "app", "monitor").as_deref(),
+            Some("s3cr:et")
+        );
+        assert_eq!(pgpass_lookup(text, "x", 1, "y", "backup").as_deref(), Some("other"));
+        assert_eq!(pgpass_lookup(text, "db.internal", 5433, "app", "monitor"), None);
+    }
+}

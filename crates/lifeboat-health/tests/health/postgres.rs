@@ -1,0 +1,77 @@
+//! `postgres` against a throwaway cluster: up, archiver failing, then stopped.
+
+use std::time::{Duration, Instant};
+
+use lifeboat_health::{Level, Status};
+
+use crate::support::{PG_PASSWORD, Pg, result, run};
+
+#[test]
+fn up_then_archiver_failing_then_stopped() {
+    let mut pg = Pg::start();
+    let url = pg.url();
+    let check = |name: &str, extra: &str| {
+        format!("[[checks]]\nname = \"{name}\"\nkind = \"postgres\"\nurl = \"{url}\"\n{extra}\n")
+    };
+    let text = [
+        check("db", "query = \"SELECT 1\"\nmax_replication_lag = \"30s\""),
+        check("badquery", "query = \"SELECT * FROM no_such_table\""),
+        format!(
+            "[[checks]]\nname = \"badpw\"\nkind = \"postgres\"\nurl = \"postgres://postgres:wrong@127.0.0.1:{}/postgres\"\n",
+            pg.port
+        ),
+    ]
+    .concat();
+    let r = run(&text);
+    let db = result(&r, "db");
+    assert_eq!(db.status, Status::Ok, "{db:?}");
+    assert!(db.detail.contains("replication lag 0ms"), "{db:?}");
+    assert!(db.latency_ms.is_some());
+    let bq = result(&r, "badquery");
+    assert_eq!((bq.status, bq.level), (Status::Fail, Some(Level::Critical)), "{bq:?}");
+    assert!(bq.detail.contains("no_such_table"), "{bq:?}");
+    let bp = result(&r, "badpw");
+    assert_eq!(bp.status, Status::Fail, "{bp:?}");
+    assert!(bp.detail.contains("password authentication failed"), "{bp:?}");
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(!json.contains(PG_PASSWORD), "password leaked: {json}");
+
+    // Make the archiver fail: write, switch WAL; archive_command is /bin/false.
+    let switch = check(
+        "switch",
+        "query = \"CREATE TABLE IF NOT EXISTS t(x int); INSERT INTO t VALUES (1); SELECT pg_switch_wal()\"",
+    );
+    let _ = run(&switch);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = run(&check("db", ""));
+        let db = result(&r, "db");
+        if db.status == Status::Fail {
+            assert_eq!(
+                (db.level, db.class.as_deref()),
+                (Some(Level::High), Some("archiver")),
+                "{db:?}"
+            );
+            assert!(db.detail.contains("WAL archiving is failing"), "{db:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "archiver never reported failing: {db:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Archiver check off: healthy again.
+    assert_eq!(
+        result(&run(&check("db", "check_archiver = false")), "db").status,
+        Status::Ok
+    );
+
+    pg.stop();
+    let r = run(&check("db", ""));
+    let db = result(&r, "db");
+    assert_eq!(
+        (db.status, db.level, db.class.as_deref()),
+        (Status::Fail, Some(Level::Critical), Some("down")),
+        "{db:?}"
+    );
+    assert!(db.detail.contains("database unavailable"), "{db:?}");
+    assert_eq!(r.verdict, "CRITICAL: 1 of 1 check failing (db critical)");
+}
