@@ -3,6 +3,7 @@
 
 mod engine;
 mod http;
+mod pg;
 mod postgres;
 mod support;
 mod system;

@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+pub use crate::pg::{PG_PASSWORD, Pg};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -257,116 +258,4 @@ pub fn tls_server(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'stati
             });
         }
     })
-}
-
-/// A throwaway PostgreSQL 15 cluster on a free 127.0.0.1 port, run as the `postgres` user when
-/// the tests run as root (initdb refuses root). Password auth (scram) over TCP.
-pub struct Pg {
-    pub dir: tempfile::TempDir,
-    pub port: u16,
-    running: bool,
-}
-
-pub const PG_PASSWORD: &str = "pg-test-secret-7731";
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false)
-}
-
-fn pg_command(bin: &str) -> Command {
-    let exe = format!("{PG_BIN}/{bin}");
-    if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", &exe]);
-        c
-    } else {
-        Command::new(exe)
-    }
-}
-
-fn ok(c: &mut Command, what: &str) {
-    let o = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        o.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-impl Pg {
-    /// initdb + start, with WAL archiving on and an archive command that always fails (so the
-    /// archiver check can be driven into failure by switching WAL).
-    pub fn start() -> Pg {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("pw"), PG_PASSWORD).unwrap();
-        if is_root() {
-            ok(
-                Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()),
-                "chown",
-            );
-        }
-        let data = dir.path().join("data");
-        ok(
-            pg_command("initdb")
-                .arg("-D")
-                .arg(&data)
-                .args([
-                    "-U",
-                    "postgres",
-                    "--auth-local=trust",
-                    "--auth-host=scram-sha-256",
-                    "--no-sync",
-                    "-E",
-                    "UTF8",
-                ])
-                .arg(format!("--pwfile={}", dir.path().join("pw").display())),
-            "initdb",
-        );
-        let port = closed_port();
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c wal_level=replica -c archive_mode=on -c archive_command=/bin/false",
-            dir.path().display()
-        );
-        ok(
-            pg_command("pg_ctl")
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(dir.path().join("log"))
-                .args(["-w", "-t", "60", "-o", &opts, "start"]),
-            "pg_ctl start",
-        );
-        Pg {
-            dir,
-            port,
-            running: true,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("postgres://postgres:{PG_PASSWORD}@127.0.0.1:{}/postgres", self.port)
-    }
-
-    pub fn stop(&mut self) {
-        if self.running {
-            self.running = false;
-            let _ = pg_command("pg_ctl")
-                .arg("-D")
-                .arg(self.dir.path().join("data"))
-                .args(["-m", "immediate", "-w", "stop"])
-                .output();
-        }
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }

@@ -322,3 +322,71 @@ fn watch_prints_only_changes() {
     assert!(out.contains("HEALTHY: all 2 checks pass"), "{out}");
     assert!(!out.contains("steady:"), "steady check reported as a change:\n{out}");
 }
+
+#[path = "../../../lifeboat-health/tests/health/pg.rs"]
+mod pg;
+
+#[test]
+fn postgres_password_from_the_environment_then_stopped() {
+    let env = Env::new();
+    let mut db = pg::Pg::start();
+    let cfg = write_config(
+        &env,
+        &format!(
+            "[[checks]]\nname = \"db\"\nkind = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:{}/postgres\"\n\
+             [[checks]]\nname = \"api\"\nkind = \"command\"\ncommand = \"exit 1\"\ndepends_on = [\"db\"]\n",
+            db.port
+        ),
+    );
+    let home = env.path("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let run = |vars: &[(&str, &std::ffi::OsStr)]| {
+        let mut c = env.command();
+        c.env_remove("PGPASSWORD").env_remove("PGPASSFILE").env("HOME", &home);
+        c.args([std::ffi::OsStr::new("--config"), cfg.as_os_str(), "health".as_ref()]);
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        let r = Run::from_output(&[], out);
+        assert!(
+            !r.stdout.contains(pg::PG_PASSWORD) && !r.stderr.contains(pg::PG_PASSWORD),
+            "{r}"
+        );
+        r
+    };
+    // No password anywhere: the database check fails; api (behind it) is critical on its own.
+    let r = run(&[]);
+    r.expect_code(22);
+    assert!(r.stdout.contains("database unavailable"), "{r}");
+    // PGPASSWORD: db passes, api fails on its own (critical).
+    let r = run(&[("PGPASSWORD", pg::PG_PASSWORD.as_ref())]);
+    r.expect_code(22);
+    assert!(
+        r.stdout.contains("CRITICAL: 1 of 2 checks failing (api critical)"),
+        "{r}"
+    );
+    // A private pgpass file works too; the same file readable by others is ignored, as by libpq.
+    let pass = env.path("pgpass");
+    std::fs::write(
+        &pass,
+        format!("127.0.0.1:{}:postgres:postgres:{}\n", db.port, pg::PG_PASSWORD),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r = run(&[("PGPASSFILE", pass.as_os_str())]);
+    assert!(r.stdout.contains("query ok"), "{r}");
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = run(&[("PGPASSFILE", pass.as_os_str())]);
+    assert!(r.stdout.contains("database unavailable"), "{r}");
+    // Stopped: the database is down (critical) and api's failure is suppressed behind it.
+    db.stop();
+    let r = run(&[("PGPASSWORD", pg::PG_PASSWORD.as_ref())]);
+    r.expect_code(22);
+    assert!(
+        r.stdout
+            .contains("CRITICAL: 1 of 2 checks failing (db critical); 1 suppressed"),
+        "{r}"
+    );
+}
