@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::checks::{self, Outcome, Shared};
 use crate::report::{CheckResult, Report, Status};
-use crate::spec::CheckSpec;
+use crate::spec::{CheckSpec, Probe};
 use crate::units::format_duration;
 
 /// Where the `backup` kind learns the newest snapshot time. The binary implements it over the
@@ -26,6 +26,41 @@ pub struct Context {
     /// Snapshot times for `backup` checks; `None`: those checks report that no repository is
     /// configured.
     pub snapshots: Option<Arc<dyn SnapshotAges>>,
+    /// Results of earlier runs, for `error_rate` checks over another check's failures. Keep one
+    /// across the runs of `--watch`; `None`: each run sees only itself.
+    pub history: Option<Arc<History>>,
+}
+
+/// Which checks failed when: the memory of `--watch`, from which `error_rate` checks with
+/// `of_check` compute a failure share over their window.
+#[derive(Debug, Default)]
+pub struct History {
+    samples: std::sync::Mutex<Vec<(jiff::Timestamp, String, bool)>>,
+}
+
+impl History {
+    /// An empty history.
+    pub fn new() -> History {
+        History::default()
+    }
+
+    /// Records one run's results; forgets samples older than `keep`.
+    fn record(&self, at: jiff::Timestamp, results: impl Iterator<Item = (String, bool)>, keep: Duration) {
+        let Ok(mut s) = self.samples.lock() else { return };
+        s.extend(results.map(|(n, failed)| (at, n, failed)));
+        let horizon = at - jiff::SignedDuration::try_from(keep).unwrap_or(jiff::SignedDuration::MAX);
+        s.retain(|(t, _, _)| *t >= horizon);
+    }
+
+    /// (failed, total) runs of `name` since `since`.
+    fn failures(&self, name: &str, since: jiff::Timestamp) -> (usize, usize) {
+        let Ok(s) = self.samples.lock() else { return (0, 0) };
+        s.iter()
+            .filter(|(t, n, _)| *t >= since && n == name)
+            .fold((0, 0), |(f, total), (_, _, failed)| {
+                (f + usize::from(*failed), total + 1)
+            })
+    }
 }
 
 /// Options of one run.
@@ -83,15 +118,78 @@ pub async fn run(checks: &[CheckSpec], opts: &RunOptions, ctx: &Context) -> Repo
             (outcome, t0.elapsed())
         }));
     }
-    let mut outcomes = Vec::with_capacity(checks.len());
+    let mut outcomes: Vec<(Outcome, Duration)> = Vec::with_capacity(checks.len());
     for t in tasks {
         outcomes.push(match t.await {
             Ok(o) => o,
             Err(e) => (Outcome::fail("down", format!("check crashed: {e}")), Duration::ZERO),
         });
     }
+    derive_failure_rates(checks, &mut outcomes, ctx, started_at);
     let results = suppress(checks, outcomes);
     Report::new(started_at, start.elapsed().as_secs_f64() * 1000.0, results)
+}
+
+/// Records this run's results and evaluates the `error_rate` checks over other checks' failures.
+fn derive_failure_rates(
+    checks: &[CheckSpec],
+    outcomes: &mut [(Outcome, Duration)],
+    ctx: &Context,
+    now: jiff::Timestamp,
+) {
+    let local;
+    let history = match &ctx.history {
+        Some(h) => h.as_ref(),
+        None => {
+            local = History::new();
+            &local
+        }
+    };
+    let is_derived = |s: &CheckSpec| matches!(s.probe, Probe::CheckFailures { .. });
+    let keep = checks
+        .iter()
+        .filter_map(|s| match s.probe {
+            Probe::CheckFailures { window, .. } => Some(window),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(Duration::ZERO);
+    history.record(
+        now,
+        checks
+            .iter()
+            .zip(outcomes.iter())
+            .filter(|(s, _)| !is_derived(s))
+            .map(|(s, (o, _))| (s.name.clone(), o.failure.is_some())),
+        keep,
+    );
+    for (spec, (o, _)) in checks.iter().zip(outcomes.iter_mut()) {
+        let Probe::CheckFailures {
+            of_check,
+            window,
+            max_rate,
+        } = &spec.probe
+        else {
+            continue;
+        };
+        let since = now - jiff::SignedDuration::try_from(*window).unwrap_or(jiff::SignedDuration::MAX);
+        let (failed, total) = history.failures(of_check, since);
+        let span = format_duration(*window);
+        *o = if total == 0 {
+            Outcome::ok(format!("no runs of {of_check} in the last {span}"))
+        } else {
+            let rate = failed as f64 / total as f64;
+            let what = format!(
+                "{of_check} failed {failed} of {total} run(s) in the last {span} ({:.1}%)",
+                rate * 100.0
+            );
+            if rate > *max_rate {
+                Outcome::fail("errors", format!("{what}, above {:.1}%", max_rate * 100.0))
+            } else {
+                Outcome::ok(what)
+            }
+        };
+    }
 }
 
 /// Turns a too-slow success into a `slow` (critical_latency) or `degraded` (warn_latency) failure.

@@ -82,6 +82,9 @@ impl CheckSpec {
             Probe::Disk { path, .. } => path.display().to_string(),
             Probe::Memory { .. } => "/proc/meminfo".into(),
             Probe::ErrorRate { prometheus, .. } => redact_url(prometheus),
+            Probe::CheckFailures { of_check, window, .. } => {
+                format!("failures of {of_check} over {}", crate::units::format_duration(*window))
+            }
             Probe::Backup { source, .. } => source.clone().unwrap_or_else(|| "any source".into()),
             Probe::Command { argv } => argv.first().cloned().unwrap_or_default(),
         }
@@ -130,6 +133,16 @@ pub enum Probe {
         /// Fails above this ratio.
         max_rate: f64,
     },
+    /// The share of failed runs of another check within a window: meaningful with `--watch`,
+    /// which keeps the history (a single run sees one sample: the other check's current result).
+    CheckFailures {
+        /// The check whose failures are counted.
+        of_check: String,
+        /// How far back runs count.
+        window: Duration,
+        /// Fails above this ratio.
+        max_rate: f64,
+    },
     /// Age of the newest snapshot.
     Backup {
         /// Source name in the config (`[sources.NAME]`); none: any snapshot.
@@ -155,7 +168,7 @@ impl Probe {
             Probe::Tls(_) => "tls",
             Probe::Disk { .. } => "disk",
             Probe::Memory { .. } => "memory",
-            Probe::ErrorRate { .. } => "error_rate",
+            Probe::ErrorRate { .. } | Probe::CheckFailures { .. } => "error_rate",
             Probe::Backup { .. } => "backup",
             Probe::Command { .. } => "command",
         }
@@ -254,7 +267,7 @@ fn kind_keys(kind: &str) -> &'static [&'static str] {
         "tls" => &["address", "server_name", "warn_expiry", "ca_file"],
         "disk" => &["path", "min_free"],
         "memory" => &["max_used"],
-        "error_rate" => &["prometheus", "query", "max_rate"],
+        "error_rate" => &["prometheus", "query", "max_rate", "of_check", "window"],
         "backup" => &["source", "rpo"],
         "command" => &["command"],
         _ => &[],
@@ -404,6 +417,16 @@ pub fn parse_checks(raw: &RawChecks) -> Result<Vec<CheckSpec>, ConfigError> {
                     message: format!("checks[{i}] {:?}: depends_on names unknown check {d:?}", s.name),
                 });
             }
+        }
+    }
+    for (i, s) in specs.iter().enumerate() {
+        if let Probe::CheckFailures { of_check, .. } = &s.probe
+            && !spans.contains_key(of_check)
+        {
+            return Err(ConfigError {
+                span: spans.get(&s.name).cloned(),
+                message: format!("checks[{i}] {:?}: of_check names unknown check {of_check:?}", s.name),
+            });
         }
     }
     if let Some(cycle) = find_cycle(&specs) {
@@ -571,6 +594,24 @@ fn parse_one(i: usize, table: &RawCheck) -> Result<CheckSpec, ConfigError> {
         "memory" => Probe::Memory {
             max_used: f.ratio("max_used")?.unwrap_or(0.95),
         },
+        "error_rate" if f.map.contains_key("of_check") => {
+            let (of_check, span) = f.required("of_check")?;
+            if let Some(v) = f.map.get("prometheus").or_else(|| f.map.get("query")) {
+                return Err(f.err(
+                    Some(v.span()),
+                    "of_check and prometheus/query are two different sources: give one",
+                ));
+            }
+            if of_check == name {
+                return Err(f.err(Some(span), "of_check names the check itself"));
+            }
+            let window = f.duration("window")?.unwrap_or(Duration::from_secs(300));
+            Probe::CheckFailures {
+                of_check,
+                window,
+                max_rate: f.ratio("max_rate")?.unwrap_or(0.10),
+            }
+        }
         "error_rate" => {
             let (u, span) = f.required("prometheus")?;
             let prometheus = parse_http_url(&u).map_err(|e| f.err(Some(span), format!("prometheus: {e}")))?;

@@ -108,6 +108,8 @@ pub(crate) async fn probe(spec: &CheckSpec, shared: &Shared, ctx: &Context) -> O
             query,
             max_rate,
         } => error_rate::probe(prometheus, query, *max_rate, shared).await,
+        // Derived from the other checks' results: the runner evaluates it after them.
+        Probe::CheckFailures { .. } => Outcome::ok("evaluated after the other checks"),
         Probe::Backup { source, rpo } => backup::probe(source.as_deref(), *rpo, ctx).await,
         Probe::Command { argv } => command::probe(argv).await,
     }

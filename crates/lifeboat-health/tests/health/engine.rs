@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lifeboat_health::{Context, Level, Report, SnapshotAges, Status, changes};
+use lifeboat_health::{Context, History, Level, Report, SnapshotAges, Status, changes};
 
 use crate::support::{closed_port, http_server, result, run, run_with, try_checks};
 
@@ -224,6 +224,7 @@ fn backup_age_against_the_rpo() {
     let with = |v: Result<Option<jiff::Timestamp>, String>| {
         let ctx = Context {
             snapshots: Some(Arc::new(Fixed(v))),
+            history: None,
         };
         run_with(text, Duration::from_secs(10), ctx)
     };
@@ -262,4 +263,56 @@ fn watch_changes_only() {
     let ch = changes(Some(&b), &c);
     assert_eq!(ch.len(), 1);
     assert_eq!((ch[0].from_status, ch[0].now.status), (Some(Status::Ok), Status::Fail));
+}
+
+#[test]
+fn error_rate_over_another_checks_failures() {
+    let port = http_server();
+    let text = |path: &str| {
+        format!(
+            "[[checks]]\nname = \"api\"\nkind = \"http\"\nurl = \"http://127.0.0.1:{port}{path}\"\nlevels = {{ down = \"high\" }}\n\
+             [[checks]]\nname = \"api-errors\"\nkind = \"error_rate\"\nof_check = \"api\"\nwindow = \"5m\"\nmax_rate = \"50%\"\n"
+        )
+    };
+    let ctx = Context {
+        snapshots: None,
+        history: Some(Arc::new(History::new())),
+    };
+    let go = |path: &str| run_with(&text(path), Duration::from_secs(10), ctx.clone());
+    let r = go("/ok");
+    assert_eq!(
+        result(&r, "api-errors").detail,
+        "api failed 0 of 1 run(s) in the last 5m00s (0.0%)"
+    );
+    let r = go("/fail");
+    // 1 of 2: at the limit, not above.
+    assert_eq!(
+        result(&r, "api-errors").status,
+        Status::Ok,
+        "{:?}",
+        result(&r, "api-errors")
+    );
+    let r = go("/fail");
+    let e = result(&r, "api-errors");
+    assert_eq!(
+        (e.status, e.level, e.class.as_deref()),
+        (Status::Fail, Some(Level::Urgent), Some("errors")),
+        "{e:?}"
+    );
+    assert!(
+        e.detail.contains("api failed 2 of 3 run(s)") && e.detail.contains("above 50.0%"),
+        "{e:?}"
+    );
+    assert_eq!(e.target, "failures of api over 5m00s");
+    // Without history, one run is one sample.
+    let single = run(&text("/ok"));
+    assert_eq!(result(&single, "api-errors").status, Status::Ok);
+    // Config mistakes.
+    let e = try_checks("[[checks]]\nname = \"e\"\nkind = \"error_rate\"\nof_check = \"nope\"\n").unwrap_err();
+    assert!(e.message.contains("of_check names unknown check \"nope\""), "{e}");
+    let e = try_checks(
+        "[[checks]]\nname = \"a\"\nkind = \"memory\"\n[[checks]]\nname = \"e\"\nkind = \"error_rate\"\nof_check = \"a\"\nquery = \"x\"\n",
+    )
+    .unwrap_err();
+    assert!(e.message.contains("give one"), "{e}");
 }

@@ -154,7 +154,11 @@ fn context(ctx: &Ctx, checks: &[CheckSpec]) -> Context {
         }
         _ => None,
     };
-    Context { snapshots }
+    // One history for the whole command: --watch runs share it (error_rate over a check's failures).
+    Context {
+        snapshots,
+        history: Some(Arc::new(lifeboat_health::History::new())),
+    }
 }
 
 fn once(checks: &[CheckSpec], opts: &RunOptions, hctx: &Context) -> Result<Report> {
