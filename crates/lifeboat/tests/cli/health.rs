@@ -321,6 +321,33 @@ fn watch_prints_only_changes() {
     assert!(out.contains("flag: fail (critical) -> ok: exit status 0"), "{out}");
     assert!(out.contains("HEALTHY: all 2 checks pass"), "{out}");
     assert!(!out.contains("steady:"), "steady check reported as a change:\n{out}");
+
+    // --json: one line per run that changed something; the first lists every check.
+    std::fs::remove_file(&flag).unwrap();
+    let mut child = env
+        .command()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--json", "health", "--watch", "200ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(900));
+    std::fs::write(&flag, b"").unwrap();
+    std::thread::sleep(Duration::from_millis(900));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["changes"].as_array().unwrap().len(), 2);
+    assert_eq!(lines[0]["status"], "critical");
+    assert_eq!(lines[1]["changes"][0]["name"], "flag");
+    assert_eq!(lines[1]["changes"][0]["from_status"], "fail");
+    assert_eq!(lines[1]["changes"][0]["now"]["status"], "ok");
+    assert_eq!(lines[1]["schema_version"], 1);
 }
 
 #[path = "../../../lifeboat-health/tests/health/pg.rs"]
