@@ -151,6 +151,87 @@ fn verdict(worst: Option<Level>, counts: &Counts, checks: &[CheckResult]) -> Str
     s
 }
 
+/// Escapes a Prometheus label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Numeric form of a level for metrics: 0 none, 1 high, 2 urgent, 3 critical.
+fn level_number(l: Option<Level>) -> u8 {
+    match l {
+        None => 0,
+        Some(Level::High) => 1,
+        Some(Level::Urgent) => 2,
+        Some(Level::Critical) => 3,
+    }
+}
+
+impl Report {
+    /// The report in the Prometheus text exposition format (version 0.0.4), for node_exporter's
+    /// textfile collector: Prometheus alerts on these and keeps the history a single run lacks.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut family = |name: &str, help: &str, rows: Vec<(String, String)>| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+            for (labels, value) in rows {
+                out.push_str(&format!("{name}{labels} {value}\n"));
+            }
+        };
+        let labels = |c: &CheckResult| format!("{{check=\"{}\",kind=\"{}\"}}", label(&c.name), label(&c.kind));
+        family(
+            "lifeboat_check_up",
+            "1 when the check passed, 0 when it failed or was suppressed.",
+            self.checks
+                .iter()
+                .map(|c| (labels(c), u8::from(c.status == Status::Ok).to_string()))
+                .collect(),
+        );
+        family(
+            "lifeboat_check_suppressed",
+            "1 when the check failed behind a failing dependency (no alert).",
+            self.checks
+                .iter()
+                .map(|c| (labels(c), u8::from(c.status == Status::Suppressed).to_string()))
+                .collect(),
+        );
+        family(
+            "lifeboat_check_alert_level",
+            "Alert level of the check: 0 none, 1 high, 2 urgent, 3 critical.",
+            self.checks
+                .iter()
+                .map(|c| (labels(c), level_number(c.level).to_string()))
+                .collect(),
+        );
+        family(
+            "lifeboat_check_latency_seconds",
+            "Latency the check measured (only kinds that measure one).",
+            self.checks
+                .iter()
+                .filter_map(|c| c.latency_ms.map(|ms| (labels(c), format!("{}", ms / 1000.0))))
+                .collect(),
+        );
+        family(
+            "lifeboat_health_alert_level",
+            "Worst alert level of the run: 0 healthy, 1 high, 2 urgent, 3 critical.",
+            vec![(String::new(), level_number(self.worst_level).to_string())],
+        );
+        family(
+            "lifeboat_health_last_run_timestamp_seconds",
+            "When the run started (Unix time).",
+            vec![(
+                String::new(),
+                format!("{:.3}", self.started_at.as_millisecond() as f64 / 1000.0),
+            )],
+        );
+        family(
+            "lifeboat_health_duration_seconds",
+            "Wall-clock time of the whole run.",
+            vec![(String::new(), format!("{}", self.duration_ms / 1000.0))],
+        );
+        out
+    }
+}
+
 /// A check whose status or level changed between two runs (for `--watch`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
@@ -230,5 +311,32 @@ mod tests {
             c.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
             ["db", "api", "tls"]
         );
+    }
+
+    #[test]
+    fn prometheus_exposition() {
+        let mut db = r("db", Status::Fail, Some(Level::Critical));
+        db.latency_ms = Some(12.5);
+        let mut odd = r("we\"ird", Status::Suppressed, None);
+        odd.kind = "http".into();
+        let rep = Report::new(
+            jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+            250.0,
+            vec![db, odd],
+        );
+        let text = rep.to_prometheus();
+        for line in [
+            "# TYPE lifeboat_check_up gauge",
+            "lifeboat_check_up{check=\"db\",kind=\"tcp\"} 0",
+            "lifeboat_check_alert_level{check=\"db\",kind=\"tcp\"} 3",
+            "lifeboat_check_suppressed{check=\"we\\\"ird\",kind=\"http\"} 1",
+            "lifeboat_check_latency_seconds{check=\"db\",kind=\"tcp\"} 0.0125",
+            "lifeboat_health_alert_level 3",
+            "lifeboat_health_last_run_timestamp_seconds 1700000000.000",
+            "lifeboat_health_duration_seconds 0.25",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        assert!(text.ends_with('\n'));
     }
 }

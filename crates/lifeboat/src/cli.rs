@@ -133,6 +133,12 @@ pub struct HealthArgs {
     /// (with --json: one JSON line per run with changes). Stop with Ctrl-C.
     #[arg(long, value_name = "DURATION")]
     pub watch: Option<String>,
+    /// After each run, also write the result as Prometheus metrics to FILE (atomically), for
+    /// node_exporter's textfile collector: lifeboat_check_up, lifeboat_check_alert_level,
+    /// lifeboat_check_suppressed, lifeboat_check_latency_seconds, lifeboat_health_alert_level,
+    /// lifeboat_health_last_run_timestamp_seconds, lifeboat_health_duration_seconds.
+    #[arg(long, value_name = "FILE")]
+    pub textfile: Option<std::path::PathBuf>,
 }
 
 /// `config …`.

@@ -200,6 +200,24 @@ fn print_table(r: &Report) {
     println!("{}", r.verdict);
 }
 
+/// Writes the metrics next to `path` under a temporary name, syncs, then renames: the textfile
+/// collector never reads half a file.
+fn write_textfile(path: &std::path::Path, r: &Report) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(r.to_prometheus().as_bytes())?;
+    tmp.as_file().sync_all()?;
+    let f = tmp.persist(path).map_err(|e| e.error)?;
+    // Readable by the exporter, like any metrics file.
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    Ok(())
+}
+
 /// `lifeboat health`.
 pub fn run(ctx: &Ctx, a: &HealthArgs) -> Result<u8> {
     let checks = checks_to_run(ctx, a)?;
@@ -216,17 +234,27 @@ pub fn run(ctx: &Ctx, a: &HealthArgs) -> Result<u8> {
         } else {
             print_table(&r);
         }
+        if let Some(t) = &a.textfile {
+            write_textfile(t, &r).map_err(|e| fail(FAILURE, format!("--textfile {}: {e}", t.display())))?;
+        }
         return Ok(exit::for_health(r.worst_level));
     };
     let every = parse_duration(every)?;
     if every < Duration::from_millis(100) {
         return Err(fail(USAGE, "--watch interval must be at least 100ms"));
     }
-    watch(ctx, &checks, &opts, &hctx, every)
+    watch(ctx, a, &checks, &opts, &hctx, every)
 }
 
 /// Repeats forever (until Ctrl-C), printing only what changed.
-fn watch(ctx: &Ctx, checks: &[CheckSpec], opts: &RunOptions, hctx: &Context, every: Duration) -> Result<u8> {
+fn watch(
+    ctx: &Ctx,
+    a: &HealthArgs,
+    checks: &[CheckSpec],
+    opts: &RunOptions,
+    hctx: &Context,
+    every: Duration,
+) -> Result<u8> {
     let mut prev: Option<Report> = None;
     loop {
         let started = std::time::Instant::now();
@@ -261,6 +289,12 @@ fn watch(ctx: &Ctx, checks: &[CheckSpec], opts: &RunOptions, hctx: &Context, eve
                 println!("{when}  {}: {from} -> {to}: {}", c.name, c.now.detail);
             }
             println!("{when}  {}", r.verdict);
+        }
+        if let Some(t) = &a.textfile
+            && let Err(e) = write_textfile(t, &r)
+        {
+            // Keep watching: the next run may write it; say so every time it fails.
+            eprintln!("lifeboat: warning: --textfile {}: {e}", t.display());
         }
         prev = Some(r);
         std::thread::sleep(every.saturating_sub(started.elapsed()));

@@ -417,3 +417,41 @@ fn postgres_password_from_the_environment_then_stopped() {
         "{r}"
     );
 }
+
+#[test]
+fn textfile_for_prometheus() {
+    let env = Env::new();
+    let cfg = write_config(
+        &env,
+        &[
+            command_check("ok", "true", ""),
+            command_check("bad", "exit 1", "levels = { down = \"urgent\" }"),
+        ]
+        .concat(),
+    );
+    let prom = env.path("lifeboat.prom");
+    let r = lb(&env, &cfg, &["health", "--textfile", prom.to_str().unwrap()]);
+    r.expect_code(21);
+    let text = std::fs::read_to_string(&prom).unwrap();
+    for line in [
+        "lifeboat_check_up{check=\"ok\",kind=\"command\"} 1",
+        "lifeboat_check_up{check=\"bad\",kind=\"command\"} 0",
+        "lifeboat_check_alert_level{check=\"bad\",kind=\"command\"} 2",
+        "lifeboat_health_alert_level 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?}:\n{text}");
+    }
+    // Only the final file is left behind (written under a temporary name, then renamed).
+    let names: Vec<_> = std::fs::read_dir(env.path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| n.to_string_lossy().starts_with(".tmp")).count(),
+        0,
+        "{names:?}"
+    );
+    lb(&env, &cfg, &["health", "--textfile", "/no/such/dir/x.prom"])
+        .expect_code(1)
+        .one_line_error(&["--textfile", "/no/such/dir/x.prom"]);
+}
