@@ -205,6 +205,10 @@ pub struct PostgresProbe {
     pub check_archiver: bool,
     /// Fail (class `replication_lag`) when a replica lags more than this.
     pub max_replication_lag: Option<Duration>,
+    /// Verify the server certificate (chain and host name) against the system's CAs and this
+    /// file; without it TLS is used unverified when the server offers it (`sslmode=prefer`,
+    /// `require`), as libpq does.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A TLS check.
@@ -263,7 +267,7 @@ fn kind_keys(kind: &str) -> &'static [&'static str] {
         ],
         "tcp" => &["address"],
         "dns" => &["name_to_resolve", "expect"],
-        "postgres" => &["url", "query", "check_archiver", "max_replication_lag"],
+        "postgres" => &["url", "query", "check_archiver", "max_replication_lag", "ca_file"],
         "tls" => &["address", "server_name", "warn_expiry", "ca_file"],
         "disk" => &["path", "min_free"],
         "memory" => &["max_used"],
@@ -748,6 +752,7 @@ fn postgres(f: &mut Fields<'_>) -> Result<PostgresProbe, ConfigError> {
         query: f.string("query")?.map(|s| s.0).unwrap_or_else(|| "SELECT 1".into()),
         check_archiver: f.boolean("check_archiver")?.unwrap_or(true),
         max_replication_lag: f.duration("max_replication_lag")?,
+        ca_file: f.string("ca_file")?.map(|s| PathBuf::from(s.0)),
     })
 }
 

@@ -99,7 +99,7 @@ pub(crate) async fn probe(spec: &CheckSpec, shared: &Shared, ctx: &Context) -> O
         Probe::Http(p) => http::probe(p, shared).await,
         Probe::Tcp { address } => tcp::probe(address).await,
         Probe::Dns { name, expect } => dns::probe(name, expect).await,
-        Probe::Postgres(p) => postgres::probe(p).await,
+        Probe::Postgres(p) => postgres::probe(p, shared).await,
         Probe::Tls(p) => tls::probe(p, shared).await,
         Probe::Disk { path, min_free } => disk::probe(path, *min_free).await,
         Probe::Memory { max_used } => memory::probe(*max_used).await,

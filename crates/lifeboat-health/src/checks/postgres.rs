@@ -5,11 +5,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
 use tokio::time::Instant;
-use tokio_postgres::NoTls;
-use tokio_postgres::config::Host;
 
-use super::{Outcome, chain};
+use tokio_postgres::NoTls;
+use tokio_postgres::config::{Host, SslMode};
+
+use super::{Outcome, Shared, chain};
 use crate::spec::PostgresProbe;
 use crate::units::format_duration;
 
@@ -110,18 +112,62 @@ fn complete(mut cfg: tokio_postgres::Config) -> tokio_postgres::Config {
     cfg
 }
 
-pub(crate) async fn probe(p: &PostgresProbe) -> Outcome {
-    let cfg = complete(p.config.clone());
+/// The TLS client for the connection: verified against the CAs when `ca_file` is set, otherwise
+/// encrypted but unauthenticated (libpq's `prefer` / `require`).
+fn tls(p: &PostgresProbe, shared: &Shared) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let config = match &p.ca_file {
+        Some(f) => builder
+            .with_root_certificates(super::tls::root_store(Some(f), shared)?)
+            .with_no_client_auth(),
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(super::tls::Unverified(provider)))
+            .with_no_client_auth(),
+    };
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+pub(crate) async fn probe(p: &PostgresProbe, shared: &Shared) -> Outcome {
+    let mut cfg = complete(p.config.clone());
+    if p.ca_file.is_some() && cfg.get_ssl_mode() == SslMode::Prefer {
+        // A CA to verify against means TLS is expected: never fall back to plain text.
+        cfg.ssl_mode(SslMode::Require);
+    }
+    let tls = match tls(p, shared) {
+        Ok(t) => t,
+        Err(e) => return Outcome::fail("down", e),
+    };
     let t0 = Instant::now();
-    let (client, conn) = match cfg.connect(NoTls).await {
+    let connected = if cfg.get_ssl_mode() == SslMode::Disable {
+        cfg.connect(NoTls).await.map(|(c, conn)| {
+            (
+                c,
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                }),
+            )
+        })
+    } else {
+        cfg.connect(tls).await.map(|(c, conn)| {
+            (
+                c,
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                }),
+            )
+        })
+    };
+    let (client, conn) = match connected {
         Ok(x) => x,
         Err(e) => {
             return Outcome::fail("down", format!("database unavailable: {}", pg_error(&e))).with_latency(t0.elapsed());
         }
     };
-    let _conn = AbortOnDrop(tokio::spawn(async move {
-        let _ = conn.await;
-    }));
+    let _conn = AbortOnDrop(conn);
     if let Err(e) = client.simple_query(&p.query).await {
         return Outcome::fail("down", format!("query failed: {}", pg_error(&e))).with_latency(t0.elapsed());
     }

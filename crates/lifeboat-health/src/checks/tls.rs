@@ -66,10 +66,55 @@ impl ServerCertVerifier for Recording {
     }
 }
 
+/// Accepts any certificate but still checks the handshake signatures: TLS without
+/// authentication, what libpq does for `sslmode=prefer` and `require`.
+#[derive(Debug)]
+pub(crate) struct Unverified(pub(crate) Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 fn roots(p: &TlsProbe, shared: &Shared) -> Result<RootCertStore, String> {
+    root_store(p.ca_file.as_deref(), shared)
+}
+
+/// The system's trusted CAs plus those of `ca_file` (PEM).
+pub(crate) fn root_store(ca_file: Option<&std::path::Path>, shared: &Shared) -> Result<RootCertStore, String> {
     let mut store = RootCertStore::empty();
     let (_added, _ignored) = store.add_parsable_certificates(shared.system_roots().iter().cloned());
-    if let Some(f) = &p.ca_file {
+    if let Some(f) = ca_file {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(f)
             .map_err(|e| format!("ca_file {}: {e}", f.display()))?
             .collect::<Result<_, _>>()

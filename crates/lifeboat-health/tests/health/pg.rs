@@ -56,8 +56,28 @@ impl Pg {
     /// initdb + start, with WAL archiving on and an archive command that always fails (so the
     /// archiver check can be driven into failure by switching WAL).
     pub fn start() -> Pg {
+        Pg::start_with(&[], "")
+    }
+
+    /// A cluster serving TLS with this certificate chain and key (PEM).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Pg {
+        Pg::start_with(
+            &[("server.crt", cert_pem), ("server.key", key_pem)],
+            "-c ssl=on -c ssl_cert_file=DIR/server.crt -c ssl_key_file=DIR/server.key",
+        )
+    }
+
+    /// `files` are written into the cluster's folder (private to the server user); `extra` is
+    /// added to the server options, with `DIR` standing for that folder.
+    pub fn start_with(files: &[(&str, &str)], extra: &str) -> Pg {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pw"), PG_PASSWORD).unwrap();
+        for (name, body) in files {
+            let f = dir.path().join(name);
+            std::fs::write(&f, body).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         if is_root() {
             ok(
                 Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()),
@@ -83,8 +103,9 @@ impl Pg {
         );
         let port = free_port();
         let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c wal_level=replica -c archive_mode=on -c archive_command=/bin/false",
-            dir.path().display()
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c wal_level=replica -c archive_mode=on -c archive_command=/bin/false {}",
+            dir.path().display(),
+            extra.replace("DIR", &dir.path().display().to_string())
         );
         ok(
             pg_command("pg_ctl")

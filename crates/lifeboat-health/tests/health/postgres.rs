@@ -75,3 +75,43 @@ fn up_then_archiver_failing_then_stopped() {
     assert!(db.detail.contains("database unavailable"), "{db:?}");
     assert_eq!(r.verdict, "CRITICAL: 1 of 1 check failing (db critical)");
 }
+
+/// Fails unless the session is encrypted.
+const MUST_BE_TLS: &str = "DO $$ BEGIN IF NOT (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()) THEN RAISE EXCEPTION 'session not encrypted'; END IF; END $$";
+
+#[test]
+fn tls_unverified_verified_and_refused() {
+    let pki = crate::support::Pki::new();
+    let (cert, key) = pki.leaf_pem(&["localhost", "127.0.0.1"], crate::support::days(30));
+    let pg = Pg::start_tls(&cert, &key);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki.ca_file(dir.path());
+    let other_dir = tempfile::tempdir().unwrap();
+    let stranger = crate::support::Pki::new().ca_file(other_dir.path());
+    let check = |name: &str, params: &str, extra: &str| {
+        format!(
+            "[[checks]]\nname = \"{name}\"\nkind = \"postgres\"\nurl = \"postgres://postgres:{PG_PASSWORD}@127.0.0.1:{}/postgres{params}\"\nquery = \"{}\"\n{extra}\n",
+            pg.port,
+            MUST_BE_TLS.replace('"', "\\\"")
+        )
+    };
+    let r = run(&[
+        check("prefer", "", ""),
+        check("require", "?sslmode=require", ""),
+        check("verified", "", &format!("ca_file = \"{}\"", ca.display())),
+        check("wrong_ca", "", &format!("ca_file = \"{}\"", stranger.display())),
+        check("plain", "?sslmode=disable", ""),
+    ]
+    .concat());
+    for ok in ["prefer", "require", "verified"] {
+        assert_eq!(result(&r, ok).status, Status::Ok, "{:?}", result(&r, ok));
+    }
+    let w = result(&r, "wrong_ca");
+    assert_eq!((w.status, w.level), (Status::Fail, Some(Level::Critical)), "{w:?}");
+    assert!(
+        w.detail.contains("database unavailable") && w.detail.to_lowercase().contains("certificate"),
+        "{w:?}"
+    );
+    let p = result(&r, "plain");
+    assert!(p.detail.contains("session not encrypted"), "{p:?}");
+}

@@ -222,6 +222,17 @@ impl Pki {
         )
     }
 
+    /// A leaf certificate and key as PEM (for servers that read files).
+    pub fn leaf_pem(&self, names: &[&str], not_after: time::OffsetDateTime) -> (String, String) {
+        let mut p = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
+        p.not_before = days(-20);
+        p.not_after = not_after;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// An intermediate CA valid until `not_after`.
     pub fn intermediate(&self, not_after: time::OffsetDateTime) -> (rcgen::Certificate, rcgen::KeyPair) {
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
