@@ -190,6 +190,8 @@ pub struct HttpProbe {
     pub body_contains: Option<String>,
     /// Verify the server certificate (on by default).
     pub tls_verify: bool,
+    /// Extra trusted CA certificates (PEM), besides the system's: for a private CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A PostgreSQL check.
@@ -731,6 +733,7 @@ fn http(f: &mut Fields<'_>) -> Result<HttpProbe, ConfigError> {
         expect_status,
         body_contains: f.string("body_contains")?.map(|s| s.0),
         tls_verify: f.boolean("tls_verify")?.unwrap_or(true),
+        ca_file: f.string("ca_file")?.map(|s| PathBuf::from(s.0)),
     })
 }
 

@@ -32,7 +32,7 @@ fn largest(body: &[u8]) -> Result<Option<f64>, String> {
 }
 
 pub(crate) async fn probe(prometheus: &reqwest::Url, query: &str, max_rate: f64, shared: &Shared) -> Outcome {
-    let client = match shared.http(true) {
+    let client = match shared.http(true, None) {
         Ok(c) => c,
         Err(e) => return Outcome::fail("down", e),
     };

@@ -9,7 +9,7 @@ use crate::spec::HttpProbe;
 const BODY_LIMIT: usize = 1 << 20;
 
 pub(crate) async fn probe(p: &HttpProbe, shared: &Shared) -> Outcome {
-    let client = match shared.http(p.tls_verify) {
+    let client = match shared.http(p.tls_verify, p.ca_file.as_deref()) {
         Ok(c) => c,
         Err(e) => return Outcome::fail("down", e),
     };

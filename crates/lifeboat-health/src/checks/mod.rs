@@ -12,7 +12,9 @@ mod postgres;
 mod tcp;
 mod tls;
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::runner::Context;
@@ -52,37 +54,33 @@ impl Outcome {
     }
 }
 
+/// What distinguishes HTTP clients: certificate verification on/off, and an extra CA file.
+type ClientKey = (bool, Option<PathBuf>);
+
 /// State shared by the checks of one run: HTTP clients (connection pools, loaded CA roots) and
 /// the system's trusted certificates, built once instead of once per check.
 pub(crate) struct Shared {
-    http_verify: OnceLock<Result<reqwest::Client, String>>,
-    http_insecure: OnceLock<Result<reqwest::Client, String>>,
+    /// One client per (verify, extra CA file).
+    http: Mutex<HashMap<ClientKey, Result<reqwest::Client, String>>>,
     roots: OnceLock<Arc<Vec<rustls::pki_types::CertificateDer<'static>>>>,
 }
 
 impl Shared {
     pub(crate) fn new(_checks: &[CheckSpec]) -> Shared {
         Shared {
-            http_verify: OnceLock::new(),
-            http_insecure: OnceLock::new(),
+            http: Mutex::new(HashMap::new()),
             roots: OnceLock::new(),
         }
     }
 
-    /// The HTTP client (one per verification mode, built on first use).
-    pub(crate) fn http(&self, verify: bool) -> Result<reqwest::Client, String> {
-        let cell = if verify { &self.http_verify } else { &self.http_insecure };
-        cell.get_or_init(|| {
-            reqwest::Client::builder()
-                .use_rustls_tls()
-                .danger_accept_invalid_certs(!verify)
-                // Probe the service itself: a proxy from the environment would measure the proxy.
-                .no_proxy()
-                .user_agent(concat!("lifeboat-health/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| format!("cannot build the HTTP client: {}", chain(&e)))
-        })
-        .clone()
+    /// The HTTP client (one per verification mode and CA file, built on first use).
+    pub(crate) fn http(&self, verify: bool, ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
+        let key = (verify, ca_file.map(Path::to_path_buf));
+        let mut clients = self.http.lock().map_err(|_| "HTTP client cache poisoned".to_string())?;
+        clients
+            .entry(key)
+            .or_insert_with(|| build_http(verify, ca_file))
+            .clone()
     }
 
     /// The system's trusted root certificates (empty when none can be loaded).
@@ -91,6 +89,27 @@ impl Shared {
             .get_or_init(|| Arc::new(rustls_native_certs::load_native_certs().certs))
             .clone()
     }
+}
+
+fn build_http(verify: bool, ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .danger_accept_invalid_certs(!verify)
+        // Probe the service itself: a proxy from the environment would measure the proxy.
+        .no_proxy()
+        .user_agent(concat!("lifeboat-health/", env!("CARGO_PKG_VERSION")));
+    if let Some(f) = ca_file {
+        let pem = std::fs::read(f).map_err(|e| format!("ca_file {}: {e}", f.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("ca_file {}: {e}", f.display()))?;
+        if certs.is_empty() {
+            return Err(format!("ca_file {} holds no certificate", f.display()));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build()
+        .map_err(|e| format!("cannot build the HTTP client: {}", chain(&e)))
 }
 
 /// Runs the probe of one check (without its timeout or latency limits).

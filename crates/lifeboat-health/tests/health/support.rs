@@ -270,3 +270,38 @@ pub fn tls_server(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'stati
         }
     })
 }
+
+/// An HTTPS server presenting `chain` that answers every request with `{"status":"ok"}`.
+pub fn https_server(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> u16 {
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    spawn_server(move |l| async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { continue };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(s).await else { return };
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = "{\"status\":\"ok\"}";
+                let msg = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(msg.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    })
+}

@@ -127,3 +127,26 @@ fn https_check_verifies_or_not() {
     assert_eq!(lax.status, Status::Fail);
     assert!(!lax.detail.to_lowercase().contains("certificate"), "{lax:?}");
 }
+
+#[test]
+fn https_with_a_private_ca() {
+    // A real HTTPS endpoint: TLS in front of the plain test server's answer.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let ca = pki.ca_file(dir.path());
+    let (cert, key) = pki.leaf(&["localhost"], days(30), None);
+    let port = crate::support::https_server(vec![cert], key);
+    let check = |name: &str, extra: &str| {
+        format!(
+            "[[checks]]\nname = \"{name}\"\nkind = \"http\"\nurl = \"https://localhost:{port}/ok\"\nbody_contains = \"ok\"\n{extra}\n"
+        )
+    };
+    let r = run(&[
+        check("trusted", &format!("ca_file = \"{}\"", ca.display())),
+        check("untrusted", ""),
+    ]
+    .concat());
+    assert_eq!(result(&r, "trusted").status, Status::Ok, "{:?}", result(&r, "trusted"));
+    let u = result(&r, "untrusted");
+    assert_eq!((u.status, u.level), (Status::Fail, Some(Level::Critical)), "{u:?}");
+}
