@@ -15,9 +15,19 @@ use crate::units::format_duration;
 /// Where the `backup` kind learns the newest snapshot time. The binary implements it over the
 /// repository (opened read-only); this crate never touches the repository itself.
 pub trait SnapshotAges: Send + Sync {
-    /// The time of the newest snapshot of `source` (of any source when `None`); `Ok(None)` when
-    /// there is none; `Err` with a one-line reason when the repository cannot be read.
-    fn newest(&self, source: Option<&str>) -> Result<Option<jiff::Timestamp>, String>;
+    /// The newest snapshot of `source` (of any source when `None`); `Ok(None)` when there is
+    /// none; `Err` with a one-line reason when the repository cannot be read.
+    fn newest(&self, source: Option<&str>) -> Result<Option<NewestSnapshot>, String>;
+}
+
+/// What the `backup` kind needs to know of the newest snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewestSnapshot {
+    /// When the backup started.
+    pub time: jiff::Timestamp,
+    /// Files the backup could not read (a partial snapshot is a failed backup, in the plan's
+    /// terms, even though it was saved).
+    pub unreadable: usize,
 }
 
 /// What checks may need from their surroundings.

@@ -247,7 +247,7 @@ pub fn default_levels(kind: &str) -> &'static [(&'static str, Level)] {
         "disk" => &[("down", Urgent), ("low_space", Urgent)],
         "memory" => &[("down", Urgent), ("high_usage", Urgent)],
         "error_rate" => &[("down", High), ("errors", Urgent)],
-        "backup" => &[("down", High), ("stale", High)],
+        "backup" => &[("down", High), ("stale", High), ("failed", High)],
         "command" => &[("down", Critical)],
         _ => &[],
     }

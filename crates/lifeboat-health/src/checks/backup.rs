@@ -24,7 +24,16 @@ pub(crate) async fn probe(source: Option<&str>, rpo: Duration, ctx: &Context) ->
     match newest {
         Err(e) => Outcome::fail("down", e),
         Ok(None) => Outcome::fail("stale", format!("no snapshot of {what} yet")),
-        Ok(Some(t)) => {
+        Ok(Some(n)) if n.unreadable > 0 => Outcome::fail(
+            "failed",
+            format!(
+                "newest snapshot of {what} ({}) is partial: {} file(s) could not be read",
+                n.time.strftime("%Y-%m-%d %H:%M UTC"),
+                n.unreadable
+            ),
+        ),
+        Ok(Some(n)) => {
+            let t = n.time;
             let age = jiff::Timestamp::now().duration_since(t);
             let age = if age.is_negative() {
                 Duration::ZERO

@@ -33,6 +33,9 @@ pub(crate) async fn probe(argv: &[String]) -> Outcome {
     let child = tokio::process::Command::new(program)
         .args(args)
         .stdin(Stdio::null())
+        // lifeboat's own secrets are not the script's business.
+        .env_remove("LIFEBOAT_PASSWORD")
+        .env_remove("LIFEBOAT_NEW_PASSWORD")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lifeboat_health::{Context, History, Level, Report, SnapshotAges, Status, changes};
+use lifeboat_health::{Context, History, Level, NewestSnapshot, Report, SnapshotAges, Status, changes};
 
 use crate::support::{closed_port, http_server, result, run, run_with, try_checks};
 
@@ -210,18 +210,22 @@ fn bad_input_is_a_clear_error() {
     );
 }
 
-struct Fixed(Result<Option<jiff::Timestamp>, String>);
+struct Fixed(Result<Option<NewestSnapshot>, String>);
 
 impl SnapshotAges for Fixed {
-    fn newest(&self, _source: Option<&str>) -> Result<Option<jiff::Timestamp>, String> {
+    fn newest(&self, _source: Option<&str>) -> Result<Option<NewestSnapshot>, String> {
         self.0.clone()
     }
+}
+
+fn snap(time: jiff::Timestamp) -> Option<NewestSnapshot> {
+    Some(NewestSnapshot { time, unreadable: 0 })
 }
 
 #[test]
 fn backup_age_against_the_rpo() {
     let text = "[[checks]]\nname = \"b\"\nkind = \"backup\"\nsource = \"db\"\nrpo = \"1h\"\n";
-    let with = |v: Result<Option<jiff::Timestamp>, String>| {
+    let with = |v: Result<Option<NewestSnapshot>, String>| {
         let ctx = Context {
             snapshots: Some(Arc::new(Fixed(v))),
             history: None,
@@ -229,15 +233,25 @@ fn backup_age_against_the_rpo() {
         run_with(text, Duration::from_secs(10), ctx)
     };
     let now = jiff::Timestamp::now();
-    let fresh = with(Ok(Some(now - jiff::SignedDuration::from_mins(10))));
+    let fresh = with(Ok(snap(now - jiff::SignedDuration::from_mins(10))));
     assert_eq!(result(&fresh, "b").status, Status::Ok, "{:?}", result(&fresh, "b"));
-    let stale = with(Ok(Some(now - jiff::SignedDuration::from_hours(3))));
+    let stale = with(Ok(snap(now - jiff::SignedDuration::from_hours(3))));
     let s = result(&stale, "b");
     assert_eq!(
         (s.status, s.level, s.class.as_deref()),
         (Status::Fail, Some(Level::High), Some("stale"))
     );
     assert!(s.detail.contains("older than the RPO of 1h00m"), "{s:?}");
+    let partial = with(Ok(Some(NewestSnapshot {
+        time: now,
+        unreadable: 3,
+    })));
+    let p = result(&partial, "b");
+    assert_eq!(
+        (p.status, p.level, p.class.as_deref()),
+        (Status::Fail, Some(Level::High), Some("failed"))
+    );
+    assert!(p.detail.contains("is partial: 3 file(s) could not be read"), "{p:?}");
     let none = with(Ok(None));
     assert!(result(&none, "b").detail.contains("no snapshot of source \"db\" yet"));
     let broken = with(Err("no repository at /x".into()));

@@ -16,6 +16,7 @@ fn up_then_archiver_failing_then_stopped() {
     let text = [
         check("db", "query = \"SELECT 1\"\nmax_replication_lag = \"30s\""),
         check("badquery", "query = \"SELECT * FROM no_such_table\""),
+        check("slowq", "query = \"SELECT pg_sleep(0.3)\"\nwarn_latency = \"50ms\"\ncritical_latency = \"200ms\""),
         format!(
             "[[checks]]\nname = \"badpw\"\nkind = \"postgres\"\nurl = \"postgres://postgres:wrong@127.0.0.1:{}/postgres\"\n",
             pg.port
@@ -30,6 +31,12 @@ fn up_then_archiver_failing_then_stopped() {
     let bq = result(&r, "badquery");
     assert_eq!((bq.status, bq.level), (Status::Fail, Some(Level::Critical)), "{bq:?}");
     assert!(bq.detail.contains("no_such_table"), "{bq:?}");
+    let sq = result(&r, "slowq");
+    assert_eq!(
+        (sq.status, sq.level, sq.class.as_deref()),
+        (Status::Fail, Some(Level::Urgent), Some("slow")),
+        "{sq:?}"
+    );
     let bp = result(&r, "badpw");
     assert_eq!(bp.status, Status::Fail, "{bp:?}");
     assert!(bp.detail.contains("password authentication failed"), "{bp:?}");

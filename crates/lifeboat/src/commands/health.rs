@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use lifeboat_health::{CheckSpec, Context, Report, RunOptions, SnapshotAges, Status};
+use lifeboat_health::{CheckSpec, Context, NewestSnapshot, Report, RunOptions, SnapshotAges, Status};
 use lifeboat_repo::Repository;
 
 use super::{Ctx, open_repository, parse_duration};
@@ -72,7 +72,7 @@ struct RepoSnapshots {
 }
 
 impl SnapshotAges for RepoSnapshots {
-    fn newest(&self, source: Option<&str>) -> Result<Option<jiff::Timestamp>, String> {
+    fn newest(&self, source: Option<&str>) -> Result<Option<NewestSnapshot>, String> {
         let mut guard = self.repo.lock().map_err(|_| "repository lock poisoned".to_string())?;
         if guard.is_none() {
             // Never prompt here: checks run unattended and concurrently.
@@ -100,8 +100,11 @@ impl SnapshotAges for RepoSnapshots {
         Ok(snapshots
             .iter()
             .filter(|(_, s)| want.as_ref().is_none_or(|w| s.paths == *w))
-            .map(|(_, s)| s.time)
-            .max())
+            .max_by_key(|(_, s)| s.time)
+            .map(|(_, s)| NewestSnapshot {
+                time: s.time,
+                unreadable: s.unreadable.len(),
+            }))
     }
 }
 

@@ -455,3 +455,13 @@ fn textfile_for_prometheus() {
         .expect_code(1)
         .one_line_error(&["--textfile", "/no/such/dir/x.prom"]);
 }
+
+#[test]
+fn command_checks_do_not_see_the_passphrase() {
+    let env = Env::new();
+    let cfg = write_config(
+        &env,
+        &command_check("env", "test -z \"$LIFEBOAT_PASSWORD\" || { echo leaked; exit 1; }", ""),
+    );
+    lb(&env, &cfg, &["health"]).ok();
+}
