@@ -19,5 +19,8 @@ mod units;
 pub use level::Level;
 pub use report::{Change, CheckResult, Counts, Report, SCHEMA_VERSION, Status, changes};
 pub use runner::{Context, History, NewestSnapshot, RunOptions, SnapshotAges, run, run_blocking};
-pub use spec::{CheckSpec, ConfigError, Probe, RawCheck, RawChecks, parse_checks};
+pub use spec::{
+    CheckSpec, ConfigError, HttpProbe, PostgresProbe, Probe, RawCheck, RawChecks, TlsProbe, default_levels,
+    parse_checks,
+};
 pub use units::{format_duration, parse_duration, parse_ratio};

@@ -330,3 +330,67 @@ fn error_rate_over_another_checks_failures() {
     .unwrap_err();
     assert!(e.message.contains("give one"), "{e}");
 }
+
+/// The published JSON Schema (docs/health-report.schema.json) and the report agree: every field
+/// the report writes is described and required, every required field is written, and the enums
+/// list every level, status, kind and failure class.
+#[test]
+fn published_schema_matches_the_report() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/health-report.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let port = http_server();
+    let r = run(&format!(
+        "[[checks]]\nname = \"a\"\nkind = \"http\"\nurl = \"http://127.0.0.1:{port}/fail\"\n\
+         [[checks]]\nname = \"b\"\nkind = \"memory\"\ndepends_on = [\"a\"]\nmax_used = \"0%\"\n"
+    ));
+    let v = serde_json::to_value(&r).unwrap();
+    let keys = |o: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = o.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let strings = |a: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = a
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&v), keys(&schema["properties"]));
+    assert_eq!(keys(&v), strings(&schema["required"]));
+    let check = &schema["$defs"]["check"];
+    assert_eq!(keys(&v["checks"][0]), keys(&check["properties"]));
+    assert_eq!(keys(&v["checks"][0]), strings(&check["required"]));
+    assert_eq!(keys(&v["counts"]), strings(&schema["properties"]["counts"]["required"]));
+    assert_eq!(
+        schema["properties"]["schema_version"]["const"],
+        lifeboat_health::SCHEMA_VERSION
+    );
+    // Every failure class of every kind is in the schema's enum.
+    let classes: Vec<&str> = check["properties"]["class"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    let kinds: Vec<&str> = check["properties"]["kind"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
+    for kind in &kinds {
+        let levels = lifeboat_health::default_levels(kind);
+        assert!(!levels.is_empty(), "schema kind {kind} unknown to the engine");
+        for (class, _) in levels {
+            assert!(
+                classes.contains(class),
+                "class {class} of {kind} missing from the schema"
+            );
+        }
+    }
+    assert_eq!(r.checks[1].status, Status::Suppressed);
+}
