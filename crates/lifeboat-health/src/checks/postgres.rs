@@ -200,8 +200,12 @@ pub(crate) async fn probe(p: &PostgresProbe, shared: &Shared) -> Outcome {
     }
     let mut detail = format!("query ok ({})", p.query.chars().take(40).collect::<String>());
     if let Some(max) = p.max_replication_lag {
-        let sql = "SELECT CASE WHEN pg_is_in_recovery() \
-                   THEN EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8 \
+        // On a standby: time since the last replayed transaction (or since start, if none yet),
+        // but only while received WAL waits to be replayed (an idle primary sends nothing, which
+        // is no lag).
+        let sql = "SELECT CASE WHEN pg_is_in_recovery() THEN \
+                   CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0::float8 \
+                   ELSE EXTRACT(EPOCH FROM now() - COALESCE(pg_last_xact_replay_timestamp(), pg_postmaster_start_time()))::float8 END \
                    ELSE (SELECT COALESCE(MAX(EXTRACT(EPOCH FROM replay_lag)), 0)::float8 FROM pg_stat_replication) END";
         match client.query_one(sql, &[]).await {
             Ok(row) => {

@@ -101,6 +101,12 @@ impl Pg {
                 .arg(format!("--pwfile={}", dir.path().join("pw").display())),
             "initdb",
         );
+        Pg::launch(dir, extra)
+    }
+
+    /// Starts the cluster in `dir/data` on a free port, its socket in `dir`.
+    fn launch(dir: tempfile::TempDir, extra: &str) -> Pg {
+        let data = dir.path().join("data");
         let port = free_port();
         let opts = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c wal_level=replica -c archive_mode=on -c archive_command=/bin/false {}",
@@ -121,6 +127,36 @@ impl Pg {
             port,
             running: true,
         }
+    }
+
+    /// A streaming standby of this cluster (pg_basebackup over the local socket, `-R`).
+    pub fn standby(&self) -> Pg {
+        let dir = tempfile::tempdir().unwrap();
+        if is_root() {
+            ok(
+                Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()),
+                "chown",
+            );
+        }
+        ok(
+            pg_command("pg_basebackup")
+                .arg("-D")
+                .arg(dir.path().join("data"))
+                .arg("-h")
+                .arg(self.dir.path())
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-R",
+                    "-X",
+                    "stream",
+                    "--no-sync",
+                ]),
+            "pg_basebackup",
+        );
+        Pg::launch(dir, "")
     }
 
     pub fn url(&self) -> String {

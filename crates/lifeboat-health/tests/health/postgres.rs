@@ -122,3 +122,67 @@ fn tls_unverified_verified_and_refused() {
     let p = result(&r, "plain");
     assert!(p.detail.contains("session not encrypted"), "{p:?}");
 }
+
+#[test]
+fn replication_lag_on_primary_and_standby() {
+    let primary = Pg::start();
+    let standby = primary.standby();
+    let check = |pg: &Pg, name: &str, extra: &str| {
+        format!(
+            "[[checks]]\nname = \"{name}\"\nkind = \"postgres\"\nurl = \"{}\"\ncheck_archiver = false\n{extra}\n",
+            pg.url()
+        )
+    };
+    let until_ok = |text: &str, name: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = run(text);
+            if result(&r, name).status == Status::Ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name} never passed: {:?}", result(&r, name));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // Wait until the standby streams.
+    until_ok(
+        &check(
+            &primary,
+            "streaming",
+            "query = \"DO $$ BEGIN IF (SELECT count(*) FROM pg_stat_replication) = 0 THEN RAISE EXCEPTION 'no standby'; END IF; END $$\"",
+        ),
+        "streaming",
+    );
+    let lag = "max_replication_lag = \"500ms\"";
+    let r = run(&[check(&primary, "primary", lag), check(&standby, "standby", lag)].concat());
+    for n in ["primary", "standby"] {
+        let c = result(&r, n);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert!(c.detail.contains("replication lag"), "{c:?}");
+    }
+    // Pause replay on the standby, write on the primary: the standby falls behind.
+    let r = run(&check(&standby, "pause", "query = \"SELECT pg_wal_replay_pause()\""));
+    assert_eq!(result(&r, "pause").status, Status::Ok, "{:?}", result(&r, "pause"));
+    run(&check(
+        &primary,
+        "write",
+        "query = \"CREATE TABLE lagging(x int); INSERT INTO lagging VALUES (1)\"",
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = run(&check(&standby, "standby", lag));
+        let c = result(&r, "standby");
+        if c.status == Status::Fail {
+            assert_eq!(
+                (c.level, c.class.as_deref()),
+                (Some(Level::High), Some("replication_lag")),
+                "{c:?}"
+            );
+            assert!(c.detail.contains("above 500ms"), "{c:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "standby never reported lag: {c:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(standby);
+}
