@@ -2,7 +2,6 @@
 //! suppression, JSON, timeouts, bad config, the `backup` kind against a real repository, and
 //! `--watch`.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -287,6 +286,70 @@ fn backup_age_from_a_real_repository() {
     assert!(!missing.exists());
 }
 
+/// A running `lifeboat … health --watch`, its output lines arriving on a channel.
+struct Watching {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Watching {
+    fn start(env: &Env, cfg: &Path, json: bool) -> Watching {
+        let mut c = env.command();
+        c.arg("--config").arg(cfg);
+        if json {
+            c.arg("--json");
+        }
+        let mut child = c
+            .args(["health", "--watch", "200ms"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Watching {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (up to 30 s: the machine may be loaded) for a line containing `needle`.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no line with {needle:?}; output so far:\n{}", self.seen.join("\n"));
+    }
+
+    /// Stops it; returns everything it printed.
+    fn stop(mut self) -> Vec<String> {
+        // Let a few more runs happen: a steady state must print nothing.
+        std::thread::sleep(Duration::from_millis(700));
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.seen.extend(self.lines.try_iter());
+        self.seen
+    }
+}
+
 #[test]
 fn watch_prints_only_changes() {
     let env = Env::new();
@@ -299,51 +362,26 @@ fn watch_prints_only_changes() {
         ]
         .concat(),
     );
-    let mut child = env
-        .command()
-        .arg("--config")
-        .arg(&cfg)
-        .args(["health", "--watch", "200ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(900));
+    let mut w = Watching::start(&env, &cfg, false);
+    w.wait_for("CRITICAL: 1 of 2 checks failing (flag critical)");
     std::fs::write(&flag, b"").unwrap();
-    std::thread::sleep(Duration::from_millis(900));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    w.wait_for("flag: fail (critical) -> ok: exit status 0");
+    w.wait_for("HEALTHY: all 2 checks pass");
+    let out = w.stop().join("\n");
     // The first run prints the table; later runs print only the change.
     assert_eq!(out.matches("Check  ").count(), 1, "{out}");
-    assert!(out.contains("CRITICAL: 1 of 2 checks failing (flag critical)"), "{out}");
-    assert!(out.contains("flag: fail (critical) -> ok: exit status 0"), "{out}");
-    assert!(out.contains("HEALTHY: all 2 checks pass"), "{out}");
+    assert_eq!(out.matches("HEALTHY").count(), 1, "{out}");
     assert!(!out.contains("steady:"), "steady check reported as a change:\n{out}");
 
     // --json: one line per run that changed something; the first lists every check.
     std::fs::remove_file(&flag).unwrap();
-    let mut child = env
-        .command()
-        .arg("--config")
-        .arg(&cfg)
-        .args(["--json", "health", "--watch", "200ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(900));
+    let mut w = Watching::start(&env, &cfg, true);
+    w.wait_for("\"status\":\"critical\"");
     std::fs::write(&flag, b"").unwrap();
-    std::thread::sleep(Duration::from_millis(900));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 2, "{out}");
+    w.wait_for("\"status\":\"healthy\"");
+    let lines: Vec<serde_json::Value> = w.stop().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[0]["changes"].as_array().unwrap().len(), 2);
-    assert_eq!(lines[0]["status"], "critical");
     assert_eq!(lines[1]["changes"][0]["name"], "flag");
     assert_eq!(lines[1]["changes"][0]["from_status"], "fail");
     assert_eq!(lines[1]["changes"][0]["now"]["status"], "ok");
