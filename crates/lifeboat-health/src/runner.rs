@@ -102,7 +102,7 @@ pub async fn run(checks: &[CheckSpec], opts: &RunOptions, ctx: &Context) -> Repo
     let started_at = jiff::Timestamp::now();
     let start = Instant::now();
     let deadline = start + opts.timeout;
-    let shared = Arc::new(Shared::new(checks));
+    let shared = Arc::new(Shared::new());
     let mut tasks = Vec::with_capacity(checks.len());
     for spec in checks {
         let spec = spec.clone();

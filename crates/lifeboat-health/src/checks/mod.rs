@@ -66,7 +66,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(_checks: &[CheckSpec]) -> Shared {
+    pub(crate) fn new() -> Shared {
         Shared {
             http: Mutex::new(HashMap::new()),
             roots: OnceLock::new(),
