@@ -21,6 +21,15 @@ CONFIG FILE
     (paths with include/exclude globs and tags) and the retention policy; `lifeboat backup` with
     no arguments then backs up every source. See examples/lifeboat.toml.
 
+HEALTH CHECKS
+    `[[checks]]` tables in the config define what `lifeboat health` probes (http, tcp, dns,
+    postgres, tls, disk, memory, error_rate, backup, command). Every failure has one of the
+    plan's alert levels: critical (service down, database unavailable, certificate expired),
+    urgent (error rate > 10 %, response > 5 s, disk free < 5 %, memory used > 95 %) or high
+    (certificate expiring within 7 days, backup older than the RPO); each is overridable per
+    check. The exit code tells the worst level (20 high, 21 urgent, 22 critical).
+    `lifeboat config validate` checks the whole file without running anything.
+
 ";
 
 /// Top-level command line.
@@ -95,6 +104,49 @@ pub enum Command {
     /// Rebuild repository metadata.
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Run the configured health checks; the exit code tells the worst alert level.
+    Health(HealthArgs),
+    /// Work with the config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `health`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+EXAMPLES
+    lifeboat -c /etc/lifeboat.toml health                 # table and verdict; exit 0/20/21/22
+    lifeboat -c /etc/lifeboat.toml health --only api db   # just these checks
+    lifeboat -c /etc/lifeboat.toml --json health | jq .status
+    lifeboat -c /etc/lifeboat.toml health --watch 30s     # repeat; print only what changes
+
+A failing check whose dependency (depends_on) is failing too is shown as `suppressed` and does not
+count towards the exit code: one database outage gives one alert, not ten.")]
+pub struct HealthArgs {
+    /// Run only these checks (repeatable, or several names after one --only).
+    #[arg(long, value_name = "NAME", num_args = 1..)]
+    pub only: Vec<String>,
+    /// Bound on the whole run; each check also has its own `timeout` (default 10s).
+    #[arg(long, default_value = "120s", value_name = "DURATION")]
+    pub timeout: String,
+    /// Repeat every DURATION (e.g. 30s) and print only the checks whose status or level changed
+    /// (with --json: one JSON line per run with changes). Stop with Ctrl-C.
+    #[arg(long, value_name = "DURATION")]
+    pub watch: Option<String>,
+    /// After each run, also write the result as Prometheus metrics to FILE (atomically), for
+    /// node_exporter's textfile collector: lifeboat_check_up, lifeboat_check_alert_level,
+    /// lifeboat_check_suppressed, lifeboat_check_latency_seconds, lifeboat_health_alert_level,
+    /// lifeboat_health_last_run_timestamp_seconds, lifeboat_health_duration_seconds.
+    #[arg(long, value_name = "FILE")]
+    pub textfile: Option<std::path::PathBuf>,
+}
+
+/// `config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the config file (--config) completely, checks included, without running anything.
+    /// Exit 0 when valid; 2 with the file, line and problem when not.
+    Validate,
 }
 
 /// `init`.

@@ -17,6 +17,9 @@ struct RawConfig {
     #[serde(default)]
     sources: BTreeMap<String, RawSource>,
     retention: Option<RetentionPolicy>,
+    /// `[[checks]]`: kept raw (with spans) for lifeboat-health's validator.
+    #[serde(default)]
+    checks: lifeboat_health::RawChecks,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -83,6 +86,8 @@ pub struct Config {
     pub sources: Vec<FileSource>,
     /// Retention policy (the plan's default when absent).
     pub retention: RetentionPolicy,
+    /// Health checks (`[[checks]]`), validated.
+    pub checks: Vec<lifeboat_health::CheckSpec>,
 }
 
 impl Default for Config {
@@ -97,6 +102,7 @@ impl Default for Config {
             pack_size_mib: None,
             sources: Vec::new(),
             retention: RetentionPolicy::plan_default(),
+            checks: Vec::new(),
         }
     }
 }
@@ -172,6 +178,24 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
             tags: s.tags,
         });
     }
+    let checks = lifeboat_health::parse_checks(&raw.checks).map_err(|e| {
+        let at = e
+            .span
+            .as_ref()
+            .map(|s| format!(" line {}", line_of(text, s.start)))
+            .unwrap_or_default();
+        fail(USAGE, format!("config {}{at}: {}", path.display(), e.message))
+    })?;
+    for c in &checks {
+        if let lifeboat_health::Probe::Backup { source: Some(s), .. } = &c.probe
+            && !sources.iter().any(|f| f.name == *s)
+        {
+            return Err(bad(format!(
+                "checks {:?}: source {s:?} is not defined in [sources]",
+                c.name
+            )));
+        }
+    }
     Ok(Config {
         location: repo.location,
         password_file: repo.password_file,
@@ -181,6 +205,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         pack_size_mib: repo.pack_size_mib,
         sources,
         retention: raw.retention.unwrap_or_else(RetentionPolicy::plan_default),
+        checks,
     })
 }
 
@@ -210,6 +235,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown kind"), "{e}");
+    }
+
+    #[test]
+    fn check_errors_name_file_and_line() {
+        let e = parse(
+            "[[checks]]\nname = \"a\"\nkind = \"memory\"\n\n[[checks]]\nname = \"b\"\nkind = \"http\"\nurl = \"nope\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("config x.toml line 8: checks[1] \"b\": url: malformed URL"),
+            "{e}"
+        );
+        let e = parse(
+            "[[checks]]\nname = \"b\"\nkind = \"backup\"\nsource = \"nope\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("source \"nope\" is not defined"), "{e}");
     }
 
     #[test]

@@ -27,8 +27,24 @@ pub const LOCKED: u8 = 9;
 pub const DISK_FULL: u8 = 10;
 /// The named snapshot does not exist.
 pub const SNAPSHOT_NOT_FOUND: u8 = 11;
+/// `health`: the worst failing check is at level high (act within the working day).
+pub const HEALTH_HIGH: u8 = 20;
+/// `health`: the worst failing check is at level urgent (act now).
+pub const HEALTH_URGENT: u8 = 21;
+/// `health`: the worst failing check is at level critical (service down).
+pub const HEALTH_CRITICAL: u8 = 22;
 /// Interrupted (Ctrl-C).
 pub const INTERRUPTED: u8 = 130;
+
+/// The exit code of a health run: 0 when healthy, else by the worst level.
+pub fn for_health(worst: Option<lifeboat_health::Level>) -> u8 {
+    match worst {
+        None => OK,
+        Some(lifeboat_health::Level::High) => HEALTH_HIGH,
+        Some(lifeboat_health::Level::Urgent) => HEALTH_URGENT,
+        Some(lifeboat_health::Level::Critical) => HEALTH_CRITICAL,
+    }
+}
 
 /// The table printed by `lifeboat --help` and the README.
 pub const TABLE: &str = "\
@@ -45,6 +61,9 @@ EXIT CODES
     9    another prune holds the lease
     10   disk full
     11   snapshot not found
+    20   health: worst failing check is high (e.g. certificate expiring within 7 days)
+    21   health: worst failing check is urgent (e.g. response over 5 s, disk under 5 % free)
+    22   health: worst failing check is critical (service down, certificate expired)
     130  interrupted";
 
 /// A failure that already knows its exit code and one-line message.

@@ -3,6 +3,7 @@
 
 mod backup;
 mod check;
+mod health;
 mod inspect;
 mod keys;
 mod maintenance;
@@ -42,7 +43,7 @@ impl Ctx {
             })
     }
 
-    fn sources(&self) -> PassphraseSources {
+    pub(crate) fn sources(&self) -> PassphraseSources {
         PassphraseSources {
             file: self
                 .global
@@ -102,6 +103,29 @@ impl Ctx {
     }
 }
 
+/// Opens the repository at `location` (which must exist) with the passphrase from `sources`;
+/// for code that holds no [`Ctx`] (health checks run on other threads).
+pub fn open_repository(location: &str, sources: &PassphraseSources) -> Result<Repository> {
+    let b = match backend::open(location) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => {
+            return Err(RepoError::NotFound {
+                location: location.into(),
+            }
+            .into());
+        }
+        Err(e) => return Err(RepoError::from(e).into()),
+    };
+    if b.head("config").map_err(RepoError::from)?.is_none() {
+        return Err(RepoError::NotFound {
+            location: b.location().into(),
+        }
+        .into());
+    }
+    let pass = secrets::passphrase(sources, false)?;
+    Ok(Repository::open(b, &pass)?)
+}
+
 /// Parses a duration such as `30s`, `5m`, `24h`, `7d`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
     if let Ok(d) = s.parse::<jiff::SignedDuration>()
@@ -144,5 +168,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Prune(a) => maintenance::prune(&ctx, &a),
         Command::Key(k) => keys::key(&ctx, k),
         Command::Repair(r) => maintenance::repair(&ctx, r),
+        Command::Health(a) => health::run(&ctx, &a),
+        Command::Config(crate::cli::ConfigCommand::Validate) => health::validate(&ctx),
     }
 }
