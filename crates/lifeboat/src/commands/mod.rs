@@ -3,9 +3,12 @@
 
 mod backup;
 mod check;
+mod db;
 mod inspect;
 mod keys;
 mod maintenance;
+mod pg_logical;
+mod pg_physical;
 mod restore;
 
 use std::path::PathBuf;
