@@ -88,6 +88,16 @@ impl ScratchCluster {
         Ok(c)
     }
 
+    /// Takes charge of a server already running on `data` (e.g. started by `restore --start`):
+    /// it is stopped (immediate) on drop; the data folder itself is left alone.
+    pub fn attach_running(tools: &Tools, data: &Path, port: u16) -> Result<ScratchCluster> {
+        let mut c = ScratchCluster::empty(tools, &ClusterOptions::default())?;
+        c.data = data.to_path_buf();
+        c.port = port;
+        c.running = true;
+        Ok(c)
+    }
+
     fn empty(tools: &Tools, opts: &ClusterOptions) -> Result<ScratchCluster> {
         let run_as = RunAs::for_server()?;
         let mut b = tempfile::Builder::new();

@@ -78,6 +78,9 @@ pub enum PgError {
         /// How long.
         secs: u64,
     },
+    /// WAL needed to reach a restore target, or to stay continuous, is not in the repository.
+    #[error("WAL missing: {0}")]
+    WalMissing(String),
     /// Bad input (URL, option, data from the server).
     #[error("{0}")]
     Invalid(String),

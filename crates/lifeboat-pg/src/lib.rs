@@ -9,7 +9,12 @@ pub mod client;
 pub mod cluster;
 pub mod conn;
 mod error;
+pub mod physical;
+pub mod restore;
 pub mod tools;
+pub mod wal;
+pub mod wal_check;
+pub mod wal_names;
 
 pub use client::Client;
 pub use cluster::{ClusterOptions, ScratchCluster};

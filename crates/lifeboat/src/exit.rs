@@ -35,13 +35,10 @@ pub const DB_AUTH: u8 = 13;
 /// max_wal_senders, replication privilege).
 pub const DB_NOT_CONFIGURED: u8 = 14;
 /// A different WAL segment is already stored under this name; nothing was overwritten.
-#[allow(dead_code)] // reserved for the wal commands
 pub const WAL_CONFLICT: u8 = 15;
 /// WAL is missing: `wal check` found a gap, or a restore cannot reach its target.
-#[allow(dead_code)] // reserved for the wal commands
 pub const WAL_GAP: u8 = 16;
 /// The WAL archive backlog is over its limit (repository unreachable for too long).
-#[allow(dead_code)] // reserved for the wal commands
 pub const WAL_BACKLOG: u8 = 17;
 /// Interrupted (Ctrl-C).
 pub const INTERRUPTED: u8 = 130;
@@ -129,6 +126,7 @@ pub fn code_for_pg(e: &lifeboat_pg::PgError) -> u8 {
             ..
         } => DB_AUTH,
         PgError::NotConfigured { .. } => DB_NOT_CONFIGURED,
+        PgError::WalMissing(_) => WAL_GAP,
         PgError::Invalid(_) | PgError::ToolNotFound { .. } => USAGE,
         PgError::Repo(r) => code_for(r),
         _ => FAILURE,

@@ -50,7 +50,7 @@ fn main() -> ExitCode {
 }
 
 /// The error chain on one line, without repeating a cause its parent already quotes.
-fn one_line(e: &anyhow::Error) -> String {
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
     let mut s = String::new();
     for c in e.chain() {
         let t = c.to_string();

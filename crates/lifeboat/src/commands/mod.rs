@@ -9,7 +9,9 @@ mod keys;
 mod maintenance;
 mod pg_logical;
 mod pg_physical;
+mod pg_restore;
 mod restore;
+mod wal;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -147,5 +149,6 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Prune(a) => maintenance::prune(&ctx, &a),
         Command::Key(k) => keys::key(&ctx, k),
         Command::Repair(r) => maintenance::repair(&ctx, r),
+        Command::Wal(w) => wal::run(&ctx, w),
     }
 }

@@ -1,20 +1,61 @@
 //! `backup` of a PostgreSQL source in physical mode.
 
 use anyhow::Result;
+use lifeboat_pg::physical::{self, PhysicalOptions};
+use lifeboat_pg::{ConnInfo, Tools};
 use lifeboat_repo::Repository;
 
 use super::Ctx;
 use crate::cli::BackupArgs;
 use crate::config::DbSource;
-use crate::exit::{USAGE, fail};
+use crate::exit::OK;
+use crate::output;
 
 /// Backs up `src` (physical); returns the exit code and the JSON result.
-pub fn backup(_ctx: &Ctx, _repo: &Repository, src: &DbSource, _a: &BackupArgs) -> Result<(u8, serde_json::Value)> {
-    Err(fail(
-        USAGE,
-        format!(
-            "sources.{}: physical PostgreSQL backups are not implemented in this build yet",
-            src.name
-        ),
+pub fn backup(ctx: &Ctx, repo: &Repository, src: &DbSource, a: &BackupArgs) -> Result<(u8, serde_json::Value)> {
+    let conn = ConnInfo::parse(&src.url)?;
+    let tools = Tools::find()?;
+    let mut tags = src.tags.clone();
+    tags.extend(a.tags.iter().cloned());
+    let opts = PhysicalOptions {
+        source_name: src.name.clone(),
+        tags,
+        host: a.host.clone(),
+    };
+    let r = physical::backup(repo, &tools, &conn, &opts)?;
+    let s = &r.snapshot.summary;
+    if !ctx.global.json && !ctx.global.quiet {
+        let src_meta = r.snapshot.source.clone().unwrap_or_default();
+        println!(
+            "snapshot {} saved ({}: physical backup of {})",
+            r.snapshot_id.short(),
+            src.name,
+            conn.url()
+        );
+        println!(
+            "  wal      {} .. {} (timeline {}), archived as {}",
+            src_meta["start_lsn"].as_str().unwrap_or("?"),
+            src_meta["stop_lsn"].as_str().unwrap_or("?"),
+            src_meta["timeline"],
+            src_meta["wal_namespace"].as_str().unwrap_or("?")
+        );
+        println!("  read     {} in {} files", output::bytes(s.bytes_read), s.files_new);
+        println!(
+            "  added    {} to the repository ({} before compression and encryption)",
+            output::bytes(s.bytes_added),
+            output::bytes(s.bytes_added_raw)
+        );
+        println!("  time     {}", output::secs(s.duration_secs));
+    }
+    Ok((
+        OK,
+        serde_json::json!({
+            "source": src.name,
+            "mode": "physical",
+            "snapshot_id": r.snapshot_id,
+            "time": r.snapshot.time,
+            "summary": r.snapshot.summary,
+            "postgres": r.snapshot.source,
+        }),
     ))
 }
