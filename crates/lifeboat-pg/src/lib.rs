@@ -15,6 +15,7 @@ pub mod tools;
 pub mod wal;
 pub mod wal_check;
 pub mod wal_names;
+pub mod wal_retention;
 
 pub use client::Client;
 pub use cluster::{ClusterOptions, ScratchCluster};

@@ -112,6 +112,8 @@ pub struct PhysicalRestoreOptions {
     pub restore_command: String,
     /// Owner of the restored files (the server's OS user when running as root).
     pub run_as: Option<RunAs>,
+    /// Write `archive_mode = off` (test copies must not archive into the real archive).
+    pub no_archive: bool,
 }
 
 /// What the restore did.
@@ -230,6 +232,9 @@ pub fn restore(
         format!("restore_command = {}", conf_quote(&opts.restore_command)),
         "recovery_target_timeline = 'latest'".to_string(),
     ];
+    if opts.no_archive {
+        settings.push("archive_mode = 'off'".into());
+    }
     match &opts.target {
         RecoveryTarget::Latest => {}
         RecoveryTarget::Time(t) => {

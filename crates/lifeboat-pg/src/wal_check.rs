@@ -152,7 +152,15 @@ pub fn check(repo: &Repository, only: Option<&str>) -> Result<Vec<NamespaceRepor
                     },
                     number: n,
                 };
-                let present = has(seg);
+                // Like PostgreSQL's recovery, accept the segment from an older timeline of the
+                // same ancestry when the expected timeline has none (it reads the newest it finds).
+                let present = has(seg)
+                    || (on_path
+                        && ancestry
+                            .iter()
+                            .map(|(t, _)| *t)
+                            .filter(|t| *t < seg.timeline && *t >= start.timeline)
+                            .any(|t| has(Segment { timeline: t, number: n })));
                 if present {
                     if missing.is_empty() {
                         reachable = Some(seg.name(seg_size));

@@ -292,6 +292,11 @@ pub struct RestoreArgs {
     /// Unix socket folder for the started server (default: the restored configuration's).
     #[arg(long, value_name = "DIR", help_heading = "Database restore")]
     pub socket_dir: Option<PathBuf>,
+    /// Turn WAL archiving off in the restored copy (test and verification restores: a copy must
+    /// not archive its own timeline next to the real server's). Without it the restored server
+    /// keeps the original archive_command, as a replacement primary should.
+    #[arg(long, help_heading = "Database restore")]
+    pub no_archive: bool,
     /// How long --start waits for recovery.
     #[arg(
         long,

@@ -133,6 +133,7 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
         target: target.clone(),
         restore_command,
         run_as,
+        no_archive: a.no_archive,
     };
     let progress = Arc::new(RestoreProgress::default());
     let p2 = progress.clone();

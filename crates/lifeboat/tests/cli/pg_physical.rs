@@ -244,7 +244,8 @@ fn physical_backup_under_load_then_pitr_and_database_loss() {
     env.lifeboat(&["check"]).ok();
     env.lifeboat(&["wal", "check"]).ok();
 
-    let (pitr, _, _) = restore_started(&env, "pitr", &["--target-time", &t1]);
+    // --no-archive: a test copy must not archive its own timeline into the production archive.
+    let (pitr, _, _) = restore_started(&env, "pitr", &["--target-time", &t1, "--no-archive"]);
     let marks = pitr
         .client("postgres")
         .unwrap()
@@ -279,6 +280,24 @@ fn physical_backup_under_load_then_pitr_and_database_loss() {
     // The restored server runs on a new timeline and keeps archiving into the repository.
     assert_eq!(value(&restored, "SELECT pg_is_in_recovery()"), "f");
     assert_eq!(value(&restored, "SELECT count(*) FROM marks"), "2");
+
+    // WAL stays continuous across the new timeline the restore started.
+    wait_archived(&restored);
+    let chk = env.lifeboat(&["--json", "wal", "check"]);
+    chk.ok();
+    let c = chk.json();
+    assert_eq!(c["clusters"][0]["newest_timeline"], 2, "{c}");
+    assert_eq!(value(&restored, "SELECT timeline_id FROM pg_control_checkpoint()"), "2");
+
+    // Retention: keeping only the newest backup deletes the WAL before it; what is left is
+    // still continuous, and prune + check agree nothing needed was lost.
+    let f = env.lifeboat(&["--json", "forget", "--keep-last", "1"]);
+    f.ok();
+    let deleted = f.json()["wal"][0]["deleted"].as_array().unwrap().len();
+    assert!(deleted > 0, "{}", f.stdout);
+    env.lifeboat(&["wal", "check"]).ok();
+    env.lifeboat(&["prune", "--grace", "0s", "--unsafe-short-grace"]).ok();
+    env.lifeboat(&["check", "--read-data"]).ok();
 }
 
 #[test]
@@ -348,6 +367,42 @@ fn bad_input_gets_distinct_exit_codes() {
     ])
     .ok();
     assert_eq!(std::fs::read(&out).unwrap(), a);
+    // Repository unreachable: an ordinary failure while the backlog is small; over the queue
+    // limit, critical (17) by default, or dropped when configured so.
+    for i in 2..5 {
+        std::fs::write(
+            fake.join(format!("pg_wal/archive_status/00000001000000000000000{i}.ready")),
+            "",
+        )
+        .unwrap();
+    }
+    let seg2 = fake.join("pg_wal/000000010000000000000002");
+    std::fs::write(&seg2, b"segment two").unwrap();
+    env.give(&fake);
+    let push2 = |extra: &[&str]| {
+        let mut args = vec![
+            "wal",
+            "push",
+            "pg_wal/000000010000000000000002",
+            "--data-dir",
+            fake.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = env
+            .cmd(&args)
+            .env("LIFEBOAT_REPO", env.root.join("gone"))
+            .output()
+            .unwrap();
+        Run::from_output(&[], o)
+    };
+    push2(&["--queue-max", "10"]).expect_code(7);
+    push2(&["--queue-max", "2"])
+        .expect_code(17)
+        .one_line_error(&["critical", "3 segments"]);
+    let dropped = push2(&["--queue-max", "2", "--on-queue-full", "drop"]);
+    dropped.ok();
+    assert!(dropped.stderr.contains("CRITICAL: dropped WAL segment"), "{dropped:?}");
+
     // Not in the repository: the "not found" answer restore_command needs.
     env.lifeboat(&[
         "wal",
