@@ -11,6 +11,7 @@ pub mod conn;
 mod error;
 pub mod physical;
 pub mod restore;
+pub mod stream;
 pub mod tools;
 pub mod wal;
 pub mod wal_check;

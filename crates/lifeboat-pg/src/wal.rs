@@ -94,7 +94,7 @@ impl Spool {
         std::fs::read_to_string(self.marker(name)).is_ok_and(|m| m.trim() == format!("{size} {}", hash.to_hex()))
     }
 
-    fn mark(&self, name: &str, size: u64, hash: &blake3::Hash) {
+    pub(crate) fn mark(&self, name: &str, size: u64, hash: &blake3::Hash) {
         // Best effort: a missing marker only costs a slower next call.
         let dir = self.dir.join("pushed");
         let _ = std::fs::create_dir_all(&dir);
@@ -306,8 +306,19 @@ pub fn fetch(
     dest: &Path,
     prefetch: usize,
 ) -> Result<Option<FetchReport>> {
-    let Some(m) = named::read_manifest(repo, namespace, name)? else {
-        return Ok(None);
+    let m = match named::read_manifest(repo, namespace, name)? {
+        Some(m) => m,
+        // Not archived (yet): the newest partial upload of `wal stream`, if any, holds what was
+        // received before the server was lost.
+        None => match namespace
+            .strip_prefix("wal-")
+            .map(|sysid| crate::stream::newest_partial(repo, sysid, name))
+            .transpose()?
+            .flatten()
+        {
+            Some(m) => m,
+            None => return Ok(None),
+        },
     };
     let index = repo.load_index_for_reading()?;
     let bytes = write_stream(repo, &index, &m, dest)?;

@@ -23,6 +23,7 @@ use std::sync::atomic::Ordering;
 use crate::backend::{BackendErrorKind, PutMode};
 use crate::blob_sink::BlobSink;
 use crate::error::{RepoError, Result};
+use crate::format::index::PackRecord;
 use crate::format::sealed::{self, Kind};
 use crate::id::Id;
 use crate::index::Index;
@@ -182,6 +183,12 @@ impl NamedWriter {
     /// only once every `Stored` manifest is durably stored. A storage error fails the whole call;
     /// conflicts are reported per name.
     pub fn finish(self) -> Result<Vec<PutOutcome>> {
+        Ok(self.finish_with_records()?.0)
+    }
+
+    /// [`NamedWriter::finish`], also returning the packs written, so a long-running writer (WAL
+    /// streaming) can deduplicate its next streams against them without reloading the index.
+    pub fn finish_with_records(self) -> Result<(Vec<PutOutcome>, Vec<PackRecord>)> {
         let NamedWriter { sink, pending } = self;
         let repo = sink.repo().clone();
         let records = sink.finish()?;
@@ -219,7 +226,7 @@ impl NamedWriter {
                 status,
             });
         }
-        Ok(out)
+        Ok((out, records))
     }
 }
 

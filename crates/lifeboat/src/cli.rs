@@ -113,6 +113,28 @@ pub enum WalCommand {
     /// Check that WAL is continuous from every physical backup to the newest segment (exit 16 on
     /// a gap).
     Check(WalCheckArgs),
+    /// Receive WAL over a replication slot and store it within seconds (RPO of seconds); runs
+    /// until stopped.
+    Stream(WalStreamArgs),
+}
+
+/// `wal stream`.
+#[derive(Debug, Args)]
+pub struct WalStreamArgs {
+    /// The `kind = "postgres"` source in the config (default: the only one).
+    pub source: Option<String>,
+    /// Replication slot to use (created if missing; it makes the server keep WAL not yet received).
+    #[arg(long, default_value = "lifeboat", value_name = "NAME")]
+    pub slot: String,
+    /// How often received WAL is stored (the RPO is about this plus the upload time).
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub interval: String,
+    /// Stop after this long (default: run until stopped).
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// Local folder for received WAL and push markers (default: under the cache folder).
+    #[arg(long, env = "LIFEBOAT_WAL_SPOOL", value_name = "DIR")]
+    pub spool: Option<PathBuf>,
 }
 
 /// What `wal push` does when it cannot store a segment and the backlog is over its limit.

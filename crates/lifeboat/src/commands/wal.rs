@@ -7,8 +7,8 @@ use anyhow::Result;
 use lifeboat_pg::wal::{self, PushError, Spool};
 use lifeboat_pg::{physical, wal_check};
 
-use super::Ctx;
-use crate::cli::{QueueFull, WalCheckArgs, WalCommand, WalFetchArgs, WalPushArgs};
+use super::{Ctx, parse_duration};
+use crate::cli::{QueueFull, WalCheckArgs, WalCommand, WalFetchArgs, WalPushArgs, WalStreamArgs};
 use crate::exit::{OK, USAGE, WAL_BACKLOG, WAL_CONFLICT, WAL_GAP, fail};
 use crate::output;
 
@@ -17,7 +17,75 @@ pub fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
         WalCommand::Push(a) => push(ctx, &a),
         WalCommand::Fetch(a) => fetch(ctx, &a),
         WalCommand::Check(a) => check(ctx, &a),
+        WalCommand::Stream(a) => stream(ctx, &a),
     }
+}
+
+fn stream(ctx: &Ctx, a: &WalStreamArgs) -> Result<u8> {
+    let srcs = &ctx.config.db_sources;
+    let src = match &a.source {
+        Some(n) => srcs.iter().find(|s| s.name == *n).ok_or_else(|| {
+            fail(
+                USAGE,
+                format!("no [sources.{n}] with kind = \"postgres\" in the config"),
+            )
+        })?,
+        None => match srcs.as_slice() {
+            [one] => one,
+            [] => {
+                return Err(fail(
+                    USAGE,
+                    "wal stream needs a kind = \"postgres\" source in the config (--config)",
+                ));
+            }
+            _ => return Err(fail(USAGE, "several postgres sources: name the one to stream")),
+        },
+    };
+    let conn = lifeboat_pg::ConnInfo::parse(&src.url)?;
+    let tools = lifeboat_pg::Tools::find()?;
+    let repo = ctx.open()?;
+    let base = match &a.spool {
+        Some(s) => s.clone(),
+        None => {
+            let cache = ctx
+                .cache_dir()
+                .ok_or_else(|| fail(USAGE, "no folder for the WAL spool: set --spool or LIFEBOAT_CACHE_DIR"))?;
+            let key = blake3::hash(ctx.location()?.as_bytes()).to_hex();
+            cache.join("wal").join(format!("{}-stream", &key[..16]))
+        }
+    };
+    let opts = lifeboat_pg::stream::StreamOptions {
+        slot: a.slot.clone(),
+        interval: parse_duration(&a.interval)?,
+        duration: a.duration.as_deref().map(parse_duration).transpose()?,
+        spool: base.join("received"),
+    };
+    // Markers for wal push's fast path live where push looks for them.
+    let sysid = lifeboat_pg::Client::connect(&tools, &conn)?
+        .query_value("SELECT system_identifier::text FROM pg_control_system()")?
+        .unwrap_or_default();
+    let markers = spool(ctx, &a.spool, &sysid)?;
+    if !ctx.global.quiet && !ctx.global.json {
+        eprintln!(
+            "lifeboat: streaming WAL of {} (slot {}) into the repository every {}",
+            conn.url(),
+            a.slot,
+            a.interval
+        );
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let r = lifeboat_pg::stream::stream(&repo, &tools, &conn, &opts, &markers, &stop)?;
+    if ctx.global.json {
+        output::json(&r);
+    } else if !ctx.global.quiet {
+        println!(
+            "stored {} segment(s) and {} partial upload(s), {}",
+            r.segments,
+            r.partial_uploads,
+            output::bytes(r.bytes)
+        );
+    }
+    Ok(OK)
 }
 
 fn data_dir(given: &Option<PathBuf>) -> Result<PathBuf> {
