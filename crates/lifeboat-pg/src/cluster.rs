@@ -191,8 +191,25 @@ impl ScratchCluster {
         self.start_with_timeout(Duration::from_secs(120))
     }
 
-    /// [`ScratchCluster::start`] with a timeout.
+    /// [`ScratchCluster::start`] with a timeout. A port taken between choosing it and binding
+    /// it (another process started meanwhile) is replaced by a new free port, up to 3 times.
     pub fn start_with_timeout(&mut self, timeout: Duration) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            match self.start_once(timeout) {
+                Err(PgError::ToolFailed { message, .. })
+                    if tries < 3 && (message.contains("could not bind") || message.contains("already in use")) =>
+                {
+                    tries += 1;
+                    self.running = false;
+                    self.port = free_port()?;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn start_once(&mut self, timeout: Duration) -> Result<()> {
         let log = self.root().join("server.log");
         let mut cmd = self.server_command("pg_ctl")?;
         cmd.arg("start")

@@ -233,7 +233,7 @@ impl Streamer<'_> {
                 match o.status {
                     PutStatus::Stored | PutStatus::AlreadyStored => {
                         if let Some((_, h)) = hashes.iter().find(|(n, _)| *n == o.name) {
-                            self.markers.mark(&o.name, o.size, h);
+                            self.markers.mark(&o.name, o.size, h, None);
                         }
                         self.report.segments += 1;
                         self.report.bytes += o.size;

@@ -89,17 +89,36 @@ impl Spool {
         self.dir.join("fetched").join(name)
     }
 
-    /// True when a marker says `name` was stored with exactly this size and hash.
-    fn marked(&self, name: &str, size: u64, hash: &blake3::Hash) -> bool {
-        std::fs::read_to_string(self.marker(name)).is_ok_and(|m| m.trim() == format!("{size} {}", hash.to_hex()))
+    /// Reads a marker: `size hash [inode mtime_ns ctime_ns]`.
+    fn read_marker(&self, name: &str) -> Option<(u64, String, Option<FileStamp>)> {
+        let text = std::fs::read_to_string(self.marker(name)).ok()?;
+        let f: Vec<&str> = text.split_whitespace().collect();
+        let size = f.first()?.parse().ok()?;
+        let hash = f.get(1)?.to_string();
+        let stamp = match f.get(2..5) {
+            Some([i, m, c]) => Some(FileStamp {
+                inode: i.parse().ok()?,
+                mtime_ns: m.parse().ok()?,
+                ctime_ns: c.parse().ok()?,
+            }),
+            _ => None,
+        };
+        Some((size, hash, stamp))
     }
 
-    pub(crate) fn mark(&self, name: &str, size: u64, hash: &blake3::Hash) {
+    /// Records that `name` is stored with this size and hash (and, for a file in pg_wal, its
+    /// inode and times, so the next call can skip re-reading an unchanged file).
+    pub(crate) fn mark(&self, name: &str, size: u64, hash: &blake3::Hash, stamp: Option<FileStamp>) {
         // Best effort: a missing marker only costs a slower next call.
         let dir = self.dir.join("pushed");
         let _ = std::fs::create_dir_all(&dir);
         let tmp = dir.join(format!(".{name}.tmp"));
-        if std::fs::write(&tmp, format!("{size} {}\n", hash.to_hex())).is_ok() {
+        let mut line = format!("{size} {}", hash.to_hex());
+        if let Some(st) = stamp {
+            line.push_str(&format!(" {} {} {}", st.inode, st.mtime_ns, st.ctime_ns));
+        }
+        line.push('\n');
+        if std::fs::write(&tmp, line).is_ok() {
             let _ = std::fs::rename(&tmp, self.marker(name));
         }
     }
@@ -124,14 +143,42 @@ fn hash_file(path: &Path) -> Result<(u64, blake3::Hash)> {
     Ok((n, h.finalize()))
 }
 
-/// The fast path: `Some(report)` when a marker proves the segment at `path` is stored.
+/// Identity of a file's content as the file system sees it: the inode with its modification and
+/// status-change times. Any write changes the ctime (which no user can set), so an equal stamp
+/// means the content was not touched since the stamp was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    inode: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(m: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            inode: m.ino(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        }
+    }
+}
+
+/// The fast path: `Some(report)` when a marker proves the segment at `path` is stored: same
+/// size, inode and times as when it was stored (no read at all), or else the same BLAKE3 hash.
 pub fn push_fast_path(spool: &Spool, path: &Path) -> Result<Option<PushReport>> {
     let name = file_name(path)?;
-    if !spool.marker(&name).exists() {
+    let Some((msize, mhash, mstamp)) = spool.read_marker(&name) else {
         return Ok(None);
-    }
-    let (size, hash) = hash_file(path)?;
-    Ok(spool.marked(&name, size, &hash).then(|| PushReport {
+    };
+    let meta = std::fs::metadata(path).map_err(|e| PgError::io(path, e))?;
+    let unchanged = meta.len() == msize && mstamp == Some(FileStamp::of(&meta));
+    let same = unchanged || {
+        let (size, hash) = hash_file(path)?;
+        size == msize && hash.to_hex().as_str() == mhash
+    };
+    let size = msize;
+    Ok(same.then(|| PushReport {
         name: name.clone(),
         already_stored: vec![name],
         fast_path: true,
@@ -173,8 +220,8 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// Stores the segment at `path` (and up to `batch - 1` other ready segments) in `namespace`.
-/// Fails with [`PgError::Repo`] on storage errors and with a [`Conflict`] (inside
-/// [`PgError::Invalid`]'s sibling, see [`PushError`]) when the name holds different content.
+/// Fails with [`PushError::Conflict`] when the name already holds different content (nothing
+/// is overwritten) and with [`PushError::Other`] on any other failure.
 pub fn push(
     repo: &Repository,
     namespace: &str,
@@ -194,8 +241,11 @@ pub fn push(
     let mut w = NamedWriter::new(repo);
     let mut hashes = Vec::new();
     for (i, (n, p)) in names.iter().enumerate() {
-        let f = match std::fs::File::open(p) {
-            Ok(f) => f,
+        let (f, stamp) = match std::fs::File::open(p).and_then(|f| {
+            let m = f.metadata()?;
+            Ok((f, FileStamp::of(&m)))
+        }) {
+            Ok(x) => x,
             // A batched segment may have been archived and recycled meanwhile: skip it.
             Err(_) if i > 0 => continue,
             Err(e) => return Err(PgError::io(p, e).into()),
@@ -206,7 +256,7 @@ pub fn push(
         };
         let meta = serde_json::json!({"kind": if is_history(n) { "history" } else { "wal" }});
         w.add(namespace, n, &mut r, Some(meta)).map_err(PgError::from)?;
-        hashes.push((n.clone(), r.hasher.finalize()));
+        hashes.push((n.clone(), r.hasher.finalize(), stamp));
     }
     let outcomes = w.finish().map_err(PgError::from)?;
     let mut rep = PushReport {
@@ -214,11 +264,11 @@ pub fn push(
         ..Default::default()
     };
     for o in outcomes {
-        let hash = hashes.iter().find(|(n, _)| *n == o.name).map(|(_, h)| *h);
+        let hash = hashes.iter().find(|(n, _, _)| *n == o.name).map(|(_, h, st)| (*h, *st));
         match o.status {
             PutStatus::Stored | PutStatus::AlreadyStored => {
-                if let Some(h) = hash {
-                    spool.mark(&o.name, o.size, &h);
+                if let Some((h, st)) = hash {
+                    spool.mark(&o.name, o.size, &h, Some(st));
                 }
                 rep.bytes += o.size;
                 if o.status == PutStatus::Stored {
@@ -230,6 +280,10 @@ pub fn push(
             PutStatus::Conflict if o.name == name => return Err(PushError::Conflict(Conflict { name })),
             PutStatus::Conflict => {} // reported when PostgreSQL asks for that one
         }
+    }
+    // PostgreSQL archives in name order: markers of older names are never asked for again.
+    if name.len() == 24 {
+        spool.trim_markers(&name);
     }
     Ok(rep)
 }
@@ -341,25 +395,24 @@ pub fn fetch(
         && m.size.is_power_of_two()
         && let Some(seg) = Segment::parse(name, m.size)
     {
-        {
-            let dir = spool.dir.join("fetched");
-            std::fs::create_dir_all(&dir).map_err(|e| PgError::io(&dir, e))?;
-            let mut s = seg;
-            for _ in 0..prefetch {
-                s = s.next();
-                let n = s.name(m.size);
-                let target = spool.prefetched(&n);
-                if target.exists() {
-                    continue;
-                }
-                let Some(nm) = named::read_manifest(repo, namespace, &n)? else {
-                    break;
-                };
-                write_stream(repo, &index, &nm, &target)?;
-                rep.prefetched += 1;
+        let dir = spool.dir.join("fetched");
+        std::fs::create_dir_all(&dir).map_err(|e| PgError::io(&dir, e))?;
+        let mut s = seg;
+        for _ in 0..prefetch {
+            s = s.next();
+            let n = s.name(m.size);
+            let target = spool.prefetched(&n);
+            if target.exists() {
+                continue;
             }
+            let Some(nm) = named::read_manifest(repo, namespace, &n)? else {
+                break;
+            };
+            write_stream(repo, &index, &nm, &target)?;
+            rep.prefetched += 1;
         }
     }
+
     Ok(Some(rep))
 }
 

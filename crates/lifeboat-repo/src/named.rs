@@ -195,39 +195,58 @@ impl NamedWriter {
         if !records.is_empty() {
             repo.write_index_segment(&records)?;
         }
-        let mut out = Vec::with_capacity(pending.len());
-        for p in pending {
-            let m = p.manifest;
-            let status = match p.existing {
-                Some(old) => same_or_conflict(&old, &m),
-                None => {
-                    let key = named_key(&m.namespace, &m.name);
-                    let body = serde_json::to_vec(&m).expect("manifest serializes");
-                    match repo
-                        .backend()
-                        .put(&key, sealed::seal(repo.keys(), Kind::Named, &body), PutMode::Create)
-                    {
-                        Ok(()) => PutStatus::Stored,
-                        // Raced with another pusher of the same name: compare with theirs.
-                        Err(e) if e.kind == BackendErrorKind::AlreadyExists => {
-                            match read_manifest(&repo, &m.namespace, &m.name)? {
-                                Some(old) => same_or_conflict(&old, &m),
-                                None => return Err(e.into()),
-                            }
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            };
-            out.push(PutOutcome {
-                namespace: m.namespace,
-                name: m.name,
-                size: m.size,
-                status,
-            });
-        }
+        // Manifests are independent small objects, each synced on its own: several at once,
+        // so a batch of segments costs a few sync round trips instead of one per segment.
+        let threads = pending.len().clamp(1, 8);
+        let per = pending.len().div_ceil(threads).max(1);
+        let results: Vec<Result<PutOutcome>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = pending
+                .chunks(per)
+                .map(|part| {
+                    let repo = &repo;
+                    sc.spawn(move || part.iter().map(|p| put_manifest(repo, p)).collect::<Vec<_>>())
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|_| vec![Err(RepoError::Interrupted)]))
+                .collect()
+        });
+        let out = results.into_iter().collect::<Result<Vec<_>>>()?;
         Ok((out, records))
     }
+}
+
+/// Writes one manifest put-if-absent (or compares with the one already there).
+fn put_manifest(repo: &Repository, p: &Pending) -> Result<PutOutcome> {
+    let m = &p.manifest;
+    let status = match &p.existing {
+        Some(old) => same_or_conflict(old, m),
+        None => {
+            let key = named_key(&m.namespace, &m.name);
+            let body = serde_json::to_vec(m).expect("manifest serializes");
+            match repo
+                .backend()
+                .put(&key, sealed::seal(repo.keys(), Kind::Named, &body), PutMode::Create)
+            {
+                Ok(()) => PutStatus::Stored,
+                // Raced with another pusher of the same name: compare with theirs.
+                Err(e) if e.kind == BackendErrorKind::AlreadyExists => {
+                    match read_manifest(repo, &m.namespace, &m.name)? {
+                        Some(old) => same_or_conflict(&old, m),
+                        None => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    Ok(PutOutcome {
+        namespace: m.namespace.clone(),
+        name: m.name.clone(),
+        size: m.size,
+        status,
+    })
 }
 
 fn same_or_conflict(old: &NamedManifest, new: &NamedManifest) -> PutStatus {
