@@ -189,3 +189,74 @@ pub fn check(repo: &Repository, only: Option<&str>) -> Result<Vec<NamespaceRepor
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lifeboat_repo::snapshot_writer::{EntryMeta, SnapshotWriter, WriterOptions};
+    use lifeboat_repo::{InitOptions, crypto::KdfParams};
+
+    fn repo() -> Repository {
+        let store = lifeboat_repo::backend::open("memory:").unwrap();
+        let opts = InitOptions {
+            kdf: KdfParams::TESTING,
+            ..Default::default()
+        };
+        Repository::init(store, b"pw", &opts).unwrap()
+    }
+
+    fn backup(r: &Repository, start: &str, stop: &str) {
+        let mut w = SnapshotWriter::new(r, WriterOptions::new(SOURCE_KIND, vec!["db".into()])).unwrap();
+        w.add_file("PG_VERSION", &EntryMeta::file(0o600), &mut &b"15\n"[..])
+            .unwrap();
+        w.commit(Some(serde_json::json!({
+            "wal_namespace": "wal-42", "wal_segment_size": 16u64 << 20,
+            "start_wal": start, "stop_wal": stop,
+        })))
+        .unwrap();
+    }
+
+    fn seg(r: &Repository, name: &str) {
+        named::put(r, "wal-42", name, &mut &b"x"[..], None).unwrap();
+    }
+
+    #[test]
+    fn gaps_and_timelines() {
+        let r = repo();
+        backup(&r, "000000010000000000000002", "000000010000000000000003");
+        for n in [
+            "000000010000000000000002",
+            "000000010000000000000003",
+            "000000010000000000000005",
+        ] {
+            seg(&r, n);
+        }
+        let rep = check(&r, None).unwrap();
+        assert!(!rep[0].ok());
+        assert!(rep[0].backups[0].consistent, "its own range is complete");
+        assert_eq!(rep[0].backups[0].missing, vec!["000000010000000000000004"]);
+
+        // Timeline 2 branched at segment 4: 1/2, 1/3, then 2/4, 2/5 complete the chain.
+        seg(&r, "000000020000000000000004");
+        seg(&r, "000000020000000000000005");
+        named::put(
+            &r,
+            "wal-42",
+            "00000002.history",
+            &mut &b"1\t0/4000000\tno recovery target\n"[..],
+            None,
+        )
+        .unwrap();
+        let rep = check(&r, None).unwrap();
+        assert!(rep[0].ok(), "{:?}", rep[0]);
+        assert_eq!(rep[0].newest.as_deref(), Some("000000020000000000000005"));
+
+        // The backup's own WAL missing: not restorable.
+        let r = repo();
+        backup(&r, "000000010000000000000002", "000000010000000000000003");
+        seg(&r, "000000010000000000000002");
+        seg(&r, "000000010000000000000004");
+        let rep = check(&r, None).unwrap();
+        assert!(!rep[0].backups[0].consistent);
+    }
+}
