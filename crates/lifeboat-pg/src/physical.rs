@@ -24,7 +24,7 @@ use crate::wal_names::{Lsn, Segment};
 pub const SOURCE_KIND: &str = "postgres-physical";
 
 /// Options of a physical backup.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PhysicalOptions {
     /// Name of the source in the config (recorded, used to find its snapshots).
     pub source_name: String,
@@ -32,6 +32,20 @@ pub struct PhysicalOptions {
     pub tags: Vec<String>,
     /// Host recorded (default: this machine's).
     pub host: Option<String>,
+    /// How long to wait for the server to archive the backup's WAL before giving up
+    /// (it waits forever otherwise when archiving fails).
+    pub archive_wait: std::time::Duration,
+}
+
+impl Default for PhysicalOptions {
+    fn default() -> Self {
+        PhysicalOptions {
+            source_name: String::new(),
+            tags: Vec::new(),
+            host: None,
+            archive_wait: std::time::Duration::from_secs(300),
+        }
+    }
 }
 
 /// What the server told us before the backup.
@@ -126,10 +140,29 @@ pub fn backup(repo: &Repository, tools: &Tools, conn: &ConnInfo, opts: &Physical
         tool: "pg_basebackup".into(),
         source: e,
     })?;
-    let mut stderr = child.stderr.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let pid = rustix::process::Pid::from_child(&child);
+    let archive_wait = opts.archive_wait;
+    let gave_up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gave_up2 = gave_up.clone();
+    // The server finishes a base backup only once the WAL it needs is archived; if archiving
+    // fails (repository unreachable, archive_command broken) it waits forever, warning every
+    // minute. Give up after `archive_wait` instead of hanging.
     let err_thread = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let started = std::time::Instant::now();
         let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("still waiting for all required WAL segments to be archived")
+                && started.elapsed() >= archive_wait
+                && !gave_up2.swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            s.push_str(&line);
+            s.push('\n');
+        }
         s
     });
     let stdout = child.stdout.take().expect("piped");
@@ -140,6 +173,15 @@ pub fn backup(repo: &Repository, tools: &Tools, conn: &ConnInfo, opts: &Physical
         source: e,
     })?;
     let err_text = err_thread.join().unwrap_or_default();
+    if gave_up.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(PgError::NotConfigured {
+            target: conn.url().into(),
+            message: format!(
+                "the backup's WAL was not archived within {} s: archive_command is failing (see pg_stat_archiver.last_failed_wal and the server log); nothing was committed",
+                archive_wait.as_secs()
+            ),
+        });
+    }
     if !status.success() {
         return Err(classify_client_error(
             "pg_basebackup",

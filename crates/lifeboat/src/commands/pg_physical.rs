@@ -21,6 +21,7 @@ pub fn backup(ctx: &Ctx, repo: &Repository, src: &DbSource, a: &BackupArgs) -> R
         source_name: src.name.clone(),
         tags,
         host: a.host.clone(),
+        ..Default::default()
     };
     let r = physical::backup(repo, &tools, &conn, &opts)?;
     let s = &r.snapshot.summary;
