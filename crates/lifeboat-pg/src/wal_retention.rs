@@ -4,7 +4,7 @@
 //! Rule, per cluster (WAL namespace): find the oldest kept physical backup; every segment whose
 //! number is below that backup's first segment, on any timeline, is of no use to any restore
 //! (point-in-time recovery starts from a base backup), so it goes. History files are tiny and
-//! always kept. A namespace with no kept physical backup is left alone: its WAL may belong to a
+//! always kept; partial uploads of `wal stream` follow the same rule. A namespace with no kept physical backup is left alone: its WAL may belong to a
 //! cluster whose first backup is still to come, and deleting it is never urgent.
 
 use lifeboat_repo::format::snapshot::Snapshot;
@@ -32,9 +32,12 @@ pub struct WalRetention {
 pub fn apply(repo: &Repository, kept: &[(Id, Snapshot)], dry_run: bool) -> Result<Vec<WalRetention>> {
     let mut out = Vec::new();
     for ns in named::namespaces(repo)? {
-        if !ns.starts_with("wal-") {
-            continue;
-        }
+        // Partial uploads of `wal stream` follow their cluster's WAL.
+        let wal_ns = match ns.strip_prefix("walpartial-") {
+            Some(sysid) => format!("wal-{sysid}"),
+            None if ns.starts_with("wal-") => ns.clone(),
+            None => continue,
+        };
         let oldest = kept
             .iter()
             .filter(|(_, s)| {
@@ -43,7 +46,7 @@ pub fn apply(repo: &Repository, kept: &[(Id, Snapshot)], dry_run: bool) -> Resul
                         .as_ref()
                         .and_then(|v| v.get("wal_namespace"))
                         .and_then(|v| v.as_str())
-                        == Some(&ns)
+                        == Some(&wal_ns)
             })
             .filter_map(|(_, s)| {
                 let src = s.source.as_ref()?;
