@@ -219,6 +219,103 @@ pub fn backup(repo: &Repository, tools: &Tools, conn: &ConnInfo, opts: &Physical
     Ok(writer.commit(Some(source))?)
 }
 
+/// The outcome of a forensic copy.
+#[derive(Clone, Debug)]
+pub struct ForensicCopy {
+    /// The snapshot.
+    pub result: WriteResult,
+    /// Files that could not be read (left out), with the reason.
+    pub unreadable: Vec<String>,
+}
+
+/// Copies a (possibly damaged, possibly running) data directory file by file, without any
+/// consistency guarantee, as a snapshot labelled `forensic`: what `backup db --force` takes when
+/// a proper backup is impossible. Unreadable files are left out and listed. Such a snapshot is
+/// never chosen by `latest` or a recovery target; it can be restored by its id.
+pub fn forensic_copy(repo: &Repository, data_dir: &std::path::Path, opts: &PhysicalOptions) -> Result<ForensicCopy> {
+    use std::os::unix::fs::MetadataExt;
+    if !data_dir.join("PG_VERSION").exists() {
+        return Err(PgError::Invalid(format!(
+            "{}: not a PostgreSQL data directory (no PG_VERSION)",
+            data_dir.display()
+        )));
+    }
+    let mut wo = WriterOptions::new(SOURCE_KIND, vec![format!("forensic:{}", data_dir.display())]);
+    wo.tags = opts.tags.clone();
+    wo.tags.push("forensic".into());
+    if let Some(h) = &opts.host {
+        wo.host = h.clone();
+    }
+    let mut writer = SnapshotWriter::new(repo, wo)?;
+    let mut unreadable = Vec::new();
+    let mut stack = vec![(data_dir.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let mut entries: Vec<_> = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
+            Err(e) => {
+                unreadable.push(format!("{}: {e}", dir.display()));
+                continue;
+            }
+        };
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = e.path();
+            let inner = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let Ok(m) = std::fs::symlink_metadata(&path) else {
+                unreadable.push(format!("{}: vanished", path.display()));
+                continue;
+            };
+            let meta = EntryMeta {
+                mode: m.mode(),
+                uid: m.uid(),
+                gid: m.gid(),
+                mtime_ns: m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()),
+            };
+            if m.is_dir() {
+                writer.add_dir(&inner, &meta)?;
+                stack.push((path, inner));
+            } else if m.is_symlink() {
+                if let Ok(t) = std::fs::read_link(&path) {
+                    writer.add_symlink(&inner, &t, &meta)?;
+                }
+            } else if m.is_file() {
+                let mut f = match std::fs::File::open(&path) {
+                    Ok(f) => f,
+                    Err(err) => {
+                        unreadable.push(format!("{}: {err}", path.display()));
+                        continue;
+                    }
+                };
+                match writer.add_file(&inner, &meta, &mut f) {
+                    Ok(_) => {}
+                    Err(lifeboat_repo::RepoError::Io { source, .. }) => {
+                        unreadable.push(format!("{}: {source}", path.display()));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    let sysid = crate::wal::system_identifier(data_dir).ok();
+    let source = serde_json::json!({
+        "source_name": opts.source_name,
+        "forensic": true,
+        "data_dir": data_dir.display().to_string(),
+        "system_identifier": sysid,
+        "wal_namespace": sysid.as_deref().map(wal_namespace),
+        "unreadable": unreadable,
+    });
+    Ok(ForensicCopy {
+        result: writer.commit(Some(source))?,
+        unreadable,
+    })
+}
+
 struct Streamed {
     backup_label: Option<String>,
     manifest: Option<String>,

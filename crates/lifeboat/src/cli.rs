@@ -227,7 +227,9 @@ pub struct BackupArgs {
     /// Snapshot to compare against for unchanged files (default: the newest of the same host and paths).
     #[arg(long, value_name = "SNAPSHOT")]
     pub parent: Option<String>,
-    /// Read every file, even those unchanged since the parent snapshot.
+    /// Read every file, even those unchanged since the parent snapshot. For a physical
+    /// PostgreSQL source: a FORENSIC copy of its data_dir as it is (damaged or running), without
+    /// consistency guarantees, never picked by `latest`.
     #[arg(long)]
     pub force: bool,
     /// Write an index checkpoint this often, so an interrupted backup resumes (e.g. 5m, 30s).

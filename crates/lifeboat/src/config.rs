@@ -49,6 +49,7 @@ struct RawSource {
     mode: Option<String>,
     #[serde(default)]
     checks: Vec<String>,
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +113,8 @@ pub struct DbSource {
     pub checks: Vec<String>,
     /// Tags added to its snapshots.
     pub tags: Vec<String>,
+    /// The server's data directory on this machine (for `backup --force`: a forensic copy).
+    pub data_dir: Option<PathBuf>,
 }
 
 /// The validated configuration.
@@ -197,9 +200,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     for (name, s) in raw.sources {
         match s.kind.as_str() {
             "files" => {
-                if s.url.is_some() || s.databases.is_some() || s.mode.is_some() || !s.checks.is_empty() {
+                if s.url.is_some()
+                    || s.databases.is_some()
+                    || s.mode.is_some()
+                    || !s.checks.is_empty()
+                    || s.data_dir.is_some()
+                {
                     return Err(bad(format!(
-                        "sources.{name}: url, databases, mode and checks belong to kind = \"postgres\""
+                        "sources.{name}: url, databases, mode, checks and data_dir belong to kind = \"postgres\""
                     )));
                 }
             }
@@ -288,6 +296,7 @@ fn db_source(name: &str, s: RawSource) -> std::result::Result<DbSource, String> 
         mode,
         checks: s.checks,
         tags: s.tags,
+        data_dir: s.data_dir,
     })
 }
 

@@ -8,7 +8,7 @@ use lifeboat_repo::Repository;
 use super::Ctx;
 use crate::cli::BackupArgs;
 use crate::config::DbSource;
-use crate::exit::OK;
+use crate::exit::{OK, PARTIAL, USAGE, fail};
 use crate::output;
 
 /// Backs up `src` (physical); returns the exit code and the JSON result.
@@ -23,6 +23,9 @@ pub fn backup(ctx: &Ctx, repo: &Repository, src: &DbSource, a: &BackupArgs) -> R
         host: a.host.clone(),
         ..Default::default()
     };
+    if a.force {
+        return forensic(ctx, repo, src, &opts);
+    }
     let r = physical::backup(repo, &tools, &conn, &opts)?;
     let s = &r.snapshot.summary;
     if !ctx.global.json && !ctx.global.quiet {
@@ -57,6 +60,51 @@ pub fn backup(ctx: &Ctx, repo: &Repository, src: &DbSource, a: &BackupArgs) -> R
             "time": r.snapshot.time,
             "summary": r.snapshot.summary,
             "postgres": r.snapshot.source,
+        }),
+    ))
+}
+
+/// `backup db --force`: a forensic file copy of the data directory (see
+/// lifeboat_pg::physical::forensic_copy).
+fn forensic(ctx: &Ctx, repo: &Repository, src: &DbSource, opts: &PhysicalOptions) -> Result<(u8, serde_json::Value)> {
+    let dir = src.data_dir.as_ref().ok_or_else(|| {
+        fail(
+            USAGE,
+            format!(
+                "sources.{}: backup --force copies the data directory as it is: set data_dir in the config",
+                src.name
+            ),
+        )
+    })?;
+    let c = physical::forensic_copy(repo, dir, opts)?;
+    for u in &c.unreadable {
+        eprintln!("lifeboat: warning: unreadable, not in the forensic copy: {u}");
+    }
+    if !ctx.global.json && !ctx.global.quiet {
+        println!(
+            "snapshot {} saved ({}: FORENSIC copy of {}, no consistency guarantee; never picked by `latest`)",
+            c.result.snapshot_id.short(),
+            src.name,
+            dir.display()
+        );
+        println!(
+            "  read     {} in {} files, {} unreadable",
+            output::bytes(c.result.snapshot.summary.bytes_read),
+            c.result.snapshot.summary.files_new,
+            c.unreadable.len()
+        );
+    }
+    let code = if c.unreadable.is_empty() { OK } else { PARTIAL };
+    Ok((
+        code,
+        serde_json::json!({
+            "source": src.name,
+            "mode": "physical",
+            "forensic": true,
+            "snapshot_id": c.result.snapshot_id,
+            "time": c.result.snapshot.time,
+            "summary": c.result.snapshot.summary,
+            "postgres": c.result.snapshot.source,
         }),
     ))
 }

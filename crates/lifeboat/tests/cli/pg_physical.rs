@@ -504,3 +504,33 @@ fn wal_stream_keeps_the_rpo_in_seconds() {
     assert_eq!(count, "30", "every row committed before the last upload is back");
     assert!(rpo < 5.0, "RPO {rpo} s");
 }
+
+#[test]
+fn forensic_copy_is_labelled_and_never_latest() {
+    let Some(env) = PgEnv::new() else { return };
+    let src = env.cluster(true, None);
+    let cfg = env.root.join("forensic.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sources.db]\nkind = \"postgres\"\nurl = \"{}\"\nmode = \"physical\"\ndata_dir = \"{}\"\n",
+            src.url("postgres"),
+            src.data_dir().display()
+        ),
+    )
+    .unwrap();
+    env.give(&cfg);
+    let r = env.lifeboat(&["--config", cfg.to_str().unwrap(), "--json", "backup", "db", "--force"]);
+    r.ok();
+    let j = r.json();
+    assert_eq!(j["forensic"], true);
+    assert_eq!(j["postgres"]["forensic"], true);
+    let id = j["snapshot_id"].as_str().unwrap().to_string();
+    let target = env.root.join("forensic-restore");
+    env.lifeboat(&["restore", "db", "latest", "--data-dir", target.to_str().unwrap()])
+        .expect_code(11);
+    env.lifeboat(&["restore", "db", &id, "--data-dir", target.to_str().unwrap()])
+        .ok();
+    assert!(target.join("PG_VERSION").exists());
+    assert!(target.join("global/pg_control").exists());
+}
