@@ -78,6 +78,9 @@ pub enum PgError {
         /// How long.
         secs: u64,
     },
+    /// A different WAL file is already stored under this name; nothing was overwritten.
+    #[error("WAL file {0} is already in the repository with different content; nothing was overwritten")]
+    WalConflict(String),
     /// WAL needed to reach a restore target, or to stay continuous, is not in the repository.
     #[error("WAL missing: {0}")]
     WalMissing(String),

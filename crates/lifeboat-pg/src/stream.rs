@@ -241,12 +241,7 @@ impl Streamer<'_> {
                         self.drop_partials(&o.name, None)?;
                         self.uploaded.remove(&o.name);
                     }
-                    PutStatus::Conflict => {
-                        return Err(PgError::Invalid(format!(
-                            "WAL segment {} is already in the repository with different content; nothing was overwritten",
-                            o.name
-                        )));
-                    }
+                    PutStatus::Conflict => return Err(PgError::WalConflict(o.name)),
                 }
             }
             self.dedup = Index::default();

@@ -127,6 +127,7 @@ pub fn code_for_pg(e: &lifeboat_pg::PgError) -> u8 {
         } => DB_AUTH,
         PgError::NotConfigured { .. } => DB_NOT_CONFIGURED,
         PgError::WalMissing(_) => WAL_GAP,
+        PgError::WalConflict(_) => WAL_CONFLICT,
         PgError::Invalid(_) | PgError::ToolNotFound { .. } => USAGE,
         PgError::Repo(r) => code_for(r),
         _ => FAILURE,
