@@ -165,8 +165,14 @@ pub fn backup(repo: &Repository, tools: &Tools, conn: &ConnInfo, opts: &Physical
         }
         s
     });
-    let stdout = child.stdout.take().expect("piped");
-    let streamed = stream_tar(&mut writer, stdout);
+    let mut stdout = child.stdout.take().expect("piped");
+    let streamed = stream_tar(&mut writer, &mut stdout);
+    if streamed.is_ok() {
+        // The tar reader stops at the end-of-archive blocks; pg_basebackup may still write
+        // padding after them. Read it, or it dies of SIGPIPE on a finished backup.
+        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+    }
+    drop(stdout);
     // pg_basebackup's exit status explains a broken stream better than the tar parser does.
     let status = child.wait().map_err(|e| PgError::Spawn {
         tool: "pg_basebackup".into(),
