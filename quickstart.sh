@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # lifeboat quickstart: build, then back up the example service (env file, TLS certificate and
 # key, compose file) into a fresh local repository, restore it to a scratch folder, prove the
-# restored files are identical, and verify every byte of the repository.
+# restored files are identical, and verify every byte of the repository. Then, when the
+# PostgreSQL server programs are installed, the database-loss scenario (examples/database-loss.sh):
+# physical backup + WAL archiving, data folder destroyed, restore, measured RPO and RTO.
 #
 #   ./quickstart.sh                 # work folder: a new /tmp/lifeboat-demo.XXXXXX
 #   LIFEBOAT_DEMO_DIR=/path ./quickstart.sh
@@ -38,6 +40,8 @@ diff -r "$SOURCE" "$WORK/restore$SOURCE"
 echo "    identical"
 echo "==> lifeboat check --read-data"
 "$LB" check --read-data
+echo
+"$PWD/examples/database-loss.sh" "$LB" "$WORK"
 echo
 echo "All done. Repository, passphrase file and restored copy are in $WORK"
 echo "Try: LIFEBOAT_REPO=$LIFEBOAT_REPO LIFEBOAT_PASSWORD_FILE=$LIFEBOAT_PASSWORD_FILE $LB ls latest -l"

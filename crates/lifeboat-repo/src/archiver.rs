@@ -489,8 +489,10 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
         unreadable,
         summary,
         program_version: env!("CARGO_PKG_VERSION").into(),
+        source: None,
     };
-    keep_reused_packs(repo, &index)?;
+    let start: Vec<Id> = index.packs().iter().map(|p| p.id).collect();
+    keep_packs(repo, &start)?;
     let snapshot_id = repo.write_snapshot(&snapshot)?;
     if let Some(p) = &resume_path {
         let _ = std::fs::remove_file(p);
@@ -507,14 +509,12 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
 /// before the snapshot commits. A prune that ran meanwhile may have marked some of them (it
 /// could not see this snapshot); those are put back in the index, so no later prune deletes
 /// them. If one is already gone, the commit is refused rather than leaving a broken snapshot.
-fn keep_reused_packs(repo: &Repository, start: &Index) -> Result<()> {
+pub(crate) fn keep_packs(repo: &Repository, start: &[Id]) -> Result<()> {
+    if start.is_empty() {
+        return Ok(());
+    }
     let now = repo.load_index()?;
-    let gone: Vec<Id> = start
-        .packs()
-        .iter()
-        .map(|p| p.id)
-        .filter(|id| !now.has_pack(id))
-        .collect();
+    let gone: Vec<Id> = start.iter().copied().filter(|id| !now.has_pack(id)).collect();
     if gone.is_empty() {
         return Ok(());
     }

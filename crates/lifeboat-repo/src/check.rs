@@ -238,6 +238,40 @@ pub fn check(repo: &Repository, read: ReadData, progress: &CheckProgress) -> Res
         }
     }
 
+    // 3b. Named manifests (WAL segments…): every blob indexed, lengths adding up.
+    match crate::named::all_manifests(repo) {
+        Ok((named, bad)) => {
+            for e in bad {
+                rep.errors.push(format!("named manifest: {e}"));
+            }
+            for m in &named {
+                let what = crate::named::named_key(&m.namespace, &m.name);
+                let missing = m.content.iter().filter(|b| {
+                    !index
+                        .get(b)
+                        .is_some_and(|l| stored.contains_key(&index.pack(l.pack).id))
+                });
+                if let Some(b) = missing.into_iter().next() {
+                    rep.errors.push(format!("{what}: blob {} is missing", b.short()));
+                    continue;
+                }
+                let sum: u64 = m
+                    .content
+                    .iter()
+                    .filter_map(|b| index.get(b))
+                    .map(|l| u64::from(l.raw_len))
+                    .sum();
+                if sum != m.size {
+                    rep.errors.push(format!(
+                        "{what}: its chunks add up to {sum} bytes, the manifest says {}",
+                        m.size
+                    ));
+                }
+            }
+        }
+        Err(e) => rep.errors.push(format!("named manifests: {e}")),
+    }
+
     // 4. Data.
     let mut chosen: Vec<PackRecord> = index
         .pack_records()

@@ -61,7 +61,7 @@ pub struct PackInfo {
 }
 
 /// The union of all index segments.
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Clone)]
 pub struct Index {
     blobs: IdMap<Location>,
     packs: Vec<PackInfo>,

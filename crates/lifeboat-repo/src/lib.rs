@@ -16,6 +16,7 @@
 
 pub mod archiver;
 pub mod backend;
+mod blob_sink;
 pub mod check;
 pub mod chunker;
 pub mod crypto;
@@ -24,10 +25,12 @@ pub mod format;
 mod id;
 pub mod index;
 pub mod maintenance;
+pub mod named;
 pub mod packer;
 pub mod repository;
 pub mod restorer;
 pub mod retention;
+pub mod snapshot_writer;
 pub mod walk;
 
 /// Compiles glob patterns into one matcher; `what` ("include", "exclude") names them in errors.

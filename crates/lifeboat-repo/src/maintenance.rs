@@ -228,7 +228,7 @@ impl Drop for Lease<'_> {
     }
 }
 
-/// Every blob some snapshot needs.
+/// Every blob some snapshot or named manifest needs.
 fn used_blobs(repo: &Repository, index: &Index) -> Result<(IdSet, usize)> {
     let (snaps, unreadable) = repo.list_snapshots_checked()?;
     if let Some(e) = unreadable.into_iter().next() {
@@ -238,7 +238,16 @@ fn used_blobs(repo: &Repository, index: &Index) -> Result<(IdSet, usize)> {
             "prune refused: a snapshot manifest cannot be read ({e}); run `lifeboat check`"
         )));
     }
+    let (named, bad_named) = crate::named::all_manifests(repo)?;
+    if let Some(e) = bad_named.into_iter().next() {
+        return Err(RepoError::Invalid(format!(
+            "prune refused: a named manifest cannot be read ({e}); run `lifeboat check`"
+        )));
+    }
     let mut used = IdSet::default();
+    for m in named {
+        used.extend(m.content);
+    }
     for (_, s) in &snaps {
         let mut stack = vec![s.tree];
         while let Some(t) = stack.pop() {

@@ -95,7 +95,9 @@ pub struct KeyInfo {
     pub user: String,
 }
 
-/// An open repository: the storage, the keys and the config.
+/// An open repository: the storage, the keys and the config. Cloning is cheap (the storage is
+/// shared); background threads of a writer hold their own clone.
+#[derive(Clone)]
 pub struct Repository {
     backend: Arc<dyn Backend>,
     keys: Keys,

@@ -109,6 +109,105 @@ pub enum Command {
     /// Work with the config file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// PostgreSQL WAL archiving: archive_command, restore_command, continuity check.
+    #[command(subcommand)]
+    Wal(WalCommand),
+}
+
+/// `wal …`.
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// Store a WAL segment (archive_command = 'lifeboat wal push %p'). Idempotent; a different
+    /// segment under a stored name is refused (exit 15). Also stores other segments already
+    /// marked ready, so later calls return at once.
+    Push(WalPushArgs),
+    /// Restore a WAL segment (restore_command = 'lifeboat wal fetch %f %p'), prefetching the next
+    /// ones into a local spool.
+    Fetch(WalFetchArgs),
+    /// Check that WAL is continuous from every physical backup to the newest segment (exit 16 on
+    /// a gap).
+    Check(WalCheckArgs),
+    /// Receive WAL over a replication slot and store it within seconds (RPO of seconds); runs
+    /// until stopped.
+    Stream(WalStreamArgs),
+}
+
+/// `wal stream`.
+#[derive(Debug, Args)]
+pub struct WalStreamArgs {
+    /// The `kind = "postgres"` source in the config (default: the only one).
+    pub source: Option<String>,
+    /// Replication slot to use (created if missing; it makes the server keep WAL not yet received).
+    #[arg(long, default_value = "lifeboat", value_name = "NAME")]
+    pub slot: String,
+    /// How often received WAL is stored (the RPO is about this plus the upload time).
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub interval: String,
+    /// Stop after this long (default: run until stopped).
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// Local folder for received WAL and push markers (default: under the cache folder).
+    #[arg(long, env = "LIFEBOAT_WAL_SPOOL", value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+}
+
+/// What `wal push` does when it cannot store a segment and the backlog is over its limit.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum QueueFull {
+    /// Keep failing (exit 17): PostgreSQL keeps the WAL and retries; its disk may fill up.
+    Fail,
+    /// Report success and drop the segment: the database's disk is protected, point-in-time
+    /// recovery across the dropped segment is lost until the next base backup (`wal check`
+    /// reports the gap).
+    Drop,
+}
+
+/// `wal push`.
+#[derive(Debug, Args)]
+pub struct WalPushArgs {
+    /// The segment path as PostgreSQL passes it (%p, relative to the data directory).
+    pub path: PathBuf,
+    /// The data directory (default: the current directory, as archive_command runs there).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Local spool for push markers (default: <cache dir>/wal/<repository>-<system id>).
+    #[arg(long, env = "LIFEBOAT_WAL_SPOOL", value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+    /// Store at most this many ready segments per call.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub batch: usize,
+    /// Archive backlog (segments waiting in pg_wal) above which a failure is critical.
+    #[arg(long, env = "LIFEBOAT_WAL_QUEUE_MAX", default_value_t = 256, value_name = "SEGMENTS")]
+    pub queue_max: usize,
+    /// What to do when storing fails and the backlog is over --queue-max.
+    #[arg(long, env = "LIFEBOAT_WAL_ON_QUEUE_FULL", value_enum, default_value = "fail")]
+    pub on_queue_full: QueueFull,
+}
+
+/// `wal fetch`.
+#[derive(Debug, Args)]
+pub struct WalFetchArgs {
+    /// The file PostgreSQL asks for (%f).
+    pub name: String,
+    /// Where to write it (%p, relative to the data directory).
+    pub dest: PathBuf,
+    /// The data directory (default: the current directory, as restore_command runs there).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Local spool for prefetched segments (default: <cache dir>/wal/<repository>-<system id>).
+    #[arg(long, env = "LIFEBOAT_WAL_SPOOL", value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+    /// Segments to prefetch after the one asked for.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub prefetch: usize,
+}
+
+/// `wal check`.
+#[derive(Debug, Args)]
+pub struct WalCheckArgs {
+    /// Check only this cluster's WAL (its system identifier).
+    #[arg(long, value_name = "ID")]
+    pub system_id: Option<String>,
 }
 
 /// `health`.
@@ -180,7 +279,9 @@ pub struct BackupArgs {
     /// Snapshot to compare against for unchanged files (default: the newest of the same host and paths).
     #[arg(long, value_name = "SNAPSHOT")]
     pub parent: Option<String>,
-    /// Read every file, even those unchanged since the parent snapshot.
+    /// Read every file, even those unchanged since the parent snapshot. For a physical
+    /// PostgreSQL source: a FORENSIC copy of its data_dir as it is (damaged or running), without
+    /// consistency guarantees, never picked by `latest`.
     #[arg(long)]
     pub force: bool,
     /// Write an index checkpoint this often, so an interrupted backup resumes (e.g. 5m, 30s).
@@ -234,11 +335,56 @@ pub enum OverwriteArg {
 /// `restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Snapshot id (or unique prefix) or `latest`.
-    pub snapshot: String,
+    /// Snapshot id (or unique prefix) or `latest`. For a database: `SOURCE [SNAPSHOT]`, e.g.
+    /// `restore db latest --data-dir /var/lib/postgresql/15/main`.
+    #[arg(required = true, num_args = 1..=2, value_name = "SNAPSHOT")]
+    pub items: Vec<String>,
     /// Folder to restore into; the snapshot's absolute paths are recreated under it.
-    #[arg(short, long, value_name = "DIR")]
-    pub target: PathBuf,
+    #[arg(short, long, value_name = "DIR", required_unless_present = "data_dir")]
+    pub target: Option<PathBuf>,
+    /// Physical database restore: the data directory to create (refused if not empty).
+    #[arg(long, value_name = "DIR", help_heading = "Database restore")]
+    pub data_dir: Option<PathBuf>,
+    /// Move a non-empty data directory aside (to DIR.lifeboat-old-TIME, never deleted) and restore.
+    #[arg(long, help_heading = "Database restore")]
+    pub force_overwrite: bool,
+    /// Replay WAL up to this time (inclusive), e.g. '2026-11-20 14:03:00+00'. Default: latest.
+    #[arg(
+        long,
+        value_name = "TIME",
+        conflicts_with = "target_lsn",
+        help_heading = "Database restore"
+    )]
+    pub target_time: Option<String>,
+    /// Replay WAL up to this LSN (inclusive), e.g. 0/3000060.
+    #[arg(long, value_name = "LSN", help_heading = "Database restore")]
+    pub target_lsn: Option<String>,
+    /// Start the server after restoring and wait until recovery finished and it was promoted.
+    #[arg(long, help_heading = "Database restore")]
+    pub start: bool,
+    /// Port for the started server (default: the restored configuration's).
+    #[arg(long, value_name = "PORT", help_heading = "Database restore")]
+    pub port: Option<u16>,
+    /// Unix socket folder for the started server (default: the restored configuration's).
+    #[arg(long, value_name = "DIR", help_heading = "Database restore")]
+    pub socket_dir: Option<PathBuf>,
+    /// Turn WAL archiving off in the restored copy (test and verification restores: a copy must
+    /// not archive its own timeline next to the real server's). Without it the restored server
+    /// keeps the original archive_command, as a replacement primary should.
+    #[arg(long, help_heading = "Database restore")]
+    pub no_archive: bool,
+    /// How long --start waits for recovery.
+    #[arg(
+        long,
+        default_value = "1h",
+        value_name = "DURATION",
+        help_heading = "Database restore"
+    )]
+    pub start_timeout: String,
+    /// Passphrase file restore_command uses (default: a copy of the passphrase in a 0600 file
+    /// owned by the server's user, next to the data directory).
+    #[arg(long, value_name = "FILE", help_heading = "Database restore")]
+    pub restore_password_file: Option<PathBuf>,
     /// Restore only paths matching this glob (repeatable), e.g. '/etc/myapp/**'.
     #[arg(long = "include", value_name = "GLOB")]
     pub includes: Vec<String>,

@@ -46,6 +46,20 @@ struct RawSource {
     exclude: Vec<String>,
     #[serde(default)]
     tags: Vec<String>,
+    // kind = "postgres"
+    url: Option<String>,
+    databases: Option<RawDatabases>,
+    mode: Option<String>,
+    #[serde(default)]
+    checks: Vec<String>,
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawDatabases {
+    All(String),
+    List(Vec<String>),
 }
 
 fn files_kind() -> String {
@@ -67,6 +81,45 @@ pub struct FileSource {
     pub tags: Vec<String>,
 }
 
+/// Which databases a PostgreSQL source covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Databases {
+    /// Every database of the server (plus roles and globals).
+    All,
+    /// These databases.
+    List(Vec<String>),
+}
+
+/// How a PostgreSQL source is backed up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DbMode {
+    /// Base backup of the data directory plus continuous WAL archiving (point-in-time restore).
+    Physical,
+    /// `pg_dump` of each database from one exported snapshot, with table fingerprints.
+    Logical,
+}
+
+/// A validated `kind = "postgres"` source.
+#[allow(dead_code)] // fields read as the backup modes land
+#[derive(Debug, Clone)]
+pub struct DbSource {
+    /// Name in the config (`[sources.NAME]`).
+    pub name: String,
+    /// `postgres://` URL; a password in it is never printed (see lifeboat_pg::ConnInfo).
+    pub url: String,
+    /// Databases covered.
+    pub databases: Databases,
+    /// Physical or logical.
+    pub mode: DbMode,
+    /// SQL checks a restore test runs (each must return true).
+    pub checks: Vec<String>,
+    /// Tags added to its snapshots.
+    pub tags: Vec<String>,
+    /// The server's data directory on this machine (for `backup --force`: a forensic copy).
+    pub data_dir: Option<PathBuf>,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -84,6 +137,8 @@ pub struct Config {
     pub pack_size_mib: Option<u64>,
     /// File sources by name.
     pub sources: Vec<FileSource>,
+    /// PostgreSQL sources by name.
+    pub db_sources: Vec<DbSource>,
     /// Retention policy (the plan's default when absent).
     pub retention: RetentionPolicy,
     /// Health checks (`[[checks]]`), validated.
@@ -101,6 +156,7 @@ impl Default for Config {
             compression_level: None,
             pack_size_mib: None,
             sources: Vec::new(),
+            db_sources: Vec::new(),
             retention: RetentionPolicy::plan_default(),
             checks: Vec::new(),
         }
@@ -146,15 +202,30 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         return Err(bad(format!("repository.pack_size_mib {p} is outside 4..=128")));
     }
     let mut sources = Vec::new();
+    let mut db_sources = Vec::new();
     for (name, s) in raw.sources {
         match s.kind.as_str() {
-            "files" => {}
+            "files" => {
+                if s.url.is_some()
+                    || s.databases.is_some()
+                    || s.mode.is_some()
+                    || !s.checks.is_empty()
+                    || s.data_dir.is_some()
+                {
+                    return Err(bad(format!(
+                        "sources.{name}: url, databases, mode, checks and data_dir belong to kind = \"postgres\""
+                    )));
+                }
+            }
             "postgres" => {
+                db_sources.push(db_source(&name, s).map_err(bad)?);
+                continue;
+            }
+            k => {
                 return Err(bad(format!(
-                    "sources.{name}: kind \"postgres\" is not supported by this version yet"
+                    "sources.{name}: unknown kind {k:?} (expected \"files\" or \"postgres\")"
                 )));
             }
-            k => return Err(bad(format!("sources.{name}: unknown kind {k:?} (expected \"files\")"))),
         }
         if s.paths.is_empty() {
             return Err(bad(format!("sources.{name}: no paths")));
@@ -189,6 +260,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     for c in &checks {
         if let lifeboat_health::Probe::Backup { source: Some(s), .. } = &c.probe
             && !sources.iter().any(|f| f.name == *s)
+            && !db_sources.iter().any(|d| d.name == *s)
         {
             return Err(bad(format!(
                 "checks {:?}: source {s:?} is not defined in [sources]",
@@ -204,8 +276,53 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         compression_level: repo.compression_level,
         pack_size_mib: repo.pack_size_mib,
         sources,
+        db_sources,
         retention: raw.retention.unwrap_or_else(RetentionPolicy::plan_default),
         checks,
+    })
+}
+
+fn db_source(name: &str, s: RawSource) -> std::result::Result<DbSource, String> {
+    if !s.paths.is_empty() || !s.include.is_empty() || !s.exclude.is_empty() {
+        return Err(format!(
+            "sources.{name}: paths, include and exclude belong to kind = \"files\""
+        ));
+    }
+    let url = s
+        .url
+        .ok_or_else(|| format!("sources.{name}: kind = \"postgres\" needs url = \"postgres://…\""))?;
+    // Validates the URL shape now, so a typo is reported before any work starts.
+    lifeboat_pg::ConnInfo::parse(&url).map_err(|e| format!("sources.{name}: {e}"))?;
+    let mode = match s.mode.as_deref() {
+        Some("physical") => DbMode::Physical,
+        Some("logical") | None => DbMode::Logical,
+        Some(m) => {
+            return Err(format!(
+                "sources.{name}: mode {m:?} (expected \"physical\" or \"logical\")"
+            ));
+        }
+    };
+    let databases = match s.databases {
+        None => Databases::All,
+        Some(RawDatabases::All(a)) if a == "all" => Databases::All,
+        Some(RawDatabases::All(a)) => {
+            return Err(format!(
+                "sources.{name}: databases = {a:?} (expected \"all\" or a list of names)"
+            ));
+        }
+        Some(RawDatabases::List(l)) if l.is_empty() => {
+            return Err(format!("sources.{name}: databases is an empty list"));
+        }
+        Some(RawDatabases::List(l)) => Databases::List(l),
+    };
+    Ok(DbSource {
+        name: name.into(),
+        url,
+        databases,
+        mode,
+        checks: s.checks,
+        tags: s.tags,
+        data_dir: s.data_dir,
     })
 }
 
@@ -256,6 +373,33 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("source \"nope\" is not defined"), "{e}");
+    }
+
+    #[test]
+    fn postgres_sources() {
+        let c = parse(
+            "[sources.db]\nkind = \"postgres\"\nurl = \"postgres://backup:pw@db:5432/app\"\ndatabases = [\"app\"]\nmode = \"physical\"\nchecks = [\"SELECT true\"]\n[sources.all]\nkind = \"postgres\"\nurl = \"postgres://db/x\"\ndatabases = \"all\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        let all = &c.db_sources[0];
+        assert_eq!(
+            (all.name.as_str(), &all.databases, all.mode),
+            ("all", &Databases::All, DbMode::Logical)
+        );
+        let db = &c.db_sources[1];
+        assert_eq!(db.mode, DbMode::Physical);
+        assert_eq!(db.databases, Databases::List(vec!["app".into()]));
+        for bad in [
+            "[sources.db]\nkind = \"postgres\"\n",
+            "[sources.db]\nkind = \"postgres\"\nurl = \"mysql://x\"\n",
+            "[sources.db]\nkind = \"postgres\"\nurl = \"postgres://x\"\nmode = \"both\"\n",
+            "[sources.db]\nkind = \"postgres\"\nurl = \"postgres://x\"\npaths = [\"/a\"]\n",
+            "[sources.f]\npaths = [\"/a\"]\nurl = \"postgres://x\"\n",
+        ] {
+            let e = parse(bad, Path::new("x.toml")).unwrap_err().to_string();
+            assert!(e.contains("sources."), "{bad}: {e}");
+        }
     }
 
     #[test]

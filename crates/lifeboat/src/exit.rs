@@ -27,6 +27,19 @@ pub const LOCKED: u8 = 9;
 pub const DISK_FULL: u8 = 10;
 /// The named snapshot does not exist.
 pub const SNAPSHOT_NOT_FOUND: u8 = 11;
+/// The database server could not be reached (refused, unknown host, timeout).
+pub const DB_UNREACHABLE: u8 = 12;
+/// The database server refused the credentials (password, role, database, pg_hba.conf).
+pub const DB_AUTH: u8 = 13;
+/// The database server is not configured for the operation (wal_level, archive_mode,
+/// max_wal_senders, replication privilege).
+pub const DB_NOT_CONFIGURED: u8 = 14;
+/// A different WAL segment is already stored under this name; nothing was overwritten.
+pub const WAL_CONFLICT: u8 = 15;
+/// WAL is missing: `wal check` found a gap, or a restore cannot reach its target.
+pub const WAL_GAP: u8 = 16;
+/// The WAL archive backlog is over its limit (repository unreachable for too long).
+pub const WAL_BACKLOG: u8 = 17;
 /// `health`: the worst failing check is at level high (act within the working day).
 pub const HEALTH_HIGH: u8 = 20;
 /// `health`: the worst failing check is at level urgent (act now).
@@ -61,6 +74,12 @@ EXIT CODES
     9    another prune holds the lease
     10   disk full
     11   snapshot not found
+    12   database server unreachable
+    13   database authentication failed
+    14   database server not configured for this (wal_level, archive_mode, replication)
+    15   WAL segment conflict: a different segment is stored under this name (nothing overwritten)
+    16   WAL missing: wal check found a gap, or a restore cannot reach its target
+    17   WAL archive backlog over its limit (repository unreachable too long)
     20   health: worst failing check is high (e.g. certificate expiring within 7 days)
     21   health: worst failing check is urgent (e.g. response over 5 s, disk under 5 % free)
     22   health: worst failing check is critical (service down, certificate expired)
@@ -110,11 +129,38 @@ pub fn code_for(e: &RepoError) -> u8 {
     }
 }
 
+/// Maps a PostgreSQL-layer error to its exit code.
+pub fn code_for_pg(e: &lifeboat_pg::PgError) -> u8 {
+    use lifeboat_pg::{ConnectFailure, PgError};
+    if e.is_storage_full() {
+        return DISK_FULL;
+    }
+    match e {
+        PgError::Connect {
+            kind: ConnectFailure::Unreachable,
+            ..
+        } => DB_UNREACHABLE,
+        PgError::Connect {
+            kind: ConnectFailure::Authentication,
+            ..
+        } => DB_AUTH,
+        PgError::NotConfigured { .. } => DB_NOT_CONFIGURED,
+        PgError::WalMissing(_) => WAL_GAP,
+        PgError::WalConflict(_) => WAL_CONFLICT,
+        PgError::Invalid(_) | PgError::ToolNotFound { .. } => USAGE,
+        PgError::Repo(r) => code_for(r),
+        _ => FAILURE,
+    }
+}
+
 /// Finds the exit code for any error chain.
 pub fn code_for_any(e: &anyhow::Error) -> u8 {
     for c in e.chain() {
         if let Some(x) = c.downcast_ref::<Exit>() {
             return x.code;
+        }
+        if let Some(p) = c.downcast_ref::<lifeboat_pg::PgError>() {
+            return code_for_pg(p);
         }
         if let Some(r) = c.downcast_ref::<RepoError>() {
             return code_for(r);

@@ -21,6 +21,8 @@ pub enum Kind {
     Lease = 5,
     /// A verification record (check or restore test results).
     Verification = 6,
+    /// A named manifest (a stream stored by name outside snapshots, e.g. a WAL segment).
+    Named = 7,
 }
 
 /// Compresses (zstd level 3) and encrypts `body` as a sealed file of `kind`.

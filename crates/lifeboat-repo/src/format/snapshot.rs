@@ -51,7 +51,8 @@ pub struct Snapshot {
     pub parent: Option<Id>,
     /// Root tree.
     pub tree: Id,
-    /// `files` for file backups; later `postgres-logical`, `postgres-physical`.
+    /// `files` for file backups, `postgres-physical` / `postgres-logical` for databases
+    /// (written by the snapshot writer); any other string for future sources.
     pub source_kind: String,
     /// Files whose content was unreadable (the snapshot is partial).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -60,6 +61,11 @@ pub struct Snapshot {
     pub summary: Summary,
     /// lifeboat version that wrote it.
     pub program_version: String,
+    /// Source-specific metadata (PostgreSQL: LSNs, timeline, server version, fingerprints,
+    /// `forensic`…). Free-form JSON so new sources add fields without a format change; readers
+    /// ignore what they do not know. Absent for file backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<serde_json::Value>,
 }
 
 impl Snapshot {

@@ -68,6 +68,7 @@ impl<'r> Crafter<'r> {
             unreadable: Vec::new(),
             summary: Summary::default(),
             program_version: "crafted".into(),
+            source: None,
         };
         self.repo.write_snapshot(&s).expect("snapshot")
     }

@@ -10,6 +10,7 @@ use lifeboat_repo::{Id, RepoError};
 
 use super::{Ctx, parse_duration};
 use crate::cli::BackupArgs;
+use crate::config::DbSource;
 use crate::exit::{OK, PARTIAL, SOURCE_MISSING, USAGE, fail};
 use crate::output::{self, Progress};
 
@@ -34,11 +35,23 @@ impl Job {
     }
 }
 
+/// The database sources named on the command line (or all of them when none is named).
+fn db_jobs<'c>(ctx: &'c Ctx, a: &BackupArgs) -> Vec<&'c DbSource> {
+    if a.paths.is_empty() {
+        return ctx.config.db_sources.iter().collect();
+    }
+    ctx.config
+        .db_sources
+        .iter()
+        .filter(|s| a.paths.contains(&s.name))
+        .collect()
+}
+
 fn jobs(ctx: &Ctx, a: &BackupArgs) -> Result<Vec<Job>> {
     let mut jobs = Vec::new();
     let mut loose = Vec::new();
     if a.paths.is_empty() {
-        if ctx.config.sources.is_empty() {
+        if ctx.config.sources.is_empty() && ctx.config.db_sources.is_empty() {
             return Err(fail(
                 USAGE,
                 "nothing to back up: give paths, or name sources in the config (--config)",
@@ -47,6 +60,9 @@ fn jobs(ctx: &Ctx, a: &BackupArgs) -> Result<Vec<Job>> {
         jobs.extend(ctx.config.sources.iter().map(Job::from_source));
     }
     for p in &a.paths {
+        if ctx.config.db_sources.iter().any(|s| s.name == *p) {
+            continue;
+        }
         if let Some(s) = ctx.config.sources.iter().find(|s| s.name == *p) {
             jobs.push(Job::from_source(s));
         } else {
@@ -82,6 +98,7 @@ fn env_count(name: &str) -> usize {
 
 pub fn run(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
     let jobs = jobs(ctx, a)?;
+    let db_jobs = db_jobs(ctx, a);
     let interval = parse_duration(&a.checkpoint_interval)?;
     let repo = ctx.open()?;
     let parent = match &a.parent {
@@ -136,8 +153,15 @@ pub fn run(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
         }
         results.push(r);
     }
+    let mut db_results = Vec::new();
+    for s in db_jobs {
+        let (c, v) = super::db::backup(ctx, &repo, s, a)?;
+        code = code.max(c);
+        db_results.push(v);
+    }
     if ctx.global.json {
-        let v: Vec<_> = results.iter().map(json_result).collect();
+        let mut v: Vec<_> = results.iter().map(json_result).collect();
+        v.extend(db_results);
         output::json(&if v.len() == 1 {
             v.into_iter().next().expect("one")
         } else {

@@ -66,7 +66,8 @@ pub fn validate(ctx: &Ctx) -> Result<u8> {
 struct RepoSnapshots {
     location: String,
     passphrase: PassphraseSources,
-    /// Source name → its paths, as a snapshot records them (sorted, deduplicated).
+    /// Source name → its paths, as a snapshot records them (sorted, deduplicated). Database
+    /// sources have no paths: their snapshots carry the source name instead.
     sources: Vec<(String, Vec<String>)>,
     repo: Mutex<Option<Repository>>,
 }
@@ -97,9 +98,20 @@ impl SnapshotAges for RepoSnapshots {
                     .ok_or_else(|| format!("source {name:?} is not defined in the config"))?,
             ),
         };
+        let is_of = |s: &lifeboat_repo::format::snapshot::Snapshot| match (source, &want) {
+            (Some(name), Some(paths)) if paths.is_empty() => {
+                s.source
+                    .as_ref()
+                    .and_then(|j| j.get("source_name"))
+                    .and_then(|v| v.as_str())
+                    == Some(name)
+            }
+            (_, Some(paths)) => s.source_kind == "files" && s.paths == *paths,
+            _ => true,
+        };
         Ok(snapshots
             .iter()
-            .filter(|(_, s)| want.as_ref().is_none_or(|w| s.paths == *w))
+            .filter(|(_, s)| is_of(s))
             .max_by_key(|(_, s)| s.time)
             .map(|(_, s)| NewestSnapshot {
                 time: s.time,
@@ -147,6 +159,7 @@ fn context(ctx: &Ctx, checks: &[CheckSpec]) -> Context {
                     p.dedup();
                     (s.name.clone(), p)
                 })
+                .chain(ctx.config.db_sources.iter().map(|d| (d.name.clone(), Vec::new())))
                 .collect();
             Some(Arc::new(RepoSnapshots {
                 location,

@@ -40,6 +40,17 @@ pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<u8> {
     }
     let repo = ctx.open()?;
     let groups = maintenance::forget(&repo, &p, a.dry_run)?;
+    // WAL no kept physical backup can use goes with the backups (lifeboat_pg::wal_retention).
+    let removed: std::collections::HashSet<&str> = groups
+        .iter()
+        .flat_map(|g| g.decisions.iter().filter(|d| !d.keep).map(|d| d.id.as_str()))
+        .collect();
+    let kept: Vec<_> = repo
+        .list_snapshots()?
+        .into_iter()
+        .filter(|(id, _)| !removed.contains(id.to_hex().as_str()))
+        .collect();
+    let wal = lifeboat_pg::wal_retention::apply(&repo, &kept, a.dry_run)?;
     let mut prune_report = None;
     if a.prune && !a.dry_run {
         let opts = PruneOptions {
@@ -50,7 +61,7 @@ pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<u8> {
     }
     if ctx.global.json {
         output::json(
-            &serde_json::json!({ "policy": p, "dry_run": a.dry_run, "groups": groups, "prune": prune_report }),
+            &serde_json::json!({ "policy": p, "dry_run": a.dry_run, "groups": groups, "wal": wal, "prune": prune_report }),
         );
         return Ok(OK);
     }
@@ -81,6 +92,16 @@ pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<u8> {
             } else {
                 "removed"
             }
+        );
+    }
+    for w in &wal {
+        println!(
+            "WAL {}: {} segment(s) older than the oldest kept backup (from {}) {}, {} kept",
+            w.namespace,
+            w.deleted.len(),
+            w.keep_from,
+            if a.dry_run { "would be removed" } else { "removed" },
+            w.kept
         );
     }
     if let Some(r) = prune_report {

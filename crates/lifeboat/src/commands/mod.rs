@@ -3,11 +3,16 @@
 
 mod backup;
 mod check;
+mod db;
 mod health;
 mod inspect;
 mod keys;
 mod maintenance;
+mod pg_logical;
+mod pg_physical;
+mod pg_restore;
 mod restore;
+mod wal;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -170,5 +175,6 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Repair(r) => maintenance::repair(&ctx, r),
         Command::Health(a) => health::run(&ctx, &a),
         Command::Config(crate::cli::ConfigCommand::Validate) => health::validate(&ctx),
+        Command::Wal(w) => wal::run(&ctx, w),
     }
 }

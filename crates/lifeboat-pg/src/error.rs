@@ -1,0 +1,219 @@
+//! Errors of the PostgreSQL layer, grouped by what a caller (or an operator) can do about them;
+//! the binary maps each group to a documented exit code.
+
+use std::path::PathBuf;
+
+/// Why talking to a server failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectFailure {
+    /// No server answered (refused, unknown host, timeout, no socket).
+    Unreachable,
+    /// The server answered but refused the credentials (or the role/database does not exist).
+    Authentication,
+}
+
+/// Everything that can go wrong in lifeboat-pg.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// A PostgreSQL program is not installed where we looked.
+    #[error(
+        "PostgreSQL program {tool} not found (looked in {looked}); install the server binaries or set LIFEBOAT_PG_BIN"
+    )]
+    ToolNotFound {
+        /// Program name.
+        tool: String,
+        /// Where we looked.
+        looked: String,
+    },
+    /// A program could not be started.
+    #[error("cannot run {tool}: {source}")]
+    Spawn {
+        /// Program name.
+        tool: String,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// Connecting to the server failed.
+    #[error("{target}: {kind}: {message}", kind = match .kind { ConnectFailure::Unreachable => "server unreachable", ConnectFailure::Authentication => "authentication failed" })]
+    Connect {
+        /// Server (URL without password).
+        target: String,
+        /// Unreachable or authentication.
+        kind: ConnectFailure,
+        /// The server's or client's message (one line).
+        message: String,
+    },
+    /// The server is not set up for what was asked (wal_level, archive_mode, replication).
+    #[error("{target}: server not configured for this: {message}")]
+    NotConfigured {
+        /// Server (URL without password).
+        target: String,
+        /// What is missing and how to fix it.
+        message: String,
+    },
+    /// A program exited with an error.
+    #[error("{tool} failed ({status}): {message}")]
+    ToolFailed {
+        /// Program name.
+        tool: String,
+        /// Exit status.
+        status: String,
+        /// Its error output (last lines, one line).
+        message: String,
+    },
+    /// A local file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// Waited too long.
+    #[error("timed out after {secs} s waiting for {what}")]
+    Timeout {
+        /// What we waited for.
+        what: String,
+        /// How long.
+        secs: u64,
+    },
+    /// A different WAL file is already stored under this name; nothing was overwritten.
+    #[error("WAL file {0} is already in the repository with different content; nothing was overwritten")]
+    WalConflict(String),
+    /// WAL needed to reach a restore target, or to stay continuous, is not in the repository.
+    #[error("WAL missing: {0}")]
+    WalMissing(String),
+    /// Bad input (URL, option, data from the server).
+    #[error("{0}")]
+    Invalid(String),
+    /// The repository engine failed.
+    #[error(transparent)]
+    Repo(#[from] lifeboat_repo::RepoError),
+}
+
+impl PgError {
+    /// Shorthand for an I/O error at a path.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> PgError {
+        PgError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when the local disk (or quota) is full.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            PgError::Io { source, .. } => {
+                matches!(
+                    source.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) || source.raw_os_error() == Some(28)
+            }
+            PgError::Repo(r) => r.is_storage_full(),
+            PgError::ToolFailed { message, .. } => message.contains("No space left on device"),
+            _ => false,
+        }
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = PgError> = std::result::Result<T, E>;
+
+/// Classifies a libpq client's error output: connection problems become [`PgError::Connect`].
+pub fn classify_client_error(tool: &str, target: &str, status: String, stderr: &str) -> PgError {
+    let msg = last_lines(stderr);
+    let lower = msg.to_lowercase();
+    let auth = [
+        "password authentication failed",
+        "no password supplied",
+        "authentication failed",
+        "role \"",
+        "pg_hba.conf",
+        "database \"",
+    ];
+    let unreachable = [
+        "could not connect",
+        "connection refused",
+        "could not translate host name",
+        "timeout expired",
+        "no such file or directory",
+        "network is unreachable",
+        "no route to host",
+        "server closed the connection unexpectedly",
+    ];
+    if auth.iter().any(|a| lower.contains(a)) && (lower.contains("fatal") || lower.contains("failed")) {
+        PgError::Connect {
+            target: target.into(),
+            kind: ConnectFailure::Authentication,
+            message: msg,
+        }
+    } else if unreachable.iter().any(|a| lower.contains(a)) && lower.contains("connect") {
+        PgError::Connect {
+            target: target.into(),
+            kind: ConnectFailure::Unreachable,
+            message: msg,
+        }
+    } else {
+        PgError::ToolFailed {
+            tool: tool.into(),
+            status,
+            message: msg,
+        }
+    }
+}
+
+/// The last few non-empty lines of a program's error output, joined on one line.
+pub fn last_lines(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let start = lines.len().saturating_sub(3);
+    lines[start..].join(" / ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_libpq_messages() {
+        let e = classify_client_error(
+            "psql",
+            "postgres://u@h/db",
+            "exit status: 2".into(),
+            "psql: error: connection to server at \"127.0.0.1\", port 1 failed: Connection refused\n\tIs the server running on that host and accepting TCP/IP connections?\n",
+        );
+        assert!(
+            matches!(
+                e,
+                PgError::Connect {
+                    kind: ConnectFailure::Unreachable,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = classify_client_error(
+            "psql",
+            "t",
+            "exit status: 2".into(),
+            "psql: error: connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  password authentication failed for user \"x\"\n",
+        );
+        assert!(
+            matches!(
+                e,
+                PgError::Connect {
+                    kind: ConnectFailure::Authentication,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = classify_client_error(
+            "psql",
+            "t",
+            "exit status: 1".into(),
+            "ERROR:  syntax error at or near \"x\"\n",
+        );
+        assert!(matches!(e, PgError::ToolFailed { .. }), "{e}");
+    }
+}

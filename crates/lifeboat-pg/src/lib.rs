@@ -1,0 +1,25 @@
+//! # lifeboat-pg
+//!
+//! PostgreSQL support for lifeboat, on top of the repository engine (`lifeboat-repo`, which knows
+//! nothing of databases): finding the server programs ([`tools`]), connection settings that keep
+//! passwords off command lines ([`conn`]), SQL through `psql` ([`client`]), and throwaway
+//! clusters for restore tests and for every test ([`cluster`]).
+
+pub mod client;
+pub mod cluster;
+pub mod conn;
+mod error;
+pub mod physical;
+pub mod restore;
+pub mod stream;
+pub mod tools;
+pub mod wal;
+pub mod wal_check;
+pub mod wal_names;
+pub mod wal_retention;
+
+pub use client::Client;
+pub use cluster::{ClusterOptions, ScratchCluster};
+pub use conn::ConnInfo;
+pub use error::{ConnectFailure, PgError, Result, classify_client_error, last_lines};
+pub use tools::{RunAs, Tools};

@@ -1,0 +1,368 @@
+//! Physical restore: the snapshot's files into a data directory, then the recovery settings
+//! (`restore_command = 'lifeboat wal fetch %f %p'`, target, `recovery.signal`) so PostgreSQL
+//! replays the archived WAL up to the chosen moment and promotes.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use lifeboat_repo::format::snapshot::Snapshot;
+use lifeboat_repo::restorer::{self, Overwrite, RestoreOptions, RestoreProgress, RestoreSummary};
+use lifeboat_repo::{Id, RepoError, Repository};
+
+use crate::error::{PgError, Result, last_lines};
+use crate::physical::SOURCE_KIND;
+use crate::tools::{RunAs, Tools};
+use crate::wal_names::Lsn;
+
+/// Where recovery stops.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RecoveryTarget {
+    /// Replay everything archived, then promote.
+    Latest,
+    /// Stop at this time (inclusive), then promote.
+    Time(jiff::Timestamp),
+    /// Stop at this LSN (inclusive), then promote.
+    Lsn(Lsn),
+}
+
+/// True for a snapshot that may be restored as a consistent physical backup.
+pub fn is_restorable_physical(s: &Snapshot) -> bool {
+    s.source_kind == SOURCE_KIND
+        && !s
+            .source
+            .as_ref()
+            .and_then(|v| v.get("forensic"))
+            .and_then(|f| f.as_bool())
+            .unwrap_or(false)
+}
+
+fn stop_time(s: &Snapshot) -> jiff::Timestamp {
+    s.source
+        .as_ref()
+        .and_then(|v| v.get("stop_time"))
+        .and_then(|t| t.as_str())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(s.time)
+}
+
+/// Picks the snapshot to restore: `reference` (an id prefix) or `latest`; for `latest` with a
+/// time target, the newest backup that finished before that time. `source_name` narrows to one
+/// configured source. Forensic copies are never picked by `latest`.
+pub fn choose_snapshot(
+    repo: &Repository,
+    source_name: Option<&str>,
+    reference: &str,
+    target: &RecoveryTarget,
+) -> Result<(Id, Snapshot)> {
+    if reference != "latest" {
+        let (id, s) = repo.find_snapshot(reference)?;
+        if s.source_kind != SOURCE_KIND {
+            return Err(PgError::Invalid(format!(
+                "snapshot {} is a {} snapshot, not a physical PostgreSQL backup",
+                id.short(),
+                s.source_kind
+            )));
+        }
+        return Ok((id, s));
+    }
+    let all = repo.list_snapshots()?;
+    let mut candidates = all.into_iter().rev().filter(|(_, s)| {
+        is_restorable_physical(s)
+            && source_name.is_none_or(|n| {
+                s.source
+                    .as_ref()
+                    .and_then(|v| v.get("source_name"))
+                    .and_then(|v| v.as_str())
+                    == Some(n)
+            })
+    });
+    let chosen = match target {
+        RecoveryTarget::Time(t) => candidates.find(|(_, s)| stop_time(s) <= *t),
+        RecoveryTarget::Lsn(l) => candidates.find(|(_, s)| {
+            s.source
+                .as_ref()
+                .and_then(|v| v.get("stop_lsn"))
+                .and_then(|v| v.as_str())
+                .and_then(|v| Lsn::parse(v).ok())
+                .is_some_and(|stop| stop <= *l)
+        }),
+        RecoveryTarget::Latest => candidates.next(),
+    };
+    chosen.ok_or_else(|| {
+        RepoError::SnapshotNotFound(match (source_name, target) {
+            (Some(n), RecoveryTarget::Latest) => format!("latest physical backup of {n}"),
+            (None, RecoveryTarget::Latest) => "latest physical backup".into(),
+            _ => "physical backup finished before the recovery target".into(),
+        })
+        .into()
+    })
+}
+
+/// How to restore.
+#[derive(Clone, Debug)]
+pub struct PhysicalRestoreOptions {
+    /// The data directory to create.
+    pub data_dir: PathBuf,
+    /// Move an existing non-empty data directory aside (never deleted) instead of refusing.
+    pub force_overwrite: bool,
+    /// Recovery target.
+    pub target: RecoveryTarget,
+    /// The `restore_command` to write (see [`restore_command`]).
+    pub restore_command: String,
+    /// Owner of the restored files (the server's OS user when running as root).
+    pub run_as: Option<RunAs>,
+    /// Write `archive_mode = off` (test copies must not archive into the real archive).
+    pub no_archive: bool,
+}
+
+/// What the restore did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PhysicalRestoreReport {
+    /// Snapshot restored.
+    pub snapshot_id: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Where a previous data directory was moved (with --force-overwrite).
+    pub moved_aside: Option<PathBuf>,
+    /// The file restore.
+    pub files: RestoreSummary,
+    /// The recovery settings written.
+    pub recovery_settings: Vec<String>,
+}
+
+/// Quotes a value for postgresql.conf.
+fn conf_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Builds `restore_command`: the lifeboat executable with its repository and passphrase *file*
+/// (never the passphrase) in the command's environment. Refuses paths that would need shell
+/// quoting beyond double quotes.
+pub fn restore_command(exe: &Path, env: &[(&str, &Path)], extra_args: &[String]) -> Result<String> {
+    let safe = |p: &str| !p.chars().any(|c| matches!(c, '"' | '$' | '`' | '\\' | '\n' | '\''));
+    let mut parts = Vec::new();
+    for (k, v) in env {
+        let v = v.display().to_string();
+        if !safe(&v) {
+            return Err(PgError::Invalid(format!(
+                "{v}: path contains a quote, $, ` or backslash; choose another path for restore_command"
+            )));
+        }
+        parts.push(format!("{k}=\"{v}\""));
+    }
+    let exe = exe.display().to_string();
+    if !safe(&exe) {
+        return Err(PgError::Invalid(format!(
+            "{exe}: unusual characters in the lifeboat path"
+        )));
+    }
+    parts.push(format!("\"{exe}\""));
+    parts.push("wal fetch".into());
+    parts.extend(extra_args.iter().cloned());
+    parts.push("%f %p".into());
+    Ok(parts.join(" "))
+}
+
+/// Restores a physical snapshot into a data directory and writes the recovery settings.
+pub fn restore(
+    repo: &Repository,
+    snapshot: &(Id, Snapshot),
+    opts: &PhysicalRestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<PhysicalRestoreReport> {
+    let dir = &opts.data_dir;
+    let mut moved_aside = None;
+    if let Ok(mut rd) = std::fs::read_dir(dir)
+        && rd.next().is_some()
+    {
+        if !opts.force_overwrite {
+            return Err(RepoError::RestoreRefused(format!(
+                "data directory {} is not empty (use --force-overwrite to move it aside and restore)",
+                dir.display()
+            ))
+            .into());
+        }
+        if dir.join("postmaster.pid").exists() {
+            return Err(RepoError::RestoreRefused(format!(
+                "{} has a postmaster.pid: stop the server first",
+                dir.display()
+            ))
+            .into());
+        }
+        let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+        let aside = PathBuf::from(format!("{}.lifeboat-old-{stamp}", dir.display()));
+        std::fs::rename(dir, &aside).map_err(|e| PgError::io(dir, e))?;
+        moved_aside = Some(aside);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| PgError::io(dir, e))?;
+    set_mode(dir, 0o700)?;
+    let index = repo.load_index_for_reading()?;
+    let ropts = RestoreOptions {
+        target: dir.clone(),
+        includes: Vec::new(),
+        overwrite: Overwrite::Never,
+        threads: 0,
+    };
+    let files = restorer::restore(repo, &index, &snapshot.1.tree, &ropts, progress)?;
+    if files.disk_full {
+        return Err(PgError::io(
+            dir,
+            std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!(
+                    "disk full while restoring ({})",
+                    files.errors.first().cloned().unwrap_or_default()
+                ),
+            ),
+        ));
+    }
+    if !files.errors.is_empty() {
+        return Err(PgError::Invalid(format!(
+            "restore incomplete: {} file(s) failed, first: {}",
+            files.errors.len(),
+            files.errors[0]
+        )));
+    }
+    for sub in ["pg_wal", "pg_wal/archive_status"] {
+        let p = dir.join(sub);
+        std::fs::create_dir_all(&p).map_err(|e| PgError::io(&p, e))?;
+    }
+    let mut settings = vec![
+        format!("restore_command = {}", conf_quote(&opts.restore_command)),
+        "recovery_target_timeline = 'latest'".to_string(),
+    ];
+    if opts.no_archive {
+        settings.push("archive_mode = 'off'".into());
+    }
+    match &opts.target {
+        RecoveryTarget::Latest => {}
+        RecoveryTarget::Time(t) => {
+            // PostgreSQL's own notation, in UTC (it refuses RFC 3339's `T` and `Z` here).
+            let pg_time = t.strftime("%Y-%m-%d %H:%M:%S%.6f+00").to_string();
+            settings.push(format!("recovery_target_time = {}", conf_quote(&pg_time)));
+            settings.push("recovery_target_action = 'promote'".into());
+        }
+        RecoveryTarget::Lsn(l) => {
+            settings.push(format!("recovery_target_lsn = {}", conf_quote(&l.to_string())));
+            settings.push("recovery_target_action = 'promote'".into());
+        }
+    }
+    let auto = dir.join("postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
+    text.push_str(&format!(
+        "\n# Added by lifeboat restore of snapshot {} at {}\n",
+        snapshot.0.short(),
+        jiff::Timestamp::now()
+    ));
+    for s in &settings {
+        text.push_str(s);
+        text.push('\n');
+    }
+    write_synced(&auto, text.as_bytes())?;
+    write_synced(&dir.join("recovery.signal"), b"")?;
+    if let Some(r) = opts.run_as {
+        r.chown_tree(dir)?;
+    }
+    Ok(PhysicalRestoreReport {
+        snapshot_id: snapshot.0.to_hex(),
+        data_dir: dir.clone(),
+        moved_aside,
+        files,
+        recovery_settings: settings,
+    })
+}
+
+fn set_mode(p: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(|e| PgError::io(p, e))
+}
+
+fn write_synced(p: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(p).map_err(|e| PgError::io(p, e))?;
+    f.write_all(data).map_err(|e| PgError::io(p, e))?;
+    f.sync_all().map_err(|e| PgError::io(p, e))?;
+    set_mode(p, 0o600)
+}
+
+/// What starting the restored server measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StartReport {
+    /// Seconds from start until recovery finished and the server was promoted.
+    pub recovery_secs: f64,
+    /// The server log file.
+    pub log: PathBuf,
+}
+
+/// Starts the restored server (as `run_as`), then waits until recovery has finished and the
+/// server runs as a primary (recovery.signal removed, "in production" in its control file). The server keeps running.
+/// If it stops during recovery (e.g. WAL missing before the target), the log's last lines are
+/// returned in the error.
+pub fn start_and_wait(
+    tools: &Tools,
+    data_dir: &Path,
+    log: &Path,
+    server_options: &str,
+    run_as: Option<RunAs>,
+    timeout: Duration,
+) -> Result<StartReport> {
+    let t0 = Instant::now();
+    let mut cmd = tools.command("pg_ctl")?;
+    cmd.arg("start").arg("-D").arg(data_dir).arg("-l").arg(log).arg("-W");
+    if !server_options.is_empty() {
+        cmd.arg("-o").arg(server_options);
+    }
+    if let Some(parent) = data_dir.parent() {
+        cmd.current_dir(parent);
+    }
+    if let Some(r) = run_as {
+        r.apply(&mut cmd);
+    }
+    crate::cluster::run(cmd, "pg_ctl start")?;
+    let log_tail = || std::fs::read_to_string(log).map(|s| last_lines(&s)).unwrap_or_default();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut c = tools.command("pg_controldata")?;
+        c.arg(data_dir).stdout(Stdio::piped()).stderr(Stdio::null());
+        let state = c
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let in_production = state
+            .lines()
+            .any(|l| l.starts_with("Database cluster state:") && l.contains("in production"));
+        let pid_file = data_dir.join("postmaster.pid");
+        // The restored control file says "in production" already (it was copied from a running
+        // primary); the server removes recovery.signal only when it leaves archive recovery.
+        let recovering = data_dir.join("recovery.signal").exists();
+        if in_production && !recovering && pid_file.exists() {
+            return Ok(StartReport {
+                recovery_secs: t0.elapsed().as_secs_f64(),
+                log: log.to_path_buf(),
+            });
+        }
+        if !pid_file.exists() && t0.elapsed() > Duration::from_secs(2) {
+            let tail = log_tail();
+            let gap = tail.contains("recovery ended before configured recovery target")
+                || tail.contains("requested timeline")
+                || tail.contains("could not locate required checkpoint")
+                || tail.contains("WAL ends before end of online backup");
+            return Err(if gap {
+                PgError::WalMissing(format!("recovery stopped: {tail}"))
+            } else {
+                PgError::ToolFailed {
+                    tool: "postgres (recovery)".into(),
+                    status: "server stopped".into(),
+                    message: tail,
+                }
+            });
+        }
+        if t0.elapsed() > timeout {
+            return Err(PgError::Timeout {
+                what: format!("recovery of {} (server log {})", data_dir.display(), log.display()),
+                secs: timeout.as_secs(),
+            });
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! WAL archiving: `archive_command` and `restore_command` support.
+//!
+//! **Push** (`lifeboat wal push %p`). Each segment is stored as a named stream in the namespace
+//! `wal-<system identifier>` (see `lifeboat_repo::named`): put-if-absent, so a repeated push of the
+//! same content succeeds and a different segment under the same name is refused, never
+//! overwritten. The call returns (and PostgreSQL may recycle the segment) only after the manifest
+//! is durably stored.
+//!
+//! Opening the repository costs an Argon2id key derivation (tens of milliseconds, on purpose), so
+//! one process per segment cannot reach 100 segments/s. Like pgBackRest's asynchronous push, a
+//! push also stores the other segments already marked `.ready` in `pg_wal/archive_status` (up to
+//! a batch limit), in the same packs and index segment, and leaves a local *marker* per stored
+//! segment (`<spool>/pushed/<name>`: size and BLAKE3 of the content). A later call for a marked
+//! name hashes the file, compares it with the marker and returns at once without opening the
+//! repository. The marker is written only after the manifest is stored; a marker whose hash
+//! does not match falls back to the full comparison against the repository, so the fast path can
+//! never acknowledge a segment that is not stored with that exact content. Security trade-off:
+//! none — the fast path holds no key and learns nothing it could not read from pg_wal itself.
+//!
+//! **Fetch** (`lifeboat wal fetch %f %p`) restores one segment and prefetches the next ones of the
+//! same timeline into a local spool, so recovery pays the key derivation once per batch.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use lifeboat_repo::Repository;
+use lifeboat_repo::named::{self, NamedWriter, PutStatus};
+
+use crate::error::{PgError, Result};
+use crate::wal_names::{Segment, is_history};
+
+/// Reads the system identifier from `global/pg_control` (its first 8 bytes, native order): what
+/// names a cluster's WAL namespace, available to `archive_command` without a connection.
+pub fn system_identifier(data_dir: &Path) -> Result<String> {
+    let p = data_dir.join("global/pg_control");
+    let mut f = std::fs::File::open(&p).map_err(|e| PgError::io(&p, e))?;
+    let mut b = [0u8; 8];
+    f.read_exact(&mut b).map_err(|e| PgError::io(&p, e))?;
+    Ok(u64::from_ne_bytes(b).to_string())
+}
+
+/// What a push did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PushReport {
+    /// The segment asked for.
+    pub name: String,
+    /// Newly stored segments (the one asked for and ready ones batched with it).
+    pub stored: Vec<String>,
+    /// Segments that were already stored with the same content.
+    pub already_stored: Vec<String>,
+    /// True when the asked segment was confirmed by its local marker (repository not opened).
+    pub fast_path: bool,
+    /// Bytes of WAL handled.
+    pub bytes: u64,
+}
+
+/// A segment under the same name with different content is stored; nothing was overwritten.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "WAL segment {name} is already in the repository with different content; nothing was overwritten (two clusters archiving into one namespace, or a damaged segment)"
+)]
+pub struct Conflict {
+    /// Segment name.
+    pub name: String,
+}
+
+/// Local spool of a (repository, cluster) pair: push markers and fetch prefetches.
+#[derive(Clone, Debug)]
+pub struct Spool {
+    dir: PathBuf,
+}
+
+impl Spool {
+    /// A spool folder (created on first write).
+    pub fn new(dir: impl Into<PathBuf>) -> Spool {
+        Spool { dir: dir.into() }
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn marker(&self, name: &str) -> PathBuf {
+        self.dir.join("pushed").join(name)
+    }
+
+    fn prefetched(&self, name: &str) -> PathBuf {
+        self.dir.join("fetched").join(name)
+    }
+
+    /// Reads a marker: `size hash [inode mtime_ns ctime_ns]`.
+    fn read_marker(&self, name: &str) -> Option<(u64, String, Option<FileStamp>)> {
+        let text = std::fs::read_to_string(self.marker(name)).ok()?;
+        let f: Vec<&str> = text.split_whitespace().collect();
+        let size = f.first()?.parse().ok()?;
+        let hash = f.get(1)?.to_string();
+        let stamp = match f.get(2..5) {
+            Some([i, m, c]) => Some(FileStamp {
+                inode: i.parse().ok()?,
+                mtime_ns: m.parse().ok()?,
+                ctime_ns: c.parse().ok()?,
+            }),
+            _ => None,
+        };
+        Some((size, hash, stamp))
+    }
+
+    /// Records that `name` is stored with this size and hash (and, for a file in pg_wal, its
+    /// inode and times, so the next call can skip re-reading an unchanged file).
+    pub(crate) fn mark(&self, name: &str, size: u64, hash: &blake3::Hash, stamp: Option<FileStamp>) {
+        // Best effort: a missing marker only costs a slower next call.
+        let dir = self.dir.join("pushed");
+        let _ = std::fs::create_dir_all(&dir);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let mut line = format!("{size} {}", hash.to_hex());
+        if let Some(st) = stamp {
+            line.push_str(&format!(" {} {} {}", st.inode, st.mtime_ns, st.ctime_ns));
+        }
+        line.push('\n');
+        if std::fs::write(&tmp, line).is_ok() {
+            let _ = std::fs::rename(&tmp, self.marker(name));
+        }
+    }
+
+    /// Removes push markers of segments older than `keep_from` (they are never asked again).
+    pub fn trim_markers(&self, keep_from: &str) {
+        if let Ok(rd) = std::fs::read_dir(self.dir.join("pushed")) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.len() == 24 && n.as_str() < keep_from {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+fn hash_file(path: &Path) -> Result<(u64, blake3::Hash)> {
+    let mut f = std::fs::File::open(path).map_err(|e| PgError::io(path, e))?;
+    let mut h = blake3::Hasher::new();
+    let n = std::io::copy(&mut f, &mut h).map_err(|e| PgError::io(path, e))?;
+    Ok((n, h.finalize()))
+}
+
+/// Identity of a file's content as the file system sees it: the inode with its modification and
+/// status-change times. Any write changes the ctime (which no user can set), so an equal stamp
+/// means the content was not touched since the stamp was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    inode: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(m: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            inode: m.ino(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        }
+    }
+}
+
+/// The fast path: `Some(report)` when a marker proves the segment at `path` is stored: same
+/// size, inode and times as when it was stored (no read at all), or else the same BLAKE3 hash.
+pub fn push_fast_path(spool: &Spool, path: &Path) -> Result<Option<PushReport>> {
+    let name = file_name(path)?;
+    let Some((msize, mhash, mstamp)) = spool.read_marker(&name) else {
+        return Ok(None);
+    };
+    let meta = std::fs::metadata(path).map_err(|e| PgError::io(path, e))?;
+    let unchanged = meta.len() == msize && mstamp == Some(FileStamp::of(&meta));
+    let same = unchanged || {
+        let (size, hash) = hash_file(path)?;
+        size == msize && hash.to_hex().as_str() == mhash
+    };
+    let size = msize;
+    Ok(same.then(|| PushReport {
+        name: name.clone(),
+        already_stored: vec![name],
+        fast_path: true,
+        bytes: size,
+        ..Default::default()
+    }))
+}
+
+fn file_name(path: &Path) -> Result<String> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .ok_or_else(|| PgError::Invalid(format!("{}: not a WAL file path", path.display())))
+}
+
+/// Counts `.ready` files in the `archive_status` folder next to `path` (the archive backlog).
+pub fn backlog(path: &Path) -> usize {
+    let status = path.parent().unwrap_or(Path::new(".")).join("archive_status");
+    std::fs::read_dir(status)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".ready"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Stores the segment at `path` (and up to `batch - 1` other ready segments) in `namespace`.
+/// Fails with [`PushError::Conflict`] when the name already holds different content (nothing
+/// is overwritten) and with [`PushError::Other`] on any other failure.
+pub fn push(
+    repo: &Repository,
+    namespace: &str,
+    spool: &Spool,
+    path: &Path,
+    batch: usize,
+) -> Result<PushReport, PushError> {
+    let name = file_name(path)?;
+    let mut names = vec![(name.clone(), path.to_path_buf())];
+    if let Some(dir) = path.parent() {
+        for extra in ready_segments(dir, &name, batch.saturating_sub(1)) {
+            if !spool.marker(&extra).exists() {
+                names.push((extra.clone(), dir.join(&extra)));
+            }
+        }
+    }
+    let mut w = NamedWriter::new(repo);
+    let mut hashes = Vec::new();
+    for (i, (n, p)) in names.iter().enumerate() {
+        let (f, stamp) = match std::fs::File::open(p).and_then(|f| {
+            let m = f.metadata()?;
+            Ok((f, FileStamp::of(&m)))
+        }) {
+            Ok(x) => x,
+            // A batched segment may have been archived and recycled meanwhile: skip it.
+            Err(_) if i > 0 => continue,
+            Err(e) => return Err(PgError::io(p, e).into()),
+        };
+        let mut r = HashingReader {
+            inner: std::io::BufReader::with_capacity(1 << 20, f),
+            hasher: blake3::Hasher::new(),
+        };
+        let meta = serde_json::json!({"kind": if is_history(n) { "history" } else { "wal" }});
+        w.add(namespace, n, &mut r, Some(meta)).map_err(PgError::from)?;
+        hashes.push((n.clone(), r.hasher.finalize(), stamp));
+    }
+    let outcomes = w.finish().map_err(PgError::from)?;
+    let mut rep = PushReport {
+        name: name.clone(),
+        ..Default::default()
+    };
+    for o in outcomes {
+        let hash = hashes.iter().find(|(n, _, _)| *n == o.name).map(|(_, h, st)| (*h, *st));
+        match o.status {
+            PutStatus::Stored | PutStatus::AlreadyStored => {
+                if let Some((h, st)) = hash {
+                    spool.mark(&o.name, o.size, &h, Some(st));
+                }
+                rep.bytes += o.size;
+                if o.status == PutStatus::Stored {
+                    rep.stored.push(o.name);
+                } else {
+                    rep.already_stored.push(o.name);
+                }
+            }
+            PutStatus::Conflict if o.name == name => return Err(PushError::Conflict(Conflict { name })),
+            PutStatus::Conflict => {} // reported when PostgreSQL asks for that one
+        }
+    }
+    // PostgreSQL archives in name order: markers of older names are never asked for again.
+    if name.len() == 24 {
+        spool.trim_markers(&name);
+    }
+    Ok(rep)
+}
+
+/// Error of [`push`]: a conflict is distinct from every other failure (its own exit code).
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// Different content under the same name.
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
+    /// Anything else.
+    #[error(transparent)]
+    Other(#[from] PgError),
+}
+
+/// Names of other segments marked ready in `pg_wal/archive_status`, oldest first.
+fn ready_segments(wal_dir: &Path, except: &str, max: usize) -> Vec<String> {
+    if max == 0 {
+        return Vec::new();
+    }
+    let mut v: Vec<String> = std::fs::read_dir(wal_dir.join("archive_status"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".ready").map(str::to_string))
+                .filter(|n| n != except && named::validate_name("name", n).is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v.truncate(max);
+    v
+}
+
+/// What a fetch did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct FetchReport {
+    /// The file asked for.
+    pub name: String,
+    /// True when served from the prefetch spool (repository not opened).
+    pub from_spool: bool,
+    /// Segments prefetched into the spool by this call.
+    pub prefetched: usize,
+    /// Bytes written to the destination.
+    pub bytes: u64,
+}
+
+/// Serves `name` from the prefetch spool if it is there (moving it to `dest`).
+pub fn fetch_from_spool(spool: &Spool, name: &str, dest: &Path) -> Result<Option<FetchReport>> {
+    let src = spool.prefetched(name);
+    if !src.exists() {
+        return Ok(None);
+    }
+    let bytes = std::fs::metadata(&src).map_err(|e| PgError::io(&src, e))?.len();
+    if std::fs::rename(&src, dest).is_err() {
+        copy_durably(&src, dest)?;
+        let _ = std::fs::remove_file(&src);
+    }
+    Ok(Some(FetchReport {
+        name: name.into(),
+        from_spool: true,
+        prefetched: 0,
+        bytes,
+    }))
+}
+
+/// Restores `name` to `dest` (written to a temporary name, synced, then renamed) and prefetches
+/// up to `prefetch` following segments of the same timeline into the spool. `Ok(None)`: the
+/// repository does not have `name` (what `restore_command` reports as "not found").
+pub fn fetch(
+    repo: &Repository,
+    namespace: &str,
+    spool: &Spool,
+    name: &str,
+    dest: &Path,
+    prefetch: usize,
+) -> Result<Option<FetchReport>> {
+    let m = match named::read_manifest(repo, namespace, name)? {
+        Some(m) => m,
+        // Not archived (yet): the newest partial upload of `wal stream`, if any, holds what was
+        // received before the server was lost.
+        None => match namespace
+            .strip_prefix("wal-")
+            .map(|sysid| crate::stream::newest_partial(repo, sysid, name))
+            .transpose()?
+            .flatten()
+        {
+            Some(m) => m,
+            None => return Ok(None),
+        },
+    };
+    let index = repo.load_index_for_reading()?;
+    let bytes = write_stream(repo, &index, &m, dest)?;
+    let mut rep = FetchReport {
+        name: name.into(),
+        from_spool: false,
+        prefetched: 0,
+        bytes,
+    };
+    // Old prefetches (recovery moved past them) are dropped.
+    if let Ok(rd) = std::fs::read_dir(spool.dir.join("fetched")) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().as_ref() < name {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    if prefetch > 0
+        && m.size > 0
+        && m.size.is_power_of_two()
+        && let Some(seg) = Segment::parse(name, m.size)
+    {
+        let dir = spool.dir.join("fetched");
+        std::fs::create_dir_all(&dir).map_err(|e| PgError::io(&dir, e))?;
+        let mut s = seg;
+        for _ in 0..prefetch {
+            s = s.next();
+            let n = s.name(m.size);
+            let target = spool.prefetched(&n);
+            if target.exists() {
+                continue;
+            }
+            let Some(nm) = named::read_manifest(repo, namespace, &n)? else {
+                break;
+            };
+            write_stream(repo, &index, &nm, &target)?;
+            rep.prefetched += 1;
+        }
+    }
+
+    Ok(Some(rep))
+}
+
+fn write_stream(
+    repo: &Repository,
+    index: &lifeboat_repo::index::Index,
+    m: &named::NamedManifest,
+    dest: &Path,
+) -> Result<u64> {
+    let tmp = tmp_name(dest);
+    let r = (|| {
+        let f = std::fs::File::create(&tmp).map_err(|e| PgError::io(&tmp, e))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        let n = named::read_to(repo, index, m, &mut w).map_err(|e| match e {
+            lifeboat_repo::RepoError::Io { source, .. } => PgError::io(&tmp, source),
+            e => e.into(),
+        })?;
+        let f = w.into_inner().map_err(|e| PgError::io(&tmp, e.into_error()))?;
+        f.sync_all().map_err(|e| PgError::io(&tmp, e))?;
+        std::fs::rename(&tmp, dest).map_err(|e| PgError::io(dest, e))?;
+        Ok(n)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+fn tmp_name(dest: &Path) -> PathBuf {
+    let mut n = dest.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    n.push(".lifeboat-tmp");
+    dest.with_file_name(n)
+}
+
+fn copy_durably(src: &Path, dest: &Path) -> Result<()> {
+    let tmp = tmp_name(dest);
+    let r = (|| {
+        let mut i = std::fs::File::open(src).map_err(|e| PgError::io(src, e))?;
+        let mut o = std::fs::File::create(&tmp).map_err(|e| PgError::io(&tmp, e))?;
+        std::io::copy(&mut i, &mut o).map_err(|e| PgError::io(&tmp, e))?;
+        o.flush().map_err(|e| PgError::io(&tmp, e))?;
+        o.sync_all().map_err(|e| PgError::io(&tmp, e))?;
+        std::fs::rename(&tmp, dest).map_err(|e| PgError::io(dest, e))
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}

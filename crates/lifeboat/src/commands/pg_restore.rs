@@ -1,0 +1,216 @@
+//! `restore SOURCE [SNAPSHOT] --data-dir DIR`: physical restore of a PostgreSQL cluster, with
+//! recovery settings for point-in-time recovery and, with --start, recovery itself.
+//!
+//! restore_command needs the repository passphrase. It never goes into postgresql.auto.conf:
+//! the command names a passphrase *file* (--restore-password-file, or a 0600 copy owned by the
+//! server's OS user next to the data directory). That user can then open the repository; for a
+//! restore on a shared machine, use a dedicated key (`key add`) and remove it afterwards.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Result;
+use lifeboat_pg::restore::{self, PhysicalRestoreOptions, RecoveryTarget};
+use lifeboat_pg::wal_names::Lsn;
+use lifeboat_pg::{RunAs, Tools};
+use lifeboat_repo::restorer::RestoreProgress;
+
+use super::{Ctx, parse_duration};
+use crate::cli::RestoreArgs;
+use crate::exit::{OK, USAGE, fail};
+use crate::output::{self, Progress};
+
+fn target(a: &RestoreArgs) -> Result<RecoveryTarget> {
+    if let Some(t) = &a.target_time {
+        let ts = parse_time(t).ok_or_else(|| {
+            fail(
+                USAGE,
+                format!("--target-time {t:?}: expected a time with offset, e.g. '2026-11-20 14:03:00+00'"),
+            )
+        })?;
+        return Ok(RecoveryTarget::Time(ts));
+    }
+    if let Some(l) = &a.target_lsn {
+        return Ok(RecoveryTarget::Lsn(Lsn::parse(l)?));
+    }
+    Ok(RecoveryTarget::Latest)
+}
+
+/// Accepts RFC 3339 and PostgreSQL's style (`2026-11-20 14:03:00+00`).
+pub fn parse_time(s: &str) -> Option<jiff::Timestamp> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Some(t);
+    }
+    let s = s.trim();
+    // "+00" / "-05" offsets: add minutes so jiff accepts them.
+    let fixed = match s.rfind(['+', '-']) {
+        Some(i) if i > 10 && s[i + 1..].len() == 2 => format!("{s}:00"),
+        _ => s.to_string(),
+    };
+    fixed.replace(' ', "T").parse::<jiff::Timestamp>().ok()
+}
+
+/// The passphrase file restore_command reads (see the module docs).
+fn restore_password_file(ctx: &Ctx, a: &RestoreArgs, data_dir: &Path, run_as: Option<RunAs>) -> Result<PathBuf> {
+    if let Some(f) = &a.restore_password_file {
+        return Ok(std::path::absolute(f)?);
+    }
+    let pass = crate::secrets::passphrase(&ctx.sources(), false)?;
+    let name = data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".into());
+    let file = data_dir
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join(format!(".lifeboat-{name}.passphrase"));
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::remove_file(&file);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&file)
+            .map_err(|e| fail(USAGE, format!("{}: {e}", file.display())))?;
+        f.write_all(&pass)?;
+        f.sync_all()?;
+    }
+    if let Some(r) = run_as {
+        r.chown(&file)?;
+    }
+    Ok(file)
+}
+
+pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
+    let data_dir = std::path::absolute(a.data_dir.as_ref().expect("checked by caller"))?;
+    let (source, reference) = match a.items.as_slice() {
+        [s, r] => (Some(s.as_str()), r.as_str()),
+        [one] if ctx.config.db_sources.iter().any(|s| s.name == *one) => (Some(one.as_str()), "latest"),
+        [one] if one == "latest" || (one.len() >= 4 && one.bytes().all(|b| b.is_ascii_hexdigit())) => {
+            (None, one.as_str())
+        }
+        [one] => (Some(one.as_str()), "latest"),
+        _ => return Err(fail(USAGE, "restore --data-dir takes SOURCE [SNAPSHOT]")),
+    };
+    let target = target(a)?;
+    let timeout = parse_duration(&a.start_timeout)?;
+    let tools = if a.start { Some(Tools::find()?) } else { None };
+    let repo = ctx.open()?;
+    let chosen = restore::choose_snapshot(&repo, source, reference, &target)?;
+    let run_as = RunAs::for_server()?;
+    let spool = {
+        let name = data_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "data".into());
+        data_dir
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .join(format!(".lifeboat-{name}.spool"))
+    };
+    std::fs::create_dir_all(&spool)?;
+    if let Some(r) = run_as {
+        r.chown(&spool)?;
+    }
+    let pass_file = restore_password_file(ctx, a, &data_dir, run_as)?;
+    let location = std::path::absolute(ctx.location()?)?;
+    let exe = std::env::current_exe()?;
+    let restore_command = restore::restore_command(
+        &exe,
+        &[
+            ("LIFEBOAT_REPO", location.as_path()),
+            ("LIFEBOAT_PASSWORD_FILE", pass_file.as_path()),
+            ("LIFEBOAT_WAL_SPOOL", spool.as_path()),
+        ],
+        &["--quiet".to_string()],
+    )?;
+    let opts = PhysicalRestoreOptions {
+        data_dir: data_dir.clone(),
+        force_overwrite: a.force_overwrite,
+        target: target.clone(),
+        restore_command,
+        run_as,
+        no_archive: a.no_archive,
+    };
+    let progress = Arc::new(RestoreProgress::default());
+    let p2 = progress.clone();
+    let bar = Progress::bytes(ctx.progress(), move || {
+        (
+            p2.bytes.load(Ordering::Relaxed),
+            p2.total_bytes.load(Ordering::Relaxed),
+            format!("{} files", p2.files.load(Ordering::Relaxed)),
+        )
+    });
+    let started = std::time::Instant::now();
+    let r = restore::restore(&repo, &chosen, &opts, &progress);
+    bar.finish();
+    let r = r?;
+    let files_secs = started.elapsed().as_secs_f64();
+    let mut start_report = None;
+    if let Some(tools) = &tools {
+        let mut o = Vec::new();
+        if let Some(p) = a.port {
+            o.push(format!("-p {p}"));
+        }
+        if let Some(d) = &a.socket_dir {
+            o.push(format!("-k {}", d.display()));
+        }
+        let log = spool.join("recovery.log");
+        start_report = Some(restore::start_and_wait(
+            tools,
+            &data_dir,
+            &log,
+            &o.join(" "),
+            run_as,
+            timeout,
+        )?);
+    }
+    if ctx.global.json {
+        output::json(&serde_json::json!({
+            "snapshot_id": r.snapshot_id,
+            "data_dir": r.data_dir,
+            "moved_aside": r.moved_aside,
+            "files": r.files,
+            "files_secs": files_secs,
+            "recovery_settings": r.recovery_settings,
+            "started": start_report,
+            "total_secs": started.elapsed().as_secs_f64(),
+        }));
+    } else if !ctx.global.quiet {
+        println!(
+            "restored physical backup {} into {} ({} in {} files, {})",
+            &r.snapshot_id[..8],
+            data_dir.display(),
+            output::bytes(r.files.bytes_written),
+            r.files.files_restored,
+            output::secs(files_secs)
+        );
+        if let Some(m) = &r.moved_aside {
+            println!("  the previous data directory was moved to {}", m.display());
+        }
+        println!("  recovery: {}", r.recovery_settings[1..].join(", "));
+        match &start_report {
+            Some(s) => println!(
+                "  server started; recovery finished and promoted after {} (log {})",
+                output::secs(s.recovery_secs),
+                s.log.display()
+            ),
+            None => println!("  start the server to replay WAL (recovery.signal is in place), or rerun with --start"),
+        }
+    }
+    Ok(OK)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times() {
+        assert!(super::parse_time("2026-11-20 14:03:00+00").is_some());
+        assert!(super::parse_time("2026-11-20T14:03:00Z").is_some());
+        assert!(super::parse_time("2026-11-20 14:03:00.123456+00").is_some());
+        assert!(super::parse_time("yesterday").is_none());
+    }
+}

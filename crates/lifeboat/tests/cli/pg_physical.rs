@@ -1,0 +1,536 @@
+//! Physical PostgreSQL backups end to end: real clusters, real pgbench load, real WAL archiving
+//! through `lifeboat wal push`, restores through `lifeboat wal fetch`. Skipped (with a message)
+//! when the PostgreSQL server programs are not installed. Every cluster is a ScratchCluster,
+//! stopped and removed on drop, also when an assertion fails.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lifeboat_pg::{ClusterOptions, RunAs, ScratchCluster, Tools};
+
+use crate::common::{PASSWORD, Run, bin};
+
+struct PgEnv {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    repo: PathBuf,
+    pass_file: PathBuf,
+    cache: PathBuf,
+    run_as: Option<RunAs>,
+    tools: Tools,
+}
+
+impl PgEnv {
+    fn new() -> Option<PgEnv> {
+        let tools = match Tools::find() {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                return None;
+            }
+        };
+        let run_as = RunAs::for_server().unwrap();
+        let dir = tempfile::Builder::new().prefix("lifeboat-pgtest-").tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let pass_file = root.join("passphrase");
+        std::fs::write(&pass_file, PASSWORD).unwrap();
+        let cache = root.join("cache");
+        std::fs::create_dir(&cache).unwrap();
+        let env = PgEnv {
+            repo: root.join("repo"),
+            _dir: dir,
+            root,
+            pass_file,
+            cache,
+            run_as,
+            tools,
+        };
+        env.give(&env.root.clone());
+        env.lifeboat(&["init"]).ok();
+        Some(env)
+    }
+
+    /// Hands a path to the server's OS user (lifeboat runs as that user here, like in production
+    /// where archive_command runs as the server).
+    fn give(&self, p: &Path) {
+        if let Some(r) = self.run_as {
+            r.chown_tree(p).unwrap();
+        }
+    }
+
+    fn mkdir(&self, name: &str) -> PathBuf {
+        let p = self.root.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        self.give(&p);
+        p
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .env("LIFEBOAT_REPO", &self.repo)
+            .env("LIFEBOAT_PASSWORD_FILE", &self.pass_file)
+            .env("LIFEBOAT_CACHE_DIR", &self.cache)
+            .env("LIFEBOAT_INSECURE_FAST_KDF", "1")
+            .env_remove("LIFEBOAT_PASSWORD")
+            .env_remove("LIFEBOAT_CONFIG")
+            .current_dir(&self.root)
+            .stdin(Stdio::null());
+        if let Some(r) = self.run_as {
+            c.uid(r.uid).gid(r.gid);
+        }
+        c
+    }
+
+    fn lifeboat(&self, args: &[&str]) -> Run {
+        let o = self.cmd(args).output().unwrap();
+        let a: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        Run::from_output(&a, o)
+    }
+
+    fn archive_command(&self) -> String {
+        format!(
+            "'LIFEBOAT_REPO={} LIFEBOAT_PASSWORD_FILE={} LIFEBOAT_CACHE_DIR={} {} --quiet wal push %p'",
+            self.repo.display(),
+            self.pass_file.display(),
+            self.cache.display(),
+            bin().display()
+        )
+    }
+
+    fn cluster(&self, archive: bool, password: Option<&str>) -> ScratchCluster {
+        let mut settings = vec![("wal_level".to_string(), "replica".to_string())];
+        if archive {
+            settings.push(("archive_mode".into(), "on".into()));
+            settings.push(("archive_command".into(), self.archive_command()));
+            settings.push(("archive_timeout".into(), "2".into()));
+        }
+        let opts = ClusterOptions {
+            settings,
+            password: password.map(str::to_string),
+            ..Default::default()
+        };
+        let mut c = ScratchCluster::create(&self.tools, &opts).unwrap();
+        c.start().unwrap();
+        c
+    }
+
+    fn config(&self, name: &str, url: &str) -> PathBuf {
+        let p = self.root.join(format!("{name}.toml"));
+        std::fs::write(
+            &p,
+            format!("[sources.db]\nkind = \"postgres\"\nurl = \"{url}\"\nmode = \"physical\"\ndatabases = \"all\"\n"),
+        )
+        .unwrap();
+        self.give(&p);
+        p
+    }
+
+    fn pgbench(&self, c: &ScratchCluster, args: &[&str]) -> std::process::Child {
+        let mut cmd = self.tools.command("pgbench").unwrap();
+        cmd.args(args)
+            .arg(c.url("postgres"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd.spawn().unwrap()
+    }
+}
+
+fn wait_archived(c: &ScratchCluster) {
+    let db = c.client("postgres").unwrap();
+    db.query("SELECT pg_switch_wal()").unwrap();
+    c.wait_for("WAL archiving to catch up", Duration::from_secs(60), || {
+        db.query_value("SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some("0")
+    })
+    .unwrap();
+}
+
+fn value(c: &ScratchCluster, sql: &str) -> String {
+    c.client("postgres")
+        .unwrap()
+        .query_value(sql)
+        .unwrap()
+        .unwrap_or_default()
+}
+
+/// Restores with --start on a free port and takes charge of the started server.
+fn restore_started(env: &PgEnv, name: &str, extra: &[&str]) -> (ScratchCluster, Run, f64) {
+    let port = lifeboat_pg::cluster::free_port().unwrap();
+    let sock = env.mkdir(&format!("{name}-sock"));
+    let data = env.root.join(name);
+    let port_s = port.to_string();
+    let mut args = vec![
+        "--json",
+        "restore",
+        "db",
+        "latest",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--start",
+        "--port",
+        &port_s,
+        "--socket-dir",
+        sock.to_str().unwrap(),
+        "--start-timeout",
+        "120s",
+    ];
+    args.extend_from_slice(extra);
+    let t0 = Instant::now();
+    let run = env.lifeboat(&args);
+    let attached = ScratchCluster::attach_running(&env.tools, &data, port).unwrap();
+    run.ok();
+    // RTO: until the database answers a query.
+    attached
+        .wait_for("the restored server to answer", Duration::from_secs(60), || {
+            attached.client("postgres").is_ok()
+        })
+        .unwrap();
+    let rto = t0.elapsed().as_secs_f64();
+    (attached, run, rto)
+}
+
+#[test]
+fn physical_backup_under_load_then_pitr_and_database_loss() {
+    let Some(env) = PgEnv::new() else { return };
+    let mut src = env.cluster(true, None);
+    let cfg = env.config("db", &src.url("postgres"));
+    let cfg = cfg.to_str().unwrap();
+    assert!(env.pgbench(&src, &["-i", "-s", "2", "-q"]).wait().unwrap().success());
+
+    // Backup while pgbench writes.
+    let mut load = env.pgbench(&src, &["-n", "-T", "6", "-c", "2"]);
+    let backup = env.lifeboat(&["--config", cfg, "--json", "backup", "db"]);
+    backup.ok();
+    let b = backup.json();
+    assert_eq!(b["mode"], "physical");
+    let pg = &b["postgres"];
+    assert_eq!(pg["timeline"], 1);
+    assert!(pg["start_lsn"].as_str().unwrap().contains('/'));
+    assert!(load.wait().unwrap().success());
+
+    // Unchanged relation files deduplicate: two backups in a row, the second stores little.
+    env.lifeboat(&["--config", cfg, "backup", "db"]).ok();
+    let again = env.lifeboat(&["--config", cfg, "--json", "backup", "db"]);
+    again.ok();
+    let s = again.json();
+    let (read, added) = (
+        s["summary"]["bytes_read"].as_u64().unwrap(),
+        s["summary"]["bytes_added_raw"].as_u64().unwrap(),
+    );
+    assert!(
+        added * 2 < read,
+        "repeated backup stored {added} of {read} bytes: no dedup"
+    );
+
+    // PITR: the first transaction is there, the second is not.
+    let db = src.client("postgres").unwrap();
+    db.execute("CREATE TABLE marks (t text); INSERT INTO marks VALUES ('first');")
+        .unwrap();
+    wait_archived(&src);
+    std::thread::sleep(Duration::from_millis(1100));
+    let t1 = db
+        .query_value("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US+00')")
+        .unwrap()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    db.execute("INSERT INTO marks VALUES ('second');").unwrap();
+    wait_archived(&src);
+    env.lifeboat(&["check"]).ok();
+    env.lifeboat(&["wal", "check"]).ok();
+
+    // --no-archive: a test copy must not archive its own timeline into the production archive.
+    let (pitr, _, _) = restore_started(&env, "pitr", &["--target-time", &t1, "--no-archive"]);
+    let marks = pitr
+        .client("postgres")
+        .unwrap()
+        .query("SELECT t FROM marks ORDER BY t")
+        .unwrap();
+    assert_eq!(marks, vec![vec![Some("first".to_string())]], "PITR to {t1}");
+    drop(pitr);
+
+    // Database loss under load: restore latest + WAL, measure what was lost.
+    let mut load = env.pgbench(&src, &["-n", "-T", "4", "-c", "2"]);
+    assert!(load.wait().unwrap().success());
+    let before_count: i64 = value(&src, "SELECT count(*) FROM pgbench_history").parse().unwrap();
+    let loss_time = value(&src, "SELECT extract(epoch FROM clock_timestamp())");
+    let data_dir = src.data_dir().to_path_buf();
+    src.crash().unwrap();
+    std::fs::remove_dir_all(&data_dir).unwrap();
+
+    let (restored, run, rto) = restore_started(&env, "lost", &[]);
+    let r = run.json();
+    assert!(r["started"]["recovery_secs"].as_f64().is_some(), "{r}");
+    let after_count: i64 = value(&restored, "SELECT count(*) FROM pgbench_history")
+        .parse()
+        .unwrap();
+    let last_commit = value(&restored, "SELECT extract(epoch FROM max(mtime)) FROM pgbench_history");
+    let rpo = loss_time.parse::<f64>().unwrap() - last_commit.parse::<f64>().unwrap();
+    eprintln!(
+        "database loss: {after_count} of {before_count} pgbench transactions restored; RPO {rpo:.1} s (archive_timeout 2 s), RTO {rto:.1} s (restore + recovery until a query answers)"
+    );
+    assert!(after_count <= before_count);
+    assert!(after_count > 0);
+    assert!(rpo < 30.0, "RPO {rpo} s");
+    // The restored server runs on a new timeline and keeps archiving into the repository.
+    assert_eq!(value(&restored, "SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(value(&restored, "SELECT count(*) FROM marks"), "2");
+
+    // WAL stays continuous across the new timeline the restore started.
+    wait_archived(&restored);
+    let chk = env.lifeboat(&["--json", "wal", "check"]);
+    chk.ok();
+    let c = chk.json();
+    assert_eq!(c["clusters"][0]["newest_timeline"], 2, "{c}");
+    assert_eq!(value(&restored, "SELECT timeline_id FROM pg_control_checkpoint()"), "2");
+
+    // Retention: keeping only the newest backup deletes the WAL before it; what is left is
+    // still continuous, and prune + check agree nothing needed was lost.
+    let f = env.lifeboat(&["--json", "forget", "--keep-last", "1"]);
+    f.ok();
+    let deleted = f.json()["wal"][0]["deleted"].as_array().unwrap().len();
+    assert!(deleted > 0, "{}", f.stdout);
+    env.lifeboat(&["wal", "check"]).ok();
+    env.lifeboat(&["prune", "--grace", "0s", "--unsafe-short-grace"]).ok();
+    env.lifeboat(&["check", "--read-data"]).ok();
+}
+
+#[test]
+fn bad_input_gets_distinct_exit_codes() {
+    let Some(env) = PgEnv::new() else { return };
+    // Unreachable server.
+    let port = lifeboat_pg::cluster::free_port().unwrap();
+    let cfg = env.config("nobody", &format!("postgres://postgres@127.0.0.1:{port}/postgres"));
+    env.lifeboat(&["--config", cfg.to_str().unwrap(), "backup", "db"])
+        .expect_code(12)
+        .one_line_error(&["unreachable"]);
+
+    // Wrong credentials: the password never shows up.
+    let with_pw = env.cluster(true, Some("sekrit-pw"));
+    let cfg = env.config(
+        "wrongpw",
+        &format!("postgres://postgres:not-the-pw@127.0.0.1:{}/postgres", with_pw.port()),
+    );
+    let r = env.lifeboat(&["--config", cfg.to_str().unwrap(), "backup", "db"]);
+    r.expect_code(13).one_line_error(&["authentication failed"]);
+    assert!(!r.stderr.contains("not-the-pw"), "{r:?}");
+    drop(with_pw);
+
+    // Server without WAL archiving.
+    let plain = env.cluster(false, None);
+    let cfg = env.config("plain", &plain.url("postgres"));
+    env.lifeboat(&["--config", cfg.to_str().unwrap(), "backup", "db"])
+        .expect_code(14)
+        .one_line_error(&["archive_mode"]);
+    drop(plain);
+
+    // The same WAL segment name pushed twice with different content.
+    let fake = env.mkdir("fake-data");
+    std::fs::create_dir_all(fake.join("global")).unwrap();
+    std::fs::create_dir_all(fake.join("pg_wal/archive_status")).unwrap();
+    std::fs::write(
+        fake.join("global/pg_control"),
+        7_000_000_000_000_000_001u64.to_ne_bytes(),
+    )
+    .unwrap();
+    let seg = fake.join("pg_wal/000000010000000000000001");
+    let a: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&seg, &a).unwrap();
+    env.give(&fake);
+    let push = |env: &PgEnv| {
+        env.lifeboat(&[
+            "wal",
+            "push",
+            "pg_wal/000000010000000000000001",
+            "--data-dir",
+            fake.to_str().unwrap(),
+        ])
+    };
+    push(&env).ok();
+    push(&env).ok(); // idempotent (fast path)
+    std::fs::write(&seg, b"something else entirely").unwrap();
+    push(&env).expect_code(15).one_line_error(&["different content"]);
+    // Nothing was overwritten: fetching returns the first content.
+    let out = fake.join("pg_wal/RESTORED");
+    env.lifeboat(&[
+        "wal",
+        "fetch",
+        "000000010000000000000001",
+        "pg_wal/RESTORED",
+        "--data-dir",
+        fake.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(std::fs::read(&out).unwrap(), a);
+    // Repository unreachable: an ordinary failure while the backlog is small; over the queue
+    // limit, critical (17) by default, or dropped when configured so.
+    for i in 2..5 {
+        std::fs::write(
+            fake.join(format!("pg_wal/archive_status/00000001000000000000000{i}.ready")),
+            "",
+        )
+        .unwrap();
+    }
+    let seg2 = fake.join("pg_wal/000000010000000000000002");
+    std::fs::write(&seg2, b"segment two").unwrap();
+    env.give(&fake);
+    let push2 = |extra: &[&str]| {
+        let mut args = vec![
+            "wal",
+            "push",
+            "pg_wal/000000010000000000000002",
+            "--data-dir",
+            fake.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = env
+            .cmd(&args)
+            .env("LIFEBOAT_REPO", env.root.join("gone"))
+            .output()
+            .unwrap();
+        Run::from_output(&[], o)
+    };
+    push2(&["--queue-max", "10"]).expect_code(7);
+    push2(&["--queue-max", "2"])
+        .expect_code(17)
+        .one_line_error(&["critical", "3 segments"]);
+    let dropped = push2(&["--queue-max", "2", "--on-queue-full", "drop"]);
+    dropped.ok();
+    assert!(dropped.stderr.contains("CRITICAL: dropped WAL segment"), "{dropped:?}");
+
+    // Not in the repository: the "not found" answer restore_command needs.
+    env.lifeboat(&[
+        "wal",
+        "fetch",
+        "000000010000000000000009",
+        "pg_wal/X",
+        "--data-dir",
+        fake.to_str().unwrap(),
+    ])
+    .expect_code(16);
+}
+
+#[test]
+fn disk_full_during_restore_is_reported() {
+    let Some(env) = PgEnv::new() else { return };
+    let src = env.cluster(true, None);
+    let cfg = env.config("db", &src.url("postgres"));
+    env.lifeboat(&["--config", cfg.to_str().unwrap(), "backup", "db"]).ok();
+    let small = env.mkdir("small");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a small tmpfs (needs root)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(small.clone());
+    env.give(&small);
+    let data = small.join("data");
+    env.lifeboat(&["restore", "db", "latest", "--data-dir", data.to_str().unwrap()])
+        .expect_code(10)
+        .one_line_error(&["disk full"]);
+}
+
+#[test]
+fn wal_stream_keeps_the_rpo_in_seconds() {
+    let Some(env) = PgEnv::new() else { return };
+    let mut src = env.cluster(true, None);
+    let db = src.client("postgres").unwrap();
+    // No forced segment switches: without the stream, the RPO would be a whole segment.
+    db.execute("ALTER SYSTEM SET archive_timeout = 0; SELECT pg_reload_conf();")
+        .unwrap();
+    db.execute("CREATE TABLE ticks (n int, at timestamptz DEFAULT clock_timestamp());")
+        .unwrap();
+    let cfg = env.config("db", &src.url("postgres"));
+    let cfg = cfg.to_str().unwrap().to_string();
+    env.lifeboat(&["--config", &cfg, "backup", "db"]).ok();
+
+    let mut stream = env
+        .cmd(&[
+            "--config",
+            &cfg,
+            "wal",
+            "stream",
+            "--interval",
+            "500ms",
+            "--duration",
+            "120s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    src.wait_for("the replication slot", Duration::from_secs(30), || {
+        db.query_value("SELECT count(*) FROM pg_stat_replication")
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some("1")
+    })
+    .unwrap();
+    for n in 0..30 {
+        db.execute(&format!("INSERT INTO ticks (n) VALUES ({n})")).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let loss = value(&src, "SELECT extract(epoch FROM clock_timestamp())");
+    let data_dir = src.data_dir().to_path_buf();
+    src.crash().unwrap();
+    let _ = stream.kill();
+    let _ = stream.wait();
+    std::fs::remove_dir_all(&data_dir).unwrap();
+
+    let (restored, _, rto) = restore_started(&env, "streamed", &[]);
+    let count = value(&restored, "SELECT count(*) FROM ticks");
+    let last = value(&restored, "SELECT extract(epoch FROM max(at)) FROM ticks");
+    let rpo = loss.parse::<f64>().unwrap() - last.parse::<f64>().unwrap();
+    eprintln!(
+        "wal stream: {count} of 30 rows restored; RPO {rpo:.1} s (interval 0.5 s; 1.5 s idle before the loss), RTO {rto:.1} s"
+    );
+    assert_eq!(count, "30", "every row committed before the last upload is back");
+    assert!(rpo < 5.0, "RPO {rpo} s");
+}
+
+#[test]
+fn forensic_copy_is_labelled_and_never_latest() {
+    let Some(env) = PgEnv::new() else { return };
+    let src = env.cluster(true, None);
+    let cfg = env.root.join("forensic.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sources.db]\nkind = \"postgres\"\nurl = \"{}\"\nmode = \"physical\"\ndata_dir = \"{}\"\n",
+            src.url("postgres"),
+            src.data_dir().display()
+        ),
+    )
+    .unwrap();
+    env.give(&cfg);
+    let r = env.lifeboat(&["--config", cfg.to_str().unwrap(), "--json", "backup", "db", "--force"]);
+    r.ok();
+    let j = r.json();
+    assert_eq!(j["forensic"], true);
+    assert_eq!(j["postgres"]["forensic"], true);
+    let id = j["snapshot_id"].as_str().unwrap().to_string();
+    let target = env.root.join("forensic-restore");
+    env.lifeboat(&["restore", "db", "latest", "--data-dir", target.to_str().unwrap()])
+        .expect_code(11);
+    env.lifeboat(&["restore", "db", &id, "--data-dir", target.to_str().unwrap()])
+        .ok();
+    assert!(target.join("PG_VERSION").exists());
+    assert!(target.join("global/pg_control").exists());
+}
