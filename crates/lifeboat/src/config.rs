@@ -49,6 +49,8 @@ struct RawSource {
     mode: Option<String>,
     #[serde(default)]
     checks: Vec<String>,
+    // kind = "postgres", mode = "logical": restore tests
+    scratch_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +114,9 @@ pub struct DbSource {
     pub checks: Vec<String>,
     /// Tags added to its snapshots.
     pub tags: Vec<String>,
+    /// Server restore tests restore into (temporary databases, dropped afterwards); None: a
+    /// throwaway cluster from the local server binaries.
+    pub scratch_url: Option<String>,
 }
 
 /// The validated configuration.
@@ -197,7 +202,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     for (name, s) in raw.sources {
         match s.kind.as_str() {
             "files" => {
-                if s.url.is_some() || s.databases.is_some() || s.mode.is_some() || !s.checks.is_empty() {
+                if s.url.is_some()
+                    || s.databases.is_some()
+                    || s.mode.is_some()
+                    || !s.checks.is_empty()
+                    || s.scratch_url.is_some()
+                {
                     return Err(bad(format!(
                         "sources.{name}: url, databases, mode and checks belong to kind = \"postgres\""
                     )));
@@ -288,6 +298,13 @@ fn db_source(name: &str, s: RawSource) -> std::result::Result<DbSource, String> 
         mode,
         checks: s.checks,
         tags: s.tags,
+        scratch_url: match s.scratch_url {
+            Some(u) => {
+                lifeboat_pg::ConnInfo::parse(&u).map_err(|e| format!("sources.{name}: scratch_url: {e}"))?;
+                Some(u)
+            }
+            None => None,
+        },
     })
 }
 

@@ -10,6 +10,7 @@ mod maintenance;
 mod pg_logical;
 mod pg_physical;
 mod restore;
+mod select;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -147,5 +148,6 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Prune(a) => maintenance::prune(&ctx, &a),
         Command::Key(k) => keys::key(&ctx, k),
         Command::Repair(r) => maintenance::repair(&ctx, r),
+        Command::Verify(v) => pg_logical::verify(&ctx, v),
     }
 }

@@ -8,15 +8,28 @@ use lifeboat_repo::restorer::{self, Overwrite, RestoreOptions, RestoreProgress};
 
 use super::Ctx;
 use crate::cli::{OverwriteArg, RestoreArgs};
-use crate::exit::{DAMAGED, DISK_FULL, FAILURE, OK};
+use crate::exit::{DAMAGED, DISK_FULL, FAILURE, OK, USAGE, fail};
 use crate::output::{self, Progress};
 
 pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
+    if a.to.is_some() || a.clean_before.is_some() {
+        return super::pg_logical::restore(ctx, a);
+    }
+    let [snapshot] = a.items.as_slice() else {
+        return Err(fail(
+            USAGE,
+            "restore takes one snapshot (SOURCE SNAPSHOT only for a database restore with --to)",
+        ));
+    };
+    let target = a
+        .target
+        .clone()
+        .ok_or_else(|| fail(USAGE, "restore needs --target DIR (or --to URL for a database)"))?;
     let repo = ctx.open()?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let (id, snap) = repo.find_snapshot(snapshot)?;
     let index = repo.load_index_for_reading()?;
     let opts = RestoreOptions {
-        target: a.target.clone(),
+        target: target.clone(),
         includes: a.includes.clone(),
         overwrite: match a.overwrite {
             OverwriteArg::Never => Overwrite::Never,
@@ -42,7 +55,7 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
             &repo,
             &index,
             &snap.tree,
-            &a.target,
+            &target,
             &a.includes,
         )?)
     } else {
@@ -50,7 +63,7 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     };
     let failed = !r.errors.is_empty() || verify.as_ref().is_some_and(|v| !v.mismatches.is_empty());
     if ctx.global.json {
-        output::json(&serde_json::json!({ "snapshot_id": id, "target": a.target, "summary": r, "verify": verify }));
+        output::json(&serde_json::json!({ "snapshot_id": id, "target": target, "summary": r, "verify": verify }));
     } else {
         for e in &r.errors {
             eprintln!("lifeboat: error: {e}");
@@ -59,7 +72,7 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
             eprintln!("lifeboat: warning: {w}");
         }
         if !ctx.global.quiet {
-            println!("restored snapshot {} to {}", id.short(), a.target.display());
+            println!("restored snapshot {} to {}", id.short(), target.display());
             println!(
                 "  files    {} restored, {} unchanged and skipped, {} failed",
                 r.files_restored,

@@ -10,6 +10,7 @@ mod corruption;
 mod crash;
 mod disk_full;
 mod errors;
+mod pg_logical;
 mod restore_safety;
 mod retention;
 mod secrecy;
