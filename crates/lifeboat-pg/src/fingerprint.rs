@@ -63,7 +63,7 @@ pub fn compute_forensic(tools: &Tools, conn: &ConnInfo) -> Result<ForensicFinger
         conn,
         "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-         AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' ORDER BY 1;\n",
+         AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' ORDER BY n.nspname, c.relname;\n",
         true,
     )?;
     let mut script = String::from(PINNED_SETTINGS);
@@ -71,19 +71,27 @@ pub fn compute_forensic(tools: &Tools, conn: &ConnInfo) -> Result<ForensicFinger
     script.push('\n');
     let out = psql::script(tools, conn, &script, false)?;
     let good = parse(&out.stdout)?;
-    let errors: Vec<&str> = out.stderr.lines().filter(|l| l.contains("ERROR")).collect();
-    let failed = tables
+    let errors: Vec<String> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("ERROR"))
+        .map(|l| l.trim().to_string())
+        .collect();
+    let failed: Vec<String> = tables
         .stdout
         .split(['\n', psql::RECORD])
         .filter(|t| !t.is_empty())
         .filter(|t| !good.iter().any(|g| format!("{}.{}", g.schema, g.table) == *t))
-        .map(|t| {
-            (
-                t.to_string(),
-                errors.first().map(|e| e.trim().to_string()).unwrap_or_default(),
-            )
-        })
+        .map(str::to_string)
         .collect();
+    // \gexec runs the queries in table order, so with one error per failed table they pair up;
+    // otherwise every table gets all the errors rather than a wrong one.
+    let failed = if errors.len() == failed.len() {
+        failed.into_iter().zip(errors).collect()
+    } else {
+        let all = errors.join(" / ");
+        failed.into_iter().map(|t| (t, all.clone())).collect()
+    };
     Ok((good, failed))
 }
 

@@ -158,3 +158,50 @@ fn backup_under_pgbench_load_restores_with_equal_fingerprints() {
         .unwrap();
     assert_eq!(left.as_deref(), Some("0"));
 }
+
+#[test]
+fn forensic_backup_of_a_damaged_table_takes_the_rest() {
+    let Some(tools) = tools() else { return };
+    let mut c = ScratchCluster::create(&tools, &ClusterOptions::default()).unwrap();
+    c.start().unwrap();
+    let db = c.client("postgres").unwrap();
+    db.execute(
+        "CREATE TABLE good AS SELECT g AS id FROM generate_series(1, 100) g;
+         CREATE TABLE bad AS SELECT g AS id, repeat('x', 50) AS pad FROM generate_series(1, 100) g;
+         CHECKPOINT;",
+    )
+    .unwrap();
+    let rel = db.query_value("SELECT pg_relation_filepath('bad')").unwrap().unwrap();
+    c.stop().unwrap();
+    // Wreck the page header of the table's first block: reading it fails ("invalid page").
+    let path = c.data_dir().join(rel);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..24].fill(0xAB);
+    std::fs::write(&path, bytes).unwrap();
+    c.start().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let conn = c.conn("postgres");
+    // A normal backup fails and commits nothing.
+    let e = logical::backup(&repo, &tools, &conn, &BackupOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("invalid page"), "{e}");
+    assert!(repo.list_snapshots().unwrap().is_empty());
+    // A forensic one takes what it can and records what failed.
+    let opts = BackupOptions {
+        forensic: true,
+        ..Default::default()
+    };
+    let out = logical::backup(&repo, &tools, &conn, &opts).unwrap();
+    assert!(out.source.forensic);
+    assert!(out.result.snapshot.tags.contains(&"forensic".to_string()));
+    let d = out.source.databases.iter().find(|d| d.name == "postgres").unwrap();
+    assert_eq!(d.failed_tables.len(), 1, "{d:?}");
+    assert_eq!(d.failed_tables[0].0, "public.bad");
+    assert!(d.failed_tables[0].1.contains("invalid page"), "{d:?}");
+    assert!(d.dump_error.is_none(), "{d:?}");
+    assert_eq!(
+        d.tables.iter().map(|t| (t.table.as_str(), t.rows)).collect::<Vec<_>>(),
+        [("good", 100)]
+    );
+}
