@@ -109,7 +109,8 @@ pub fn restore_test(
         Scratch::Throwaway => {
             let mut c = ScratchCluster::create(tools, &ClusterOptions::default())?;
             c.start()?;
-            let conn = c.conn("postgres");
+            // Not `postgres`: a snapshot of that database replaces the cluster's own.
+            let conn = c.conn("template1");
             cluster = Some(c);
             (conn, "throwaway".to_string(), String::new())
         }

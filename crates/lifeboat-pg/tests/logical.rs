@@ -205,3 +205,44 @@ fn forensic_backup_of_a_damaged_table_takes_the_rest() {
         [("good", 100)]
     );
 }
+
+#[test]
+fn a_non_superuser_backup_role_works_without_role_passwords() {
+    let Some(tools) = tools() else { return };
+    let opts = ClusterOptions {
+        password: Some("admin-pw".into()),
+        ..Default::default()
+    };
+    let mut c = ScratchCluster::create(&tools, &opts).unwrap();
+    c.start().unwrap();
+    c.client("postgres")
+        .unwrap()
+        .execute(
+            "CREATE ROLE backup LOGIN PASSWORD 'bk-pw';
+             CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 10) g;
+             GRANT SELECT ON t TO backup;",
+        )
+        .unwrap();
+    let conn =
+        lifeboat_pg::ConnInfo::parse(&format!("postgres://backup:bk-pw@127.0.0.1:{}/postgres", c.port())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    let out = logical::backup(&repo, &tools, &conn, &BackupOptions::default()).unwrap();
+    assert!(!out.source.role_passwords);
+    let d = out.source.databases.iter().find(|d| d.name == "postgres").unwrap();
+    assert_eq!(d.tables[0].rows, 10);
+    // The globals were dumped (roles without passwords) and restore into a throwaway cluster.
+    let r = verify::restore_test(
+        &repo,
+        &tools,
+        out.result.snapshot_id,
+        &out.result.snapshot,
+        &RestoreTestOptions {
+            scratch: Scratch::Throwaway,
+            checks: vec!["SELECT count(*) = 1 FROM pg_roles WHERE rolname = 'backup'".into()],
+            check_database: None,
+        },
+    )
+    .unwrap();
+    assert!(r.passed, "{r:?}");
+}

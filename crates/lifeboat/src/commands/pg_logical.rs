@@ -160,7 +160,9 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
         )
     })?;
 
-    let admin = Client::connect(&tools, &target.with_database("postgres"))
+    // The session that creates and drops the target cannot be connected to it.
+    let admin_db = if db == "postgres" { "template1" } else { "postgres" };
+    let admin = Client::connect(&tools, &target.with_database(admin_db))
         .or_else(|_| Client::connect(&tools, &target.with_database("template1")))?;
     let state = logical::database_state(&admin, &db)?;
     let mut safety = None;

@@ -294,4 +294,9 @@ fn bad_input_gets_one_line_errors_and_distinct_codes() {
         .expect_code(19)
         .one_line_error(&["not empty"]);
     assert_eq!(count(&c, "app", "SELECT count(*) FROM orders"), 500);
+    // A password inside --to is used but never printed.
+    let with_pw = format!("postgres://postgres:{DBPASS}@127.0.0.1:{}/app", c.port());
+    let r = env.run(&["--config", cfg.to_str().unwrap(), "restore", "db", "--to", &with_pw]);
+    r.expect_code(19);
+    assert!(!r.stderr.contains(DBPASS) && !r.stdout.contains(DBPASS), "{r}");
 }
