@@ -33,7 +33,8 @@ pub type ForensicFingerprints = (Vec<TableFingerprint>, Vec<(String, String)>);
 
 /// Settings that make text forms (and so hashes) independent of server and client defaults.
 pub const PINNED_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
-SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex';\n";
+SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
+SET statement_timeout = 0;\n";
 
 /// The psql line that generates and runs one fingerprint query per ordinary table (`\gexec`),
 /// reading the table list inside the same transaction as the data.

@@ -99,7 +99,7 @@ impl ExportedSnapshot {
         })?;
         let mut stdin = child.stdin.take().expect("piped");
         let sent =
-            stdin.write_all(b"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\nSELECT pg_export_snapshot();\n");
+            stdin.write_all(b"SET idle_in_transaction_session_timeout = 0;\nBEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\nSELECT pg_export_snapshot();\n");
         let _ = stdin.flush();
         let mut line = String::new();
         let read = BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);

@@ -44,7 +44,8 @@ pub const WAL_GAP: u8 = 16;
 #[allow(dead_code)] // reserved for the wal commands
 pub const WAL_BACKLOG: u8 = 17;
 /// A restore test failed (a table fingerprint differs, a check failed, or the restore did not
-/// complete), or a database restore finished with fingerprints that differ from the backup's.
+/// complete), or a database restore stopped at an error (rolled back) or finished with
+/// fingerprints that differ from the backup's.
 pub const RESTORE_TEST_FAILED: u8 = 18;
 /// A database restore was refused: the target database exists and is not empty (use
 /// --force-overwrite).
@@ -73,7 +74,8 @@ EXIT CODES
     15   WAL segment conflict: a different segment is stored under this name (nothing overwritten)
     16   WAL missing: wal check found a gap, or a restore cannot reach its target
     17   WAL archive backlog over its limit (repository unreachable too long)
-    18   restore test failed: a table fingerprint differs, a check failed, or the restore failed
+    18   restore test failed (fingerprint differs, check failed, restore failed), or a database
+         restore stopped at an error (rolled back) or left differing fingerprints
     19   database restore refused: the target database exists and is not empty
     130  interrupted";
 

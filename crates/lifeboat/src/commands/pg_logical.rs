@@ -210,16 +210,25 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
             if state == DatabaseState::Absent {
                 let _ = logical::drop_database(&admin, &db);
             }
-            return Err(anyhow::anyhow!(e).context(format!(
-                "restore of snapshot {} into {} failed (rolled back; the database is {})",
-                id.short(),
-                dconn.url(),
-                if state == DatabaseState::Absent {
-                    "removed again"
-                } else {
-                    "empty"
-                }
-            )));
+            if matches!(e, lifeboat_pg::PgError::Connect { .. }) || e.is_storage_full() {
+                return Err(e.into());
+            }
+            return Err(fail(
+                RESTORE_TEST_FAILED,
+                format!(
+                    "restore of snapshot {} into {} failed (rolled back; the database is {}{}): {e}",
+                    id.short(),
+                    dconn.url(),
+                    if state == DatabaseState::Absent {
+                        "removed again"
+                    } else {
+                        "empty"
+                    },
+                    safety
+                        .map(|s| format!("; what it held is in safety backup {}", s.short()))
+                        .unwrap_or_default()
+                ),
+            ));
         }
     };
     let restore_secs = started.elapsed().as_secs_f64();

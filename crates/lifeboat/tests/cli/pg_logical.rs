@@ -300,3 +300,35 @@ fn bad_input_gets_one_line_errors_and_distinct_codes() {
     r.expect_code(19);
     assert!(!r.stderr.contains(DBPASS) && !r.stdout.contains(DBPASS), "{r}");
 }
+
+#[test]
+fn restore_to_another_server_stops_at_the_first_error_and_no_owner_fixes_it() {
+    let Some((tools, c)) = cluster() else { return };
+    c.client("app")
+        .unwrap()
+        .execute("CREATE ROLE appowner; ALTER TABLE orders OWNER TO appowner;")
+        .unwrap();
+    let env = Env::with_repo(&[]);
+    let cfg = config(&env, &c, &[], "");
+    run(&env, &cfg, &["backup", "db"]).ok();
+    // Another server, without the role `appowner`.
+    let opts = ClusterOptions {
+        password: Some(DBPASS.into()),
+        ..Default::default()
+    };
+    let mut other = ScratchCluster::create(&tools, &opts).unwrap();
+    other.start().unwrap();
+    let r = run(&env, &cfg, &["restore", "db", "--to", &other.url("app")]);
+    r.expect_code(18).one_line_error(&["rolled back", "appowner"]);
+    let admin = other.client("postgres").unwrap();
+    assert_eq!(
+        admin
+            .query_value("SELECT count(*) FROM pg_database WHERE datname = 'app'")
+            .unwrap()
+            .as_deref(),
+        Some("0"),
+        "the database it created is removed again"
+    );
+    run(&env, &cfg, &["restore", "db", "--to", &other.url("app"), "--no-owner"]).ok();
+    assert_eq!(count(&other, "app", "SELECT count(*) FROM orders"), 500);
+}
