@@ -274,9 +274,18 @@ pub fn backup(repo: &Repository, tools: &Tools, conn: &ConnInfo, opts: &BackupOp
             let snap = ExportedSnapshot::export(tools, &dconn)?;
             cmd.arg(format!("--snapshot={}", snap.id()));
             dconn.apply(&mut cmd);
-            let (bytes, done) = stream_into(&mut w, &file, cmd, "pg_dump", dconn.url())?;
+            // The fingerprints read the same snapshot while pg_dump streams it: both cores work.
+            let (dumped, tables) = std::thread::scope(|s| {
+                let fp = s.spawn(|| fingerprint::compute(tools, &dconn, Some(snap.id())));
+                let dumped = stream_into(&mut w, &file, cmd, "pg_dump", dconn.url());
+                let tables = fp
+                    .join()
+                    .unwrap_or_else(|_| Err(PgError::Invalid("fingerprint thread panicked".into())));
+                (dumped, tables)
+            });
+            let (bytes, done) = dumped?;
             done?;
-            let tables = fingerprint::compute(tools, &dconn, Some(snap.id()))?;
+            let tables = tables?;
             snap.release()?;
             DatabaseDump {
                 name: db.clone(),

@@ -218,7 +218,7 @@ pub struct RestoreArgs {
     #[arg(required = true, num_args = 1..=2, value_name = "SNAPSHOT")]
     pub items: Vec<String>,
     /// Folder to restore into; the snapshot's absolute paths are recreated under it.
-    #[arg(short, long, value_name = "DIR", required_unless_present = "to")]
+    #[arg(short, long, value_name = "DIR", required_unless_present_any = ["to", "clean_before"])]
     pub target: Option<PathBuf>,
     /// Logical database restore: the database to restore into, as a URL
     /// (postgres://user@host:port/dbname; password via PGPASSWORD or .pgpass). Created if
