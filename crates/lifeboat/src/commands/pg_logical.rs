@@ -112,7 +112,23 @@ fn database_of(url: &str) -> Result<String> {
             format!("--to {url}: name the database to restore into, e.g. postgres://host/app_restored"),
         ));
     }
-    Ok(db.to_string())
+    // %XX escapes, as libpq reads them (a database name may hold spaces or slashes).
+    let b = db.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], db.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(x)) => {
+                out.push(x);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| fail(USAGE, format!("--to {url}: the database name is not UTF-8")))
 }
 
 /// `restore SOURCE [SNAPSHOT] --to URL` / `--clean-before TIME`.
@@ -371,4 +387,17 @@ fn verify_restore(ctx: &Ctx, a: &VerifyRestoreArgs) -> Result<u8> {
         ));
     }
     Ok(OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_from_urls() {
+        assert_eq!(database_of("postgres://u@h:5432/app_restored").unwrap(), "app_restored");
+        assert_eq!(database_of("postgres://h/my%20db?sslmode=require").unwrap(), "my db");
+        assert!(database_of("postgres://h").is_err());
+        assert!(database_of("postgres://h/?sslmode=require").is_err());
+    }
 }
