@@ -3,16 +3,23 @@
 //! PostgreSQL support for lifeboat, on top of the repository engine (`lifeboat-repo`, which knows
 //! nothing of databases): finding the server programs ([`tools`]), connection settings that keep
 //! passwords off command lines ([`conn`]), SQL through `psql` ([`client`]), and throwaway
-//! clusters for restore tests and for every test ([`cluster`]).
+//! clusters for restore tests and for every test ([`cluster`]); logical backups and restores
+//! ([`logical`]) with table [`fingerprint`]s, and restore tests ([`verify`]); physical backups
+//! ([`physical`]), WAL archiving ([`wal`], [`stream`], [`wal_check`], [`wal_retention`]) and
+//! point-in-time restore ([`restore`]).
 
 pub mod client;
 pub mod cluster;
 pub mod conn;
 mod error;
+pub mod fingerprint;
+pub mod logical;
 pub mod physical;
+pub mod psql;
 pub mod restore;
 pub mod stream;
 pub mod tools;
+pub mod verify;
 pub mod wal;
 pub mod wal_check;
 pub mod wal_names;

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod archiver;
+pub mod attestation;
 pub mod backend;
 mod blob_sink;
 pub mod check;

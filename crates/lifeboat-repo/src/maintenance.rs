@@ -70,6 +70,7 @@ pub fn forget(repo: &Repository, policy: &RetentionPolicy, dry_run: bool) -> Res
             for d in decisions.iter().filter(|d| !d.keep) {
                 if let Some(id) = Id::from_hex(&d.id) {
                     repo.delete_snapshot(&id)?;
+                    crate::attestation::delete_for(repo, &id)?;
                 }
             }
         }
@@ -296,6 +297,11 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
     let (used, nsnaps) = used_blobs(repo, &view)?;
     rep.snapshots = nsnaps;
+    if !opts.dry_run {
+        // Every manifest was readable (used_blobs refuses otherwise), so this set is complete.
+        let existing = repo.list_snapshots()?.into_iter().map(|(id, _)| id).collect();
+        crate::attestation::delete_orphans(repo, &existing)?;
+    }
 
     // Phase 2: marks from earlier prunes.
     let mut restored: Vec<PackRecord> = Vec::new();

@@ -112,6 +112,30 @@ pub enum Command {
     /// PostgreSQL WAL archiving: archive_command, restore_command, continuity check.
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Prove backups: `verify restore SOURCE [SNAPSHOT]` restores into a throwaway server and
+    /// compares every table fingerprint.
+    #[command(subcommand)]
+    Verify(VerifyCommand),
+}
+
+/// `verify …`.
+#[derive(Debug, Subcommand)]
+pub enum VerifyCommand {
+    /// Restore test of a PostgreSQL source's snapshot (default: its latest): restore into a
+    /// throwaway cluster (or the source's `scratch_url`), compare every table's fingerprint with
+    /// the one stored at backup time, run the source's `checks`, and record the result in the
+    /// repository (shown by `snapshots` as verified). Exit 18 when anything differs or fails.
+    Restore(VerifyRestoreArgs),
+}
+
+/// `verify restore`.
+#[derive(Debug, Args)]
+pub struct VerifyRestoreArgs {
+    /// Name of a `kind = "postgres"` source in the config.
+    pub source: String,
+    /// Snapshot id (or unique prefix) or `latest` (the source's newest non-forensic snapshot).
+    #[arg(default_value = "latest")]
+    pub snapshot: String,
 }
 
 /// `wal …`.
@@ -298,6 +322,13 @@ pub struct SnapshotsArgs {
     /// Only snapshots with this tag.
     #[arg(long)]
     pub tag: Option<String>,
+    /// Only snapshots whose latest restore test passed (never forensic ones): the candidates
+    /// of `restore SOURCE --clean-before`.
+    #[arg(long)]
+    pub verified: bool,
+    /// Only snapshots taken before this time, e.g. '2026-11-20 14:00+00'.
+    #[arg(long, value_name = "TIME")]
+    pub before: Option<String>,
 }
 
 /// `ls`.
@@ -336,18 +367,40 @@ pub enum OverwriteArg {
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Snapshot id (or unique prefix) or `latest`. For a database: `SOURCE [SNAPSHOT]`, e.g.
-    /// `restore db latest --data-dir /var/lib/postgresql/15/main`.
+    /// `restore db latest --to postgres://…/app_restored` (logical) or
+    /// `restore db latest --data-dir /var/lib/postgresql/15/main` (physical).
     #[arg(required = true, num_args = 1..=2, value_name = "SNAPSHOT")]
     pub items: Vec<String>,
     /// Folder to restore into; the snapshot's absolute paths are recreated under it.
-    #[arg(short, long, value_name = "DIR", required_unless_present = "data_dir")]
+    #[arg(short, long, value_name = "DIR", required_unless_present_any = ["data_dir", "to", "clean_before"])]
     pub target: Option<PathBuf>,
     /// Physical database restore: the data directory to create (refused if not empty).
     #[arg(long, value_name = "DIR", help_heading = "Database restore")]
     pub data_dir: Option<PathBuf>,
-    /// Move a non-empty data directory aside (to DIR.lifeboat-old-TIME, never deleted) and restore.
+    /// Logical database restore: the database to restore into, as a URL
+    /// (postgres://user@host:port/dbname; password via PGPASSWORD or .pgpass). Created if
+    /// absent; an existing non-empty database is refused (exit 19) without --force-overwrite.
+    #[arg(long, value_name = "URL", help_heading = "Database restore")]
+    pub to: Option<String>,
+    /// Replace what is there. Logical: an existing database, after a safety backup of it (tagged
+    /// `safety`). Physical: a non-empty data directory is moved aside (to
+    /// DIR.lifeboat-old-TIME, never deleted).
     #[arg(long, help_heading = "Database restore")]
     pub force_overwrite: bool,
+    /// With --force-overwrite: skip the safety backup of the database being replaced.
+    #[arg(long, requires = "force_overwrite", help_heading = "Database restore")]
+    pub no_safety_backup: bool,
+    /// Restore the newest snapshot taken before this time whose restore test passed (never a
+    /// forensic one), e.g. '2026-11-20 14:00+00'. See `snapshots --verified --before`.
+    #[arg(long, value_name = "TIME", help_heading = "Database restore")]
+    pub clean_before: Option<String>,
+    /// Which database of the snapshot to restore (default: the only one, or the one named like
+    /// the target).
+    #[arg(long, value_name = "NAME", help_heading = "Database restore")]
+    pub from_database: Option<String>,
+    /// Do not restore ownership and privileges (for a server without the original roles).
+    #[arg(long, help_heading = "Database restore")]
+    pub no_owner: bool,
     /// Replay WAL up to this time (inclusive), e.g. '2026-11-20 14:03:00+00'. Default: latest.
     #[arg(
         long,

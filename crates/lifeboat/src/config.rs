@@ -53,6 +53,8 @@ struct RawSource {
     #[serde(default)]
     checks: Vec<String>,
     data_dir: Option<PathBuf>,
+    // kind = "postgres", mode = "logical": restore tests
+    scratch_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +120,9 @@ pub struct DbSource {
     pub tags: Vec<String>,
     /// The server's data directory on this machine (for `backup --force`: a forensic copy).
     pub data_dir: Option<PathBuf>,
+    /// Server restore tests restore into (temporary databases, dropped afterwards); None: a
+    /// throwaway cluster from the local server binaries.
+    pub scratch_url: Option<String>,
 }
 
 /// The validated configuration.
@@ -211,9 +216,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
                     || s.mode.is_some()
                     || !s.checks.is_empty()
                     || s.data_dir.is_some()
+                    || s.scratch_url.is_some()
                 {
                     return Err(bad(format!(
-                        "sources.{name}: url, databases, mode, checks and data_dir belong to kind = \"postgres\""
+                        "sources.{name}: url, databases, mode, checks, data_dir and scratch_url belong to kind = \"postgres\""
                     )));
                 }
             }
@@ -323,6 +329,13 @@ fn db_source(name: &str, s: RawSource) -> std::result::Result<DbSource, String> 
         checks: s.checks,
         tags: s.tags,
         data_dir: s.data_dir,
+        scratch_url: match s.scratch_url {
+            Some(u) => {
+                lifeboat_pg::ConnInfo::parse(&u).map_err(|e| format!("sources.{name}: scratch_url: {e}"))?;
+                Some(u)
+            }
+            None => None,
+        },
     })
 }
 

@@ -40,6 +40,13 @@ pub const WAL_CONFLICT: u8 = 15;
 pub const WAL_GAP: u8 = 16;
 /// The WAL archive backlog is over its limit (repository unreachable for too long).
 pub const WAL_BACKLOG: u8 = 17;
+/// A restore test failed (a table fingerprint differs, a check failed, or the restore did not
+/// complete), or a database restore stopped at an error (rolled back) or finished with
+/// fingerprints that differ from the backup's.
+pub const RESTORE_TEST_FAILED: u8 = 18;
+/// A database restore was refused: the target database exists and is not empty (use
+/// --force-overwrite).
+pub const DB_TARGET_EXISTS: u8 = 19;
 /// `health`: the worst failing check is at level high (act within the working day).
 pub const HEALTH_HIGH: u8 = 20;
 /// `health`: the worst failing check is at level urgent (act now).
@@ -80,6 +87,9 @@ EXIT CODES
     15   WAL segment conflict: a different segment is stored under this name (nothing overwritten)
     16   WAL missing: wal check found a gap, or a restore cannot reach its target
     17   WAL archive backlog over its limit (repository unreachable too long)
+    18   restore test failed (fingerprint differs, check failed, restore failed), or a database
+         restore stopped at an error (rolled back) or left differing fingerprints
+    19   database restore refused: the target database exists and is not empty
     20   health: worst failing check is high (e.g. certificate expiring within 7 days)
     21   health: worst failing check is urgent (e.g. response over 5 s, disk under 5 % free)
     22   health: worst failing check is critical (service down, certificate expired)

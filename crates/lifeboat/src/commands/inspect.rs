@@ -20,12 +20,31 @@ pub fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Result<u8> {
         .filter(|(_, s)| a.host.as_ref().is_none_or(|h| *h == s.host))
         .filter(|(_, s)| a.tag.as_ref().is_none_or(|t| s.tags.contains(t)))
         .collect();
+    let verified = super::select::verifications(&repo)?;
+    let before = a.before.as_deref().map(super::select::parse_time).transpose()?;
+    let all: Vec<_> = if a.verified || before.is_some() {
+        let keep: Vec<_> = if a.verified {
+            super::select::clean_candidates(&all, &verified, before)
+        } else {
+            all.iter().filter(|(_, s)| before.is_none_or(|b| s.time < b)).collect()
+        };
+        keep.into_iter().cloned().collect()
+    } else {
+        all
+    };
+    // The newest restore test of each snapshot: "yes", "FAILED", or nothing.
+    let verified_of = |id: &lifeboat_repo::Id| verified.get(id).map(|(_, att)| att.passed);
     if ctx.global.json {
         let v: Vec<_> = all
             .iter()
             .map(|(id, s)| {
                 let mut j = serde_json::to_value(s).expect("serializable");
                 j["id"] = serde_json::json!(id);
+                j["verified"] = serde_json::json!(verified_of(id));
+                if let Some((att_id, att)) = verified.get(id) {
+                    j["verification"] =
+                        serde_json::json!({ "attestation_id": att_id, "time": att.time, "passed": att.passed });
+                }
                 j
             })
             .collect();
@@ -42,6 +61,11 @@ pub fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Result<u8> {
                 s.host.clone(),
                 s.tags.join(","),
                 output::bytes(s.summary.bytes_total),
+                match verified_of(id) {
+                    Some(true) => "yes".into(),
+                    Some(false) => "FAILED".into(),
+                    None => String::new(),
+                },
                 format!(
                     "{}{}",
                     s.paths.join(" "),
@@ -50,7 +74,7 @@ pub fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Result<u8> {
             ]
         })
         .collect();
-    output::table(&["ID", "Time", "Host", "Tags", "Size", "Paths"], &rows);
+    output::table(&["ID", "Time", "Host", "Tags", "Size", "Verified", "Paths"], &rows);
     println!("{} snapshot(s)", rows.len());
     Ok(OK)
 }

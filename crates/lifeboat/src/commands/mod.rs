@@ -12,6 +12,7 @@ mod pg_logical;
 mod pg_physical;
 mod pg_restore;
 mod restore;
+mod select;
 mod wal;
 
 use std::path::PathBuf;
@@ -176,5 +177,6 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Health(a) => health::run(&ctx, &a),
         Command::Config(crate::cli::ConfigCommand::Validate) => health::validate(&ctx),
         Command::Wal(w) => wal::run(&ctx, w),
+        Command::Verify(v) => pg_logical::verify(&ctx, v),
     }
 }

@@ -23,32 +23,14 @@ use crate::output::{self, Progress};
 
 fn target(a: &RestoreArgs) -> Result<RecoveryTarget> {
     if let Some(t) = &a.target_time {
-        let ts = parse_time(t).ok_or_else(|| {
-            fail(
-                USAGE,
-                format!("--target-time {t:?}: expected a time with offset, e.g. '2026-11-20 14:03:00+00'"),
-            )
-        })?;
+        let ts =
+            super::select::parse_time(t).map_err(|e| fail(USAGE, format!("--target-time: {}", crate::one_line(&e))))?;
         return Ok(RecoveryTarget::Time(ts));
     }
     if let Some(l) = &a.target_lsn {
         return Ok(RecoveryTarget::Lsn(Lsn::parse(l)?));
     }
     Ok(RecoveryTarget::Latest)
-}
-
-/// Accepts RFC 3339 and PostgreSQL's style (`2026-11-20 14:03:00+00`).
-pub fn parse_time(s: &str) -> Option<jiff::Timestamp> {
-    if let Ok(t) = s.parse::<jiff::Timestamp>() {
-        return Some(t);
-    }
-    let s = s.trim();
-    // "+00" / "-05" offsets: add minutes so jiff accepts them.
-    let fixed = match s.rfind(['+', '-']) {
-        Some(i) if i > 10 && s[i + 1..].len() == 2 => format!("{s}:00"),
-        _ => s.to_string(),
-    };
-    fixed.replace(' ', "T").parse::<jiff::Timestamp>().ok()
 }
 
 /// The passphrase file restore_command reads (see the module docs).
@@ -86,6 +68,18 @@ fn restore_password_file(ctx: &Ctx, a: &RestoreArgs, data_dir: &Path, run_as: Op
 
 pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     let data_dir = std::path::absolute(a.data_dir.as_ref().expect("checked by caller"))?;
+    if a.to.is_some() {
+        return Err(fail(
+            USAGE,
+            "restore: --to (logical) and --data-dir (physical) exclude each other",
+        ));
+    }
+    if a.clean_before.is_some() {
+        return Err(fail(
+            USAGE,
+            "restore --clean-before is for logical snapshots (--to); for a physical restore use --target-time",
+        ));
+    }
     let (source, reference) = match a.items.as_slice() {
         [s, r] => (Some(s.as_str()), r.as_str()),
         [one] if ctx.config.db_sources.iter().any(|s| s.name == *one) => (Some(one.as_str()), "latest"),
@@ -202,15 +196,4 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
         }
     }
     Ok(OK)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn times() {
-        assert!(super::parse_time("2026-11-20 14:03:00+00").is_some());
-        assert!(super::parse_time("2026-11-20T14:03:00Z").is_some());
-        assert!(super::parse_time("2026-11-20 14:03:00.123456+00").is_some());
-        assert!(super::parse_time("yesterday").is_none());
-    }
 }

@@ -15,16 +15,21 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     if a.data_dir.is_some() {
         return super::pg_restore::run(ctx, a);
     }
+    if a.to.is_some() || a.clean_before.is_some() {
+        return super::pg_logical::restore(ctx, a);
+    }
     let [snapshot] = a.items.as_slice() else {
         return Err(fail(
             USAGE,
-            "restore takes one snapshot (SOURCE SNAPSHOT only for a database restore with --data-dir)",
+            "restore takes one snapshot (SOURCE SNAPSHOT only for a database restore with --to or --data-dir)",
         ));
     };
-    let target = a
-        .target
-        .clone()
-        .ok_or_else(|| fail(USAGE, "restore needs --target DIR (or --data-dir for a database)"))?;
+    let target = a.target.clone().ok_or_else(|| {
+        fail(
+            USAGE,
+            "restore needs --target DIR (or --to URL / --data-dir DIR for a database)",
+        )
+    })?;
     let repo = ctx.open()?;
     let (id, snap) = repo.find_snapshot(snapshot)?;
     let index = repo.load_index_for_reading()?;

@@ -11,6 +11,7 @@ mod crash;
 mod disk_full;
 mod errors;
 mod health;
+mod pg_logical;
 mod pg_physical;
 mod restore_safety;
 mod retention;

@@ -1,0 +1,334 @@
+//! Logical PostgreSQL backups end to end through the binary, against real throwaway clusters:
+//! backup, restore test (attested, shown by `snapshots`), clean restore before an incident,
+//! refusal to overwrite, forensic backups, and bad input.
+
+use std::ffi::OsStr;
+
+use lifeboat_pg::{ClusterOptions, ScratchCluster, Tools};
+
+use crate::common::{Env, PASSWORD, Run};
+
+const DBPASS: &str = "s3cret-db-pw";
+
+fn cluster() -> Option<(Tools, ScratchCluster)> {
+    let tools = match Tools::find() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            return None;
+        }
+    };
+    let opts = ClusterOptions {
+        password: Some(DBPASS.into()),
+        ..Default::default()
+    };
+    let mut c = ScratchCluster::create(&tools, &opts).unwrap();
+    c.start().unwrap();
+    c.client("postgres").unwrap().execute("CREATE DATABASE app;").unwrap();
+    c.client("app")
+        .unwrap()
+        .execute(
+            "CREATE TABLE orders (id serial PRIMARY KEY, item text, created_at timestamptz DEFAULT now());
+             INSERT INTO orders (item) SELECT 'item ' || g FROM generate_series(1, 500) g;",
+        )
+        .unwrap();
+    Some((tools, c))
+}
+
+fn config(env: &Env, c: &ScratchCluster, checks: &[&str], extra: &str) -> std::path::PathBuf {
+    let checks: Vec<String> = checks.iter().map(|c| format!("{c:?}")).collect();
+    let text = format!(
+        "[sources.db]\nkind = \"postgres\"\nmode = \"logical\"\nurl = \"{}\"\ndatabases = [\"app\"]\nchecks = [{}]\n{extra}",
+        c.url("app"),
+        checks.join(", ")
+    );
+    let p = env.path(&format!("lifeboat-{}.toml", rand_suffix()));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn run(env: &Env, cfg: &std::path::Path, args: &[&str]) -> Run {
+    let mut a: Vec<&OsStr> = vec![OsStr::new("--config"), cfg.as_os_str()];
+    a.extend(args.iter().map(OsStr::new));
+    env.run_env(&a, &[("PGPASSWORD", OsStr::new(DBPASS))])
+}
+
+fn count(c: &ScratchCluster, db: &str, sql: &str) -> i64 {
+    c.client(db)
+        .unwrap()
+        .query_value(sql)
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn backup_verify_clean_restore_and_overwrite() {
+    let Some((_tools, c)) = cluster() else { return };
+    let env = Env::with_repo(&[]);
+    let cfg = config(&env, &c, &["SELECT count(*) > 0 FROM orders"], "");
+
+    let first = run(&env, &cfg, &["--json", "backup", "db"]);
+    first.ok();
+    let first_id = first.json()["snapshot_id"].as_str().unwrap().to_string();
+    assert_eq!(first.json()["postgres"]["databases"][0]["tables"][0]["rows"], 500);
+    let v = run(&env, &cfg, &["verify", "restore", "db"]);
+    v.ok();
+    assert!(
+        v.stdout.contains("PASSED") && v.stdout.contains("fingerprints equal"),
+        "{v}"
+    );
+
+    // The incident: after this moment a bad change lands, and a later backup contains it.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let incident = jiff::Timestamp::now().to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    c.client("app")
+        .unwrap()
+        .execute("DELETE FROM orders WHERE id <= 100; INSERT INTO orders (item) VALUES ('ransom note');")
+        .unwrap();
+    let second = run(&env, &cfg, &["--json", "backup", "db"]);
+    second.ok();
+    let second_id = second.json()["snapshot_id"].as_str().unwrap().to_string();
+    run(&env, &cfg, &["verify", "restore", "db", &second_id]).ok();
+
+    // Candidates: verified, before the incident.
+    let list = run(
+        &env,
+        &cfg,
+        &["--json", "snapshots", "--verified", "--before", &incident],
+    );
+    list.ok();
+    let ids: Vec<String> = list
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, vec![first_id.clone()]);
+    let all = run(&env, &cfg, &["snapshots"]);
+    assert!(all.stdout.contains("Verified") && all.stdout.contains("yes"), "{all}");
+
+    // Clean restore: the bad change is absent.
+    let target = c.url("app_clean");
+    let r = run(
+        &env,
+        &cfg,
+        &["--json", "restore", "db", "--clean-before", &incident, "--to", &target],
+    );
+    r.ok();
+    assert_eq!(r.json()["snapshot_id"].as_str().unwrap(), first_id);
+    assert_eq!(count(&c, "app_clean", "SELECT count(*) FROM orders"), 500);
+    assert_eq!(
+        count(
+            &c,
+            "app_clean",
+            "SELECT count(*) FROM orders WHERE item = 'ransom note'"
+        ),
+        0
+    );
+
+    // An existing, non-empty database is refused; nothing changes.
+    let r = run(&env, &cfg, &["restore", "db", "latest", "--to", &target]);
+    r.expect_code(19)
+        .one_line_error(&["app_clean", "not empty", "--force-overwrite"]);
+    assert_eq!(count(&c, "app_clean", "SELECT count(*) FROM orders"), 500);
+
+    // --force-overwrite takes a safety backup first, then replaces it with the latest backup.
+    let r = run(
+        &env,
+        &cfg,
+        &[
+            "--json",
+            "restore",
+            "db",
+            "latest",
+            "--to",
+            &target,
+            "--force-overwrite",
+        ],
+    );
+    r.ok();
+    assert_eq!(r.json()["snapshot_id"].as_str().unwrap(), second_id);
+    let safety = r.json()["safety_backup"].as_str().unwrap().to_string();
+    assert_eq!(
+        count(
+            &c,
+            "app_clean",
+            "SELECT count(*) FROM orders WHERE item = 'ransom note'"
+        ),
+        1
+    );
+    let tagged = run(&env, &cfg, &["--json", "snapshots", "--tag", "safety"]);
+    assert_eq!(tagged.json()[0]["id"].as_str().unwrap(), safety);
+    // The safety backup is never `latest` of the source.
+    let r = run(&env, &cfg, &["--json", "restore", "db", "--to", &c.url("app_latest")]);
+    assert_eq!(r.json()["snapshot_id"].as_str().unwrap(), second_id, "{r}");
+
+    // A forensic backup is labelled and never chosen by `latest`.
+    let f = run(&env, &cfg, &["--json", "backup", "db", "--force"]);
+    f.ok();
+    assert_eq!(f.json()["postgres"]["forensic"], true);
+    assert!(f.json()["tags"].as_array().unwrap().iter().any(|t| t == "forensic"));
+    let r = run(&env, &cfg, &["--json", "restore", "db", "--to", &c.url("app_latest2")]);
+    assert_eq!(r.json()["snapshot_id"].as_str().unwrap(), second_id, "{r}");
+
+    // A failing check fails the restore test (exit 18), recorded and shown as FAILED.
+    let bad_cfg = config(&env, &c, &["SELECT count(*) = 0 FROM orders"], "");
+    let v = run(&env, &bad_cfg, &["verify", "restore", "db", &first_id]);
+    v.expect_code(18);
+    assert!(v.stderr.contains("1 failed check"), "{v}");
+    let list = run(&env, &cfg, &["--json", "snapshots"]);
+    let s = list
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == first_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(s["verified"], false);
+    // ...and the snapshot is no longer a clean-restore candidate.
+    let r = run(
+        &env,
+        &cfg,
+        &["restore", "db", "--clean-before", &incident, "--to", &c.url("app_x")],
+    );
+    r.expect_code(11).one_line_error(&["restore test"]);
+
+    // A fingerprint that differs (stored one tampered with through the engine) fails too.
+    let repo = lifeboat_repo::Repository::open(
+        lifeboat_repo::backend::open(env.repo.to_str().unwrap()).unwrap(),
+        PASSWORD.as_bytes(),
+    )
+    .unwrap();
+    let (_, mut snap) = repo.find_snapshot(&second_id).unwrap();
+    snap.source.as_mut().unwrap()["databases"][0]["tables"][0]["hash"] = serde_json::json!("12345");
+    let tampered = repo.write_snapshot(&snap).unwrap().to_hex();
+    let v = run(&env, &cfg, &["verify", "restore", "db", &tampered]);
+    v.expect_code(18);
+    assert!(v.stdout.contains("different content"), "{v}");
+
+    // Forgetting a snapshot deletes its attestations.
+    let att_dir = env.repo.join("attestations").join(&tampered);
+    assert!(att_dir.exists());
+    run(
+        &env,
+        &cfg,
+        &["forget", "--keep-tag", "safety", "--keep-tag", "forensic"],
+    )
+    .ok();
+    assert!(!att_dir.exists() || std::fs::read_dir(&att_dir).unwrap().next().is_none());
+    run(&env, &cfg, &["check"]).ok();
+}
+
+#[test]
+fn bad_input_gets_one_line_errors_and_distinct_codes() {
+    let Some((_tools, c)) = cluster() else { return };
+    let env = Env::with_repo(&[]);
+    let cfg = config(&env, &c, &[], "");
+
+    // Wrong password: exit 13, the password never printed, nothing stored.
+    let mut a: Vec<&OsStr> = vec![OsStr::new("--config"), cfg.as_os_str()];
+    a.extend(["backup", "db"].iter().map(OsStr::new));
+    let r = env.run_env(&a, &[("PGPASSWORD", OsStr::new("wrong-pw"))]);
+    r.expect_code(13).one_line_error(&["authentication"]);
+    assert!(!r.stderr.contains("wrong-pw"));
+    assert_eq!(
+        run(&env, &cfg, &["--json", "snapshots"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    // Unreachable server: exit 12.
+    let port = lifeboat_pg::cluster::free_port().unwrap();
+    let text = format!(
+        "[sources.db]\nkind = \"postgres\"\nurl = \"postgres://postgres:{DBPASS}@127.0.0.1:{port}/app\"\nmode = \"logical\"\n"
+    );
+    let down = env.path("down.toml");
+    std::fs::write(&down, text).unwrap();
+    let r = run(&env, &down, &["backup", "db"]);
+    r.expect_code(12).one_line_error(&["unreachable"]);
+    assert!(!r.stderr.contains(DBPASS), "{r}");
+
+    // Malformed URLs: exit 2.
+    let bad = env.path("bad.toml");
+    std::fs::write(&bad, "[sources.db]\nkind = \"postgres\"\nurl = \"mysql://x/app\"\n").unwrap();
+    run(&env, &bad, &["backup", "db"])
+        .expect_code(2)
+        .one_line_error(&["postgres://"]);
+    run(&env, &cfg, &["backup", "db"]).ok();
+    run(&env, &cfg, &["restore", "db", "--to", "mysql://x/y"])
+        .expect_code(2)
+        .one_line_error(&["postgres://"]);
+    run(
+        &env,
+        &cfg,
+        &[
+            "restore",
+            "db",
+            "--to",
+            &format!("postgres://postgres@127.0.0.1:{}", c.port()),
+        ],
+    )
+    .expect_code(2)
+    .one_line_error(&["name the database"]);
+    // Not a configured source: exit 2.
+    run(&env, &cfg, &["verify", "restore", "nope"])
+        .expect_code(2)
+        .one_line_error(&["nope"]);
+    // Restoring into the source database itself without --force-overwrite: refused, intact.
+    run(&env, &cfg, &["restore", "db", "--to", &c.url("app")])
+        .expect_code(19)
+        .one_line_error(&["not empty"]);
+    assert_eq!(count(&c, "app", "SELECT count(*) FROM orders"), 500);
+    // A password inside --to is used but never printed.
+    let with_pw = format!("postgres://postgres:{DBPASS}@127.0.0.1:{}/app", c.port());
+    let r = env.run(&["--config", cfg.to_str().unwrap(), "restore", "db", "--to", &with_pw]);
+    r.expect_code(19);
+    assert!(!r.stderr.contains(DBPASS) && !r.stdout.contains(DBPASS), "{r}");
+}
+
+#[test]
+fn restore_to_another_server_stops_at_the_first_error_and_no_owner_fixes_it() {
+    let Some((tools, c)) = cluster() else { return };
+    c.client("app")
+        .unwrap()
+        .execute("CREATE ROLE appowner; ALTER TABLE orders OWNER TO appowner;")
+        .unwrap();
+    let env = Env::with_repo(&[]);
+    let cfg = config(&env, &c, &[], "");
+    run(&env, &cfg, &["backup", "db"]).ok();
+    // Another server, without the role `appowner`.
+    let opts = ClusterOptions {
+        password: Some(DBPASS.into()),
+        ..Default::default()
+    };
+    let mut other = ScratchCluster::create(&tools, &opts).unwrap();
+    other.start().unwrap();
+    let r = run(&env, &cfg, &["restore", "db", "--to", &other.url("app")]);
+    r.expect_code(18).one_line_error(&["rolled back", "appowner"]);
+    let admin = other.client("postgres").unwrap();
+    assert_eq!(
+        admin
+            .query_value("SELECT count(*) FROM pg_database WHERE datname = 'app'")
+            .unwrap()
+            .as_deref(),
+        Some("0"),
+        "the database it created is removed again"
+    );
+    run(&env, &cfg, &["restore", "db", "--to", &other.url("app"), "--no-owner"]).ok();
+    assert_eq!(count(&other, "app", "SELECT count(*) FROM orders"), 500);
+}
