@@ -27,6 +27,9 @@ pub const LOCKED: u8 = 9;
 pub const DISK_FULL: u8 = 10;
 /// The named snapshot does not exist.
 pub const SNAPSHOT_NOT_FOUND: u8 = 11;
+/// A location's credentials may not delete (append-only): prune and forget need the
+/// maintenance credential.
+pub const APPEND_ONLY: u8 = 12;
 /// Interrupted (Ctrl-C).
 pub const INTERRUPTED: u8 = 130;
 
@@ -45,6 +48,7 @@ EXIT CODES
     9    another prune holds the lease
     10   disk full
     11   snapshot not found
+    12   append-only location: prune/forget need the maintenance credential
     130  interrupted";
 
 /// A failure that already knows its exit code and one-line message.
@@ -86,6 +90,12 @@ pub fn code_for(e: &RepoError) -> u8 {
         RepoError::LeaseHeld { .. } => LOCKED,
         RepoError::RestoreRefused(_) | RepoError::UnsafeName { .. } => RESTORE_REFUSED,
         RepoError::Interrupted => INTERRUPTED,
+        RepoError::AppendOnly { .. } => APPEND_ONLY,
+        RepoError::Backend(b)
+            if b.op == "delete" && b.kind == lifeboat_repo::backend::BackendErrorKind::PermissionDenied =>
+        {
+            APPEND_ONLY
+        }
         RepoError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => SOURCE_MISSING,
         RepoError::Io { .. } | RepoError::Backend(_) => FAILURE,
     }

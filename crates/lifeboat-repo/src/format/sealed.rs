@@ -21,6 +21,11 @@ pub enum Kind {
     Lease = 5,
     /// A verification record (check or restore test results).
     Verification = 6,
+    /// A location's own status record (`status/location`: last replication, last check).
+    LocationStatus = 10,
+    /// A deletion record (`deletions/<id>`): objects a prune or forget removed, replayed on
+    /// locations that were unreachable at the time.
+    Deletions = 11,
 }
 
 /// Compresses (zstd level 3) and encrypts `body` as a sealed file of `kind`.
