@@ -156,10 +156,16 @@ pub fn replicate(
     };
     let src_repo = repo.at(src.clone());
     let dst_repo = repo.at(dst.clone());
-    // Pack hashes from the index (live and marked) at the source.
-    let index = src_repo.load_index_for_reading()?;
+    // Pack hashes from the index (live and marked) at the source and, when it has one, at the
+    // destination: a source that lost its index can still heal a destination that kept its own.
+    // Index entries are authenticated, so either side's record is trustworthy.
     let mut packs: IdMap<(u64, Id)> = IdMap::default();
-    for p in index.pack_records() {
+    if let Ok(idx) = dst_repo.load_index_for_reading() {
+        for p in idx.pack_records() {
+            packs.insert(p.id, (p.size, p.hash));
+        }
+    }
+    for p in src_repo.load_index_for_reading()?.pack_records() {
         packs.insert(p.id, (p.size, p.hash));
     }
     let mut deleted = load_deletions(&src_repo)?;

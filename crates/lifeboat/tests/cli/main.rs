@@ -10,6 +10,8 @@ mod corruption;
 mod crash;
 mod disk_full;
 mod errors;
+mod moto;
 mod restore_safety;
 mod retention;
+mod s3;
 mod secrecy;
