@@ -214,3 +214,94 @@ pub fn summarize(
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+
+    use super::*;
+    use crate::backend::{BackendError, ObjectInfo, ObjectStoreBackend, Upload};
+    use crate::maintenance::Lease;
+    use crate::{InitOptions, crypto::KdfParams};
+
+    /// Behaves like Garage 2.x: put-if-absent silently overwrites.
+    struct IgnoresCreate(ObjectStoreBackend);
+
+    impl Backend for IgnoresCreate {
+        fn location(&self) -> &str {
+            "garage-like"
+        }
+        fn get(&self, key: &str) -> std::result::Result<Vec<u8>, BackendError> {
+            self.0.get(key)
+        }
+        fn get_range(&self, key: &str, r: Range<u64>) -> std::result::Result<Vec<u8>, BackendError> {
+            self.0.get_range(key, r)
+        }
+        fn put(&self, key: &str, data: Vec<u8>, _mode: PutMode) -> std::result::Result<(), BackendError> {
+            self.0.put(key, data, PutMode::Overwrite)
+        }
+        fn upload(&self, key: &str) -> std::result::Result<Box<dyn Upload>, BackendError> {
+            self.0.upload(key)
+        }
+        fn list(&self, prefix: &str) -> std::result::Result<Vec<ObjectInfo>, BackendError> {
+            self.0.list(prefix)
+        }
+        fn head(&self, key: &str) -> std::result::Result<Option<u64>, BackendError> {
+            self.0.head(key)
+        }
+        fn delete(&self, key: &str) -> std::result::Result<(), BackendError> {
+            self.0.delete(key)
+        }
+    }
+
+    #[test]
+    fn probe_tells_real_from_ignored_conditional_writes() {
+        let real = ObjectStoreBackend::memory();
+        assert_eq!(probe_conditional_writes(&real).unwrap(), ConditionalWrites::Atomic);
+        let fake = IgnoresCreate(ObjectStoreBackend::memory());
+        assert_eq!(probe_conditional_writes(&fake).unwrap(), ConditionalWrites::Ignored);
+        assert!(fake.list("locks/").unwrap().is_empty(), "the probe cleans up");
+    }
+
+    #[test]
+    fn settle_mode_lease_still_excludes_a_second_prune() {
+        let b: Arc<dyn Backend> = Arc::new(IgnoresCreate(ObjectStoreBackend::memory()));
+        let opts = InitOptions {
+            kdf: KdfParams::TESTING,
+            ..Default::default()
+        };
+        let repo = Repository::init(b, b"pw", &opts).unwrap();
+        let ttl = std::time::Duration::from_secs(60);
+        let settle = Some(std::time::Duration::from_millis(10));
+        let first = Lease::acquire_with(&repo, ttl, settle).unwrap();
+        assert!(matches!(
+            Lease::acquire_with(&repo, ttl, settle),
+            Err(RepoError::LeaseHeld { .. })
+        ));
+        drop(first);
+        Lease::acquire_with(&repo, ttl, settle).unwrap();
+    }
+
+    #[test]
+    fn status_round_trips_in_the_location() {
+        let b: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::memory());
+        let opts = InitOptions {
+            kdf: KdfParams::TESTING,
+            ..Default::default()
+        };
+        let repo = Repository::init(b, b"pw", &opts).unwrap();
+        assert!(read_status(&repo).unwrap().last_check.is_none());
+        update_status(&repo, |s| s.conditional_writes = Some(ConditionalWrites::Atomic)).unwrap();
+        update_status(&repo, |s| {
+            s.last_check = Some(CheckStatus {
+                time: jiff::Timestamp::now(),
+                errors: 0,
+                read_data: true,
+            })
+        })
+        .unwrap();
+        let s = read_status(&repo).unwrap();
+        assert_eq!(s.conditional_writes, Some(ConditionalWrites::Atomic));
+        assert!(s.last_check.unwrap().read_data);
+    }
+}

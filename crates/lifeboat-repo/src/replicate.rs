@@ -384,3 +384,104 @@ fn copy_one(
         Outcome::Copied(n)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::ObjectStoreBackend;
+    use crate::crypto::KdfParams;
+    use crate::{InitOptions, archiver};
+
+    fn repo_with_a_backup() -> (Repository, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let mut x: u64 = 7;
+        let data: Vec<u8> = (0..300_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(src.join("a.bin"), &data).unwrap();
+        std::fs::write(src.join("b.txt"), b"hello").unwrap();
+        let b: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::memory());
+        let opts = InitOptions {
+            kdf: KdfParams::TESTING,
+            ..Default::default()
+        };
+        let repo = Repository::init(b, b"pw", &opts).unwrap();
+        let bo = archiver::BackupOptions {
+            paths: vec![src],
+            ..Default::default()
+        };
+        archiver::backup(&repo, &bo, &Default::default()).unwrap();
+        (repo, dir)
+    }
+
+    #[test]
+    fn copies_everything_once_and_resumes() {
+        let (repo, _d) = repo_with_a_backup();
+        let src = repo.backend().clone();
+        let dst: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::memory());
+        let p = ReplicateProgress::default();
+        let r = replicate(&repo, &src, &dst, &ReplicateOptions::default(), &p).unwrap();
+        assert!(r.ok(), "{:?}", r.errors);
+        assert!(r.copied >= 5, "{r:?}");
+        assert_eq!(object_names(dst.as_ref()).unwrap(), object_names(src.as_ref()).unwrap());
+        let again = replicate(&repo, &src, &dst, &ReplicateOptions::default(), &p).unwrap();
+        assert_eq!(again.copied, 0);
+        // The copy opens and lists the same snapshot.
+        assert_eq!(repo.at(dst).list_snapshots().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_damaged_source_pack_is_not_copied_and_holds_back_the_snapshots() {
+        let (repo, _d) = repo_with_a_backup();
+        let src = repo.backend().clone();
+        let pack = src.list("data/").unwrap().remove(0);
+        src.put(&pack.key, vec![0u8; pack.size as usize], PutMode::Overwrite)
+            .unwrap();
+        let dst: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::memory());
+        let r = replicate(&repo, &src, &dst, &ReplicateOptions::default(), &Default::default()).unwrap();
+        assert!(!r.ok());
+        assert!(
+            r.errors.iter().any(|e| e.contains(&pack.key) && e.contains("damaged")),
+            "{:?}",
+            r.errors
+        );
+        assert!(
+            dst.list("snapshots/").unwrap().is_empty(),
+            "no snapshot without its data"
+        );
+        assert_eq!(dst.head(&pack.key).unwrap(), None);
+    }
+
+    #[test]
+    fn deletion_records_are_replayed_and_never_undone() {
+        let (repo, _d) = repo_with_a_backup();
+        let src = repo.backend().clone();
+        let dst: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::memory());
+        replicate(&repo, &src, &dst, &ReplicateOptions::default(), &Default::default()).unwrap();
+        let snap = src.list("snapshots/").unwrap().remove(0).key;
+        src.delete(&snap).unwrap();
+        record_deletions(&repo, std::slice::from_ref(&snap)).unwrap();
+        // Copying back from the lagging copy does not resurrect the snapshot…
+        let back = replicate(
+            &repo.at(dst.clone()),
+            &dst,
+            &src,
+            &ReplicateOptions::default(),
+            &Default::default(),
+        )
+        .unwrap();
+        assert!(back.ok());
+        assert_eq!(src.head(&snap).unwrap(), None);
+        // …and replicating forward removes it from the lagging copy.
+        let fwd = replicate(&repo, &src, &dst, &ReplicateOptions::default(), &Default::default()).unwrap();
+        assert_eq!(fwd.deleted, 1);
+        assert_eq!(dst.head(&snap).unwrap(), None);
+    }
+}
