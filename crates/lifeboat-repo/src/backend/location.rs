@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{AppendOnly, Backend, BackendError, BackendErrorKind, ObjectStoreBackend, RateLimited};
+use super::{AppendOnly, Backend, BackendError, BackendErrorKind, ObjectStoreBackend, RateLimited, ReadAhead};
 
 /// S3 connection settings. Anything left `None` comes from the usual `AWS_*` environment
 /// variables, then from the shared AWS config files (`AWS_PROFILE`, `~/.aws/credentials`,
@@ -101,7 +101,11 @@ pub fn open_location(opts: &LocationOptions, create: bool) -> Result<Arc<dyn Bac
     let mut b: Arc<dyn Backend> = if url == "memory:" {
         Arc::new(ObjectStoreBackend::memory())
     } else if let Some(rest) = url.strip_prefix("s3://") {
-        Arc::new(ObjectStoreBackend::s3(rest, display.clone(), &opts.s3)?)
+        Arc::new(ReadAhead::new(Arc::new(ObjectStoreBackend::s3(
+            rest,
+            display.clone(),
+            &opts.s3,
+        )?)))
     } else if url.contains("://") && !url.starts_with("file://") {
         return Err(BackendError::new(
             &display,

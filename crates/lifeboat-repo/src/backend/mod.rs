@@ -12,6 +12,7 @@ mod fallback;
 mod location;
 mod object_store_backend;
 mod rate_limit;
+mod read_ahead;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ pub(crate) use fallback::hash_named as fallback_hash_named;
 pub use location::{LocationOptions, S3Options, open_location, parse_rate};
 pub use object_store_backend::ObjectStoreBackend;
 pub use rate_limit::RateLimited;
+pub use read_ahead::ReadAhead;
 
 /// What kind of failure a backend reported; callers branch on this, people read the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
