@@ -212,6 +212,10 @@ fn convert(location: &str, op: &'static str, key: &str, e: object_store::Error) 
         _ => BackendErrorKind::Other,
     };
     let message = match kind {
+        // A write that finds nothing: on S3 the bucket itself is missing.
+        BackendErrorKind::NotFound if matches!(op, "put" | "upload") => {
+            "not found (does the bucket exist?)".to_string()
+        }
         BackendErrorKind::NotFound => "not found".to_string(),
         BackendErrorKind::AlreadyExists => "already exists".to_string(),
         BackendErrorKind::Other | BackendErrorKind::PermissionDenied => chain(&e),

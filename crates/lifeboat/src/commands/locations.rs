@@ -100,7 +100,7 @@ pub fn after_write(ctx: &Ctx, repo: &Repository, locs: &[Loc], primary: usize) -
     if locs.len() < 2 {
         return Vec::new();
     }
-    let src = locs[primary].backend.clone().expect("primary is open");
+    let src = repo.backend().clone();
     let dests: Vec<&Loc> = locs
         .iter()
         .enumerate()

@@ -224,6 +224,11 @@ impl Drop for Moto {
 pub struct Proxy {
     /// Port the client uses.
     pub port: u16,
+    /// The next this-many connections get `503 Slow Down` (S3's throttling answer) instead of
+    /// reaching the server.
+    pub throttle_next: Arc<std::sync::atomic::AtomicUsize>,
+    /// Requests answered with 503 so far.
+    pub throttled: Arc<std::sync::atomic::AtomicUsize>,
     down: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     /// Bytes forwarded from clients to the server.
@@ -238,12 +243,23 @@ impl Proxy {
         let down = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let upstream_bytes = Arc::new(AtomicU64::new(0));
+        let throttle_next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let throttled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (d, c, u) = (down.clone(), conns.clone(), upstream_bytes.clone());
+        let (tn, td) = (throttle_next.clone(), throttled.clone());
         std::thread::spawn(move || {
             for client in l.incoming() {
                 let Ok(client) = client else { continue };
                 if d.load(Ordering::SeqCst) {
                     let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                if tn
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    td.fetch_add(1, Ordering::SeqCst);
+                    std::thread::spawn(move || slow_down(client));
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
@@ -264,6 +280,8 @@ impl Proxy {
         });
         Proxy {
             port,
+            throttle_next,
+            throttled,
             down,
             conns,
             upstream_bytes,
@@ -287,6 +305,26 @@ impl Proxy {
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+}
+
+/// Reads the request head and answers like a throttling S3 endpoint.
+fn slow_down(mut s: TcpStream) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 64 << 10 {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => break,
+        }
+    }
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+    let _ = write!(
+        s,
+        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = s.shutdown(Shutdown::Both);
 }
 
 fn pipe(mut from: TcpStream, mut to: TcpStream, count: Option<Arc<AtomicU64>>) {

@@ -445,3 +445,34 @@ fn server_lost_mid_backup_fails_cleanly_and_the_next_backup_resumes() {
     assert_same_tree(&src, &restored(&target, &src));
     t.run(&["check", "--read-data"]).ok();
 }
+
+#[test]
+fn throttling_is_retried_and_the_final_error_names_location_operation_and_status() {
+    let Some(()) = s3_tests_enabled() else { return };
+    let m = Moto::shared();
+    let b1 = m.bucket("slowdown");
+    let proxy = Proxy::start(m.port);
+    let t = Multi::new(&[(
+        "primary",
+        format!(
+            "url = \"s3://{b1}/lifeboat\"\nendpoint = \"{}\"\nmax_retries = 3\nretry_timeout = \"20s\"",
+            proxy.endpoint()
+        ),
+    )]);
+    let src = source(&t.env);
+    t.run(&["init"]).ok();
+    // Two SlowDown answers in a row: the backoff retries get through.
+    proxy.throttle_next.store(2, std::sync::atomic::Ordering::SeqCst);
+    t.run(&["backup", src.to_str().unwrap()]).ok();
+    assert_eq!(proxy.throttled.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Throttled for good: after the retry cap, one line with the location, the operation, the
+    // object and the last status.
+    proxy.throttle_next.store(1000, std::sync::atomic::Ordering::SeqCst);
+    let started = Instant::now();
+    let r = t.run(&["snapshots"]);
+    r.expect_code(1)
+        .one_line_error(&["primary", "config", "503", "after 3 retries"]);
+    assert!(started.elapsed() < Duration::from_secs(30), "the retry cap holds");
+    let tried = proxy.throttled.load(std::sync::atomic::Ordering::SeqCst) - 2;
+    assert_eq!(tried, 4, "one request and 3 retries: {r}");
+}
