@@ -240,10 +240,24 @@ pub fn replicate(
     }
 
     if opts.apply_deletions && !dst.is_append_only() {
+        // Metadata first (index segments, marks, snapshots), then packs: a pack is deleted only
+        // if no index segment or mark left at either side references it any more.
+        for key in deleted.iter().filter(|k| pack_id(k).is_none()) {
+            if dst.head(key)?.is_some() {
+                dst.delete(key)?;
+                rep.deleted += 1;
+            }
+        }
+        let mut referenced: crate::index::IdSet = src_repo
+            .load_index_for_reading()?
+            .pack_records()
+            .iter()
+            .map(|p| p.id)
+            .collect();
+        referenced.extend(dst_repo.load_index_for_reading()?.pack_records().iter().map(|p| p.id));
         for key in &deleted {
-            if let Some(id) = pack_id(key)
-                && packs.contains_key(&id)
-            {
+            let Some(id) = pack_id(key) else { continue };
+            if referenced.contains(&id) {
                 continue; // still referenced by an index: never deleted anywhere
             }
             if dst.head(key)?.is_some() {

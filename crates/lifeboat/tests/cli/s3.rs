@@ -354,6 +354,10 @@ fn prune_and_forget_apply_to_every_location_and_catch_up_later() {
     t.run(&["replicate"]).ok();
     assert_eq!(m.keys(&b1, "lifeboat/snapshots/").len(), 1, "not resurrected");
     assert_eq!(m.keys(&b2, "lifeboat/snapshots/").len(), 1, "deletion replayed");
+    let (mut p1, mut p2) = (m.keys(&b1, "lifeboat/data/"), m.keys(&b2, "lifeboat/data/"));
+    p1.sort();
+    p2.sort();
+    assert_eq!(p1, p2, "the pruned packs are gone from the secondary too, in one pass");
     for n in ["primary", "secondary"] {
         let c = t.run(&["check", "--read-data", "--location", n]);
         assert!(c.ok().stdout.contains("no errors found"), "{c}");
