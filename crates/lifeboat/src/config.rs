@@ -38,6 +38,8 @@ struct RawLocation {
     append_only: bool,
     max_retries: Option<usize>,
     retry_timeout: Option<String>,
+    #[serde(default)]
+    object_lock: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -278,6 +280,7 @@ fn location(name: &str, l: RawLocation) -> std::result::Result<LocationOptions, 
             sse_kms_key_id: l.sse_kms_key_id,
             max_retries: l.max_retries,
             retry_timeout,
+            object_lock: l.object_lock,
         },
         upload_limit: l.upload_limit.as_deref().map(parse_rate).transpose()?,
         requests_per_second: l.requests_per_second,

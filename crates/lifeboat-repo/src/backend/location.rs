@@ -29,6 +29,9 @@ pub struct S3Options {
     pub max_retries: Option<usize>,
     /// Give up retrying one request after this long (default 60 s).
     pub retry_timeout: Option<Duration>,
+    /// The bucket has Object Lock with a default retention: send `Content-MD5` on writes, which
+    /// such a bucket requires.
+    pub object_lock: bool,
 }
 
 /// A location as configured.

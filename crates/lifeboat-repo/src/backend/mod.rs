@@ -8,6 +8,7 @@
 //! rate), [`AppendOnly`] (no deletes) and [`FallbackReader`] (reads from several locations).
 
 mod append_only;
+mod content_md5;
 mod fallback;
 mod location;
 mod object_store_backend;

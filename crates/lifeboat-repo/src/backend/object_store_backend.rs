@@ -37,6 +37,10 @@ pub struct ObjectStoreBackend {
     /// For a local folder: its path, so ranged reads can be positioned reads on the file itself
     /// (no hop through the async runtime per blob). Writes always go through object_store.
     local_root: Option<PathBuf>,
+    /// Upload packs with one PUT instead of a multipart upload (buffered in memory, at most one
+    /// pack per upload in flight): Object Lock buckets, where a single PUT carries `Content-MD5`
+    /// for the whole object and gets the bucket's default retention on every store.
+    single_put: bool,
 }
 
 impl ObjectStoreBackend {
@@ -67,6 +71,7 @@ impl ObjectStoreBackend {
             part_size: 1 << 20,
             parts_in_flight: 1,
             local_root: Some(root.canonicalize().unwrap_or_else(|_| root.to_path_buf())),
+            single_put: false,
         })
     }
 
@@ -127,6 +132,9 @@ impl ObjectStoreBackend {
         // custom endpoint (S3-compatible stores on an address), virtual-hosted on AWS itself.
         let path_style = o.path_style.unwrap_or(endpoint.is_some());
         b = b.with_virtual_hosted_style_request(!path_style);
+        if o.object_lock {
+            b = b.with_http_connector(super::content_md5::ContentMd5Connector);
+        }
         if let Some(k) = &o.sse_kms_key_id {
             b = b.with_sse_kms_encryption(k);
         }
@@ -160,6 +168,7 @@ impl ObjectStoreBackend {
             part_size: 8 << 20,
             parts_in_flight: 2,
             local_root: None,
+            single_put: o.object_lock,
         })
     }
 
@@ -171,6 +180,7 @@ impl ObjectStoreBackend {
             part_size: 1 << 20,
             parts_in_flight: 1,
             local_root: None,
+            single_put: false,
         }
     }
 }
@@ -299,6 +309,13 @@ impl Backend for ObjectStoreBackend {
     }
 
     fn upload(&self, key: &str) -> Result<Box<dyn Upload>, BackendError> {
+        if self.single_put {
+            return Ok(Box::new(BufferedUpload {
+                backend: self.clone(),
+                key: key.to_string(),
+                data: Vec::new(),
+            }));
+        }
         let p = OsPath::from(key);
         let up = runtime()
             .block_on(self.store.put_multipart(&p))
@@ -344,6 +361,27 @@ impl Backend for ObjectStoreBackend {
             Err(e) => Err(convert(&self.location, "delete", key, e)),
         }
     }
+}
+
+/// An upload published with one PUT on finish (see `single_put`).
+struct BufferedUpload {
+    backend: ObjectStoreBackend,
+    key: String,
+    data: Vec<u8>,
+}
+
+impl Upload for BufferedUpload {
+    fn write(&mut self, data: &[u8]) -> Result<(), BackendError> {
+        self.data.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), BackendError> {
+        let BufferedUpload { backend, key, data } = *self;
+        backend.put(&key, data, PutMode::Overwrite)
+    }
+
+    fn abort(self: Box<Self>) {}
 }
 
 struct StreamUpload {

@@ -160,6 +160,22 @@ wait"#;
         Ok((code, body))
     }
 
+    /// The response headers of a HEAD request (lower-cased), e.g. to see Object Lock retention.
+    pub fn head_headers(&self, bucket: &str, key: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        write!(
+            s,
+            // moto checks no signature but treats a request without one as anonymous, which an
+            // Object Lock bucket refuses: any well-formed Authorization header will do.
+            "HEAD /{bucket}/{key} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nAuthorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00\r\n\r\n",
+            self.port
+        )
+        .expect("write");
+        let mut raw = String::new();
+        let _ = s.read_to_string(&mut raw);
+        raw.to_ascii_lowercase()
+    }
+
     /// Object keys under `prefix` in `bucket` (unsigned ListObjectsV2; small buckets only).
     pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
         let (code, body) = self

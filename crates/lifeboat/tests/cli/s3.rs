@@ -480,3 +480,77 @@ fn throttling_is_retried_and_the_final_error_names_location_operation_and_status
     let tried = proxy.throttled.load(std::sync::atomic::Ordering::SeqCst) - 2;
     assert_eq!(tried, 4, "one request and 3 retries: {r}");
 }
+
+#[test]
+fn object_lock_bucket_locks_every_object_and_prune_only_hides_versions() {
+    let Some(()) = s3_tests_enabled() else { return };
+    let m = Moto::shared();
+    let bucket = format!("locked-{}", std::process::id());
+    let (code, body) = m
+        .request(
+            "PUT",
+            &format!("/{bucket}"),
+            &[("x-amz-bucket-object-lock-enabled", "true")],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let rule = "<ObjectLockConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention><Mode>GOVERNANCE</Mode><Days>32</Days></DefaultRetention></Rule></ObjectLockConfiguration>";
+    let (code, body) = m
+        .request("PUT", &format!("/{bucket}?object-lock"), &[], rule.as_bytes())
+        .unwrap();
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    // Without object_lock = true the bucket refuses the writes (no integrity header).
+    let plain = Multi::new(&[("primary", s3_location(&m.endpoint(), &bucket, "us-east-1"))]);
+    plain
+        .run(&["init"])
+        .expect_code(1)
+        .one_line_error(&["primary", "Object Lock"]);
+
+    let t = Multi::new(&[(
+        "primary",
+        format!(
+            "{}\nobject_lock = true",
+            s3_location(&m.endpoint(), &bucket, "us-east-1")
+        ),
+    )]);
+    let src = source(&t.env);
+    t.run(&["init"]).ok();
+    t.run(&["backup", src.to_str().unwrap()]).ok();
+    for folder in ["snapshots", "data", "index", "keys"] {
+        let key = &m.keys(&bucket, &format!("lifeboat/{folder}/"))[0];
+        let h = m.head_headers(&bucket, key);
+        assert!(
+            h.contains("x-amz-object-lock-retain-until-date") && h.contains("x-amz-object-lock-mode: governance"),
+            "{key} is locked: {h}"
+        );
+    }
+    // Forget and prune still work: deletes become delete markers, the versions stay locked.
+    std::fs::write(src.join("more.txt"), "more").unwrap();
+    t.run(&["backup", src.to_str().unwrap()]).ok();
+    t.run(&[
+        "forget",
+        "--keep-last",
+        "1",
+        "--prune",
+        "--grace",
+        "0s",
+        "--unsafe-short-grace",
+    ])
+    .ok();
+    assert_eq!(m.keys(&bucket, "lifeboat/snapshots/").len(), 1);
+    let (_, versions) = m
+        .request(
+            "GET",
+            &format!("/{bucket}?versions&prefix=lifeboat/snapshots/"),
+            &[],
+            b"",
+        )
+        .unwrap();
+    let v = String::from_utf8_lossy(&versions);
+    assert!(
+        v.matches("<Version>").count() >= 2,
+        "the forgotten snapshot's version is kept: {v}"
+    );
+    t.run(&["check", "--read-data"]).ok();
+}
