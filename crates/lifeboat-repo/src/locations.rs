@@ -91,11 +91,31 @@ pub fn update_status(repo: &Repository, f: impl FnOnce(&mut LocationStatus)) -> 
 
 /// Finds out whether `b` honours put-if-absent: creates a scratch key twice and expects the
 /// second create to fail. Garage, for one, silently overwrites.
+///
+/// The probe also deletes its scratch key, so credentials that may not delete (append-only,
+/// whether or not the config says so) are found here, before prune takes its lease or changes
+/// anything: [`RepoError::AppendOnly`]. A probe key left behind by such a refusal is removed by
+/// the next probe that may delete.
 pub fn probe_conditional_writes(b: &dyn Backend) -> Result<ConditionalWrites> {
     let key = format!("locks/probe-{}", Id::random());
     b.put(&key, b"probe 1".to_vec(), PutMode::Create)?;
     let second = b.put(&key, b"probe 2".to_vec(), PutMode::Create);
-    let _ = b.delete(&key);
+    match b.delete(&key) {
+        Err(e) if e.kind == BackendErrorKind::PermissionDenied => {
+            return Err(RepoError::AppendOnly {
+                location: b.location().into(),
+                what: format!("prune (the store refused to delete {key})"),
+            });
+        }
+        Err(e) => return Err(e.into()),
+        Ok(()) => {
+            for o in b.list("locks/")? {
+                if o.key.starts_with("locks/probe-") {
+                    b.delete(&o.key)?;
+                }
+            }
+        }
+    }
     match second {
         Err(e) if e.kind == BackendErrorKind::AlreadyExists => Ok(ConditionalWrites::Atomic),
         Ok(()) => Ok(ConditionalWrites::Ignored),

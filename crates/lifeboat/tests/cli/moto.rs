@@ -245,6 +245,11 @@ pub struct Proxy {
     pub throttle_next: Arc<std::sync::atomic::AtomicUsize>,
     /// Requests answered with 503 so far.
     pub throttled: Arc<std::sync::atomic::AtomicUsize>,
+    /// Refuse deletes with `403 AccessDenied`, as S3 does for credentials without
+    /// `s3:DeleteObject`. Every other request is forwarded (one request per connection).
+    pub deny_deletes: Arc<AtomicBool>,
+    /// Deletes refused so far.
+    pub denied: Arc<std::sync::atomic::AtomicUsize>,
     down: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     /// Bytes forwarded from clients to the server.
@@ -263,6 +268,9 @@ impl Proxy {
         let throttled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (d, c, u) = (down.clone(), conns.clone(), upstream_bytes.clone());
         let (tn, td) = (throttle_next.clone(), throttled.clone());
+        let deny_deletes = Arc::new(AtomicBool::new(false));
+        let denied = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (dd, dn) = (deny_deletes.clone(), denied.clone());
         std::thread::spawn(move || {
             for client in l.incoming() {
                 let Ok(client) = client else { continue };
@@ -276,6 +284,11 @@ impl Proxy {
                 {
                     td.fetch_add(1, Ordering::SeqCst);
                     std::thread::spawn(move || slow_down(client));
+                    continue;
+                }
+                if dd.load(Ordering::SeqCst) {
+                    let (dn, u) = (dn.clone(), u.clone());
+                    std::thread::spawn(move || deny_delete_or_forward(client, target, &dn, &u));
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
@@ -298,6 +311,8 @@ impl Proxy {
             port,
             throttle_next,
             throttled,
+            deny_deletes,
+            denied,
             down,
             conns,
             upstream_bytes,
@@ -322,6 +337,61 @@ impl Proxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
+
+fn read_head(s: &mut TcpStream) -> Vec<u8> {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 64 << 10 {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => break,
+        }
+    }
+    let _ = s.set_read_timeout(None);
+    head
+}
+
+/// One request: a delete (single or bulk) gets `403 AccessDenied`; anything else is forwarded
+/// with `Connection: close`, so the next request comes on a new connection and is inspected too.
+fn deny_delete_or_forward(mut client: TcpStream, target: u16, denied: &AtomicUsizeRef, up: &Arc<AtomicU64>) {
+    let head = read_head(&mut client);
+    let text = String::from_utf8_lossy(&head).to_string();
+    let first = text.lines().next().unwrap_or("").to_string();
+    if first.starts_with("DELETE ") || (first.starts_with("POST ") && first.contains("?delete")) {
+        denied.fetch_add(1, Ordering::SeqCst);
+        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+        let _ = write!(
+            client,
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    }
+    let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)) else {
+        return;
+    };
+    let mut out = String::new();
+    for l in text.split("\r\n").filter(|l| !l.is_empty()) {
+        if !l.to_ascii_lowercase().starts_with("connection:") {
+            out.push_str(l);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    if server.write_all(out.as_bytes()).is_err() {
+        return;
+    }
+    pipe(
+        client.try_clone().expect("clone"),
+        server.try_clone().expect("clone"),
+        Some(up.clone()),
+    );
+    pipe(server, client, None);
+}
+
+type AtomicUsizeRef = std::sync::atomic::AtomicUsize;
 
 /// Reads the request head and answers like a throttling S3 endpoint.
 fn slow_down(mut s: TcpStream) {

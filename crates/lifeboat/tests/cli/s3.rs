@@ -554,3 +554,46 @@ fn object_lock_bucket_locks_every_object_and_prune_only_hides_versions() {
     );
     t.run(&["check", "--read-data"]).ok();
 }
+
+#[test]
+fn credentials_that_cannot_delete_back_up_fine_and_prune_is_refused() {
+    let Some(()) = s3_tests_enabled() else { return };
+    let m = Moto::shared();
+    let b1 = m.bucket("nodelete");
+    // The store itself refuses every delete with 403 AccessDenied (no append_only flag here).
+    let proxy = Proxy::start(m.port);
+    proxy.deny_deletes.store(true, std::sync::atomic::Ordering::SeqCst);
+    let t = Multi::new(&[("primary", s3_location(&proxy.endpoint(), &b1, "us-east-1"))]);
+    let src = source(&t.env);
+    t.run(&["init"]).ok();
+    t.run(&["backup", "--checkpoint-interval", "1s", src.to_str().unwrap()])
+        .ok();
+    std::fs::write(src.join("more.txt"), "more").unwrap();
+    t.run(&["backup", src.to_str().unwrap()]).ok();
+    assert_eq!(
+        proxy.denied.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "backup never deletes"
+    );
+    t.run(&["prune"])
+        .expect_code(12)
+        .one_line_error(&["append-only", "prune", "refused to delete"]);
+    assert!(
+        m.keys(&b1, "lifeboat/locks/prune").is_empty(),
+        "refused before taking the lease"
+    );
+    t.run(&["forget", "--keep-last", "1"])
+        .expect_code(12)
+        .one_line_error(&["delete", "snapshots/"]);
+    assert_eq!(m.keys(&b1, "lifeboat/snapshots/").len(), 2);
+
+    // The maintenance credential (deletes allowed) prunes, and tidies the probe left behind.
+    proxy.deny_deletes.store(false, std::sync::atomic::Ordering::SeqCst);
+    t.run(&["forget", "--keep-last", "1", "--prune"]).ok();
+    assert_eq!(m.keys(&b1, "lifeboat/snapshots/").len(), 1);
+    assert!(
+        m.keys(&b1, "lifeboat/locks/").is_empty(),
+        "{:?}",
+        m.keys(&b1, "lifeboat/locks/")
+    );
+}
