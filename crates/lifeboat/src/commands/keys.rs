@@ -39,6 +39,14 @@ pub fn init(ctx: &Ctx, a: &InitArgs) -> Result<u8> {
         opts.pack_size = m << 20;
     }
     let repo = Repository::init(b, &pass, &opts)?;
+    if !ctx.global.json && !ctx.global.quiet {
+        println!(
+            "created repository {} at {}",
+            repo.config().id.short(),
+            repo.backend().location()
+        );
+        println!("keep the passphrase safe: without it the backups cannot be read by anyone.");
+    }
     let mut replication = Vec::new();
     if ctx.locations()?.len() > 1 {
         // The other locations get the config and key file now, so each is a complete
@@ -58,13 +66,6 @@ pub fn init(ctx: &Ctx, a: &InitArgs) -> Result<u8> {
             "pack_size": repo.config().pack_size,
             "replication": replication,
         }));
-    } else if !ctx.global.quiet {
-        println!(
-            "created repository {} at {}",
-            repo.config().id.short(),
-            repo.backend().location()
-        );
-        println!("keep the passphrase safe: without it the backups cannot be read by anyone.");
     }
     Ok(OK)
 }
