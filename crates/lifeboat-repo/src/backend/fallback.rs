@@ -84,7 +84,7 @@ impl FallbackReader {
                     return Ok(v);
                 }
                 Err(e) => {
-                    if e.is_not_found() && self.members.len() > 1 {
+                    if e.is_not_found() && e.message() == "not found" && self.members.len() > 1 {
                         self.note(format!("{key}: missing in {}", m.location()));
                     }
                     self.failed(i, &e);

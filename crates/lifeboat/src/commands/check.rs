@@ -43,7 +43,21 @@ pub fn run(ctx: &Ctx, a: &CheckArgs) -> Result<u8> {
         _ => ReadData::None,
     };
     let (repo, location) = match &a.location {
-        Some(n) => (ctx.open_named(n)?.0, Some(n.clone())),
+        Some(n) => {
+            let repo = ctx.open_named(n)?.0;
+            if repo
+                .backend()
+                .head("config")
+                .map_err(lifeboat_repo::RepoError::from)?
+                .is_none()
+            {
+                eprintln!(
+                    "lifeboat: location {n} holds no copy of the repository (no config); `lifeboat replicate --to {n}` makes one"
+                );
+                return Ok(DAMAGED);
+            }
+            (repo, Some(n.clone()))
+        }
         None if ctx.locations()?.len() > 1 => {
             let (r, locs, i) = ctx.open_primary()?;
             (r, Some(locs[i].name().to_string()))
