@@ -102,6 +102,16 @@ pub enum RepoError {
         /// Path or tree that needs it.
         needed_by: String,
     },
+    /// A delete was needed at a location whose credentials may not delete.
+    #[error(
+        "{location} is append-only: {what} needs delete permission; run it with the maintenance credential (see docs/s3.md)"
+    )]
+    AppendOnly {
+        /// The location.
+        location: String,
+        /// What was refused (prune, forget…).
+        what: String,
+    },
     /// The operation was interrupted.
     #[error("interrupted")]
     Interrupted,

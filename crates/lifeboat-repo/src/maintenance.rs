@@ -43,6 +43,12 @@ pub fn forget(repo: &Repository, policy: &RetentionPolicy, dry_run: bool) -> Res
             "refusing to forget with an empty retention policy (give at least one --keep-* option)".into(),
         ));
     }
+    if !dry_run && repo.backend().is_append_only() {
+        return Err(RepoError::AppendOnly {
+            location: repo.backend().location().into(),
+            what: "forget".into(),
+        });
+    }
     let snaps = repo.list_snapshots()?;
     let mut groups: BTreeMap<(String, Vec<String>), Vec<SnapshotEntry>> = BTreeMap::new();
     for (id, s) in snaps {
@@ -90,6 +96,11 @@ pub struct PruneOptions {
     pub dry_run: bool,
     /// Lease lifetime.
     pub lease_ttl: Duration,
+    /// `None`: the location honours put-if-absent, the lease is taken atomically. `Some(d)`: it
+    /// does not (see [`crate::locations::probe_conditional_writes`]); the lease is written, then
+    /// re-read after `d` to see whether another prune overwrote it. That only narrows the race,
+    /// so callers should also make sure no other prune can run.
+    pub lease_settle: Option<Duration>,
 }
 
 impl Default for PruneOptions {
@@ -99,6 +110,7 @@ impl Default for PruneOptions {
             repack_threshold: 0.25,
             dry_run: false,
             lease_ttl: Duration::from_secs(6 * 3600),
+            lease_settle: None,
         }
     }
 }
@@ -153,11 +165,60 @@ const LEASE: &str = "locks/prune";
 impl<'r> Lease<'r> {
     /// Takes the lease, or fails with [`RepoError::LeaseHeld`]. An expired lease is taken over.
     pub fn acquire(repo: &'r Repository, ttl: Duration) -> Result<Lease<'r>> {
+        Self::acquire_with(repo, ttl, None)
+    }
+
+    fn current(repo: &Repository) -> Result<Option<LeaseBody>> {
+        match repo.backend().get(LEASE) {
+            Ok(raw) => {
+                let body = sealed::open(repo.keys(), Kind::Lease, &raw, LEASE)?;
+                Ok(Some(
+                    serde_json::from_slice(&body).map_err(|e| RepoError::damaged(LEASE, e.to_string()))?,
+                ))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes the lease; with `settle`, on a store without put-if-absent (see
+    /// [`PruneOptions::lease_settle`]).
+    pub fn acquire_with(repo: &'r Repository, ttl: Duration, settle: Option<Duration>) -> Result<Lease<'r>> {
+        if repo.backend().is_append_only() {
+            return Err(RepoError::AppendOnly {
+                location: repo.backend().location().into(),
+                what: "prune".into(),
+            });
+        }
         let lease = Lease {
             repo,
             holder: Id::random(),
             ttl,
         };
+        if let Some(settle) = settle {
+            let held = |cur: LeaseBody| RepoError::LeaseHeld {
+                holder: cur.holder.short(),
+                host: cur.host,
+                expires: cur.expires.to_string(),
+            };
+            if let Some(cur) = Self::current(repo)?
+                && cur.expires > jiff::Timestamp::now()
+            {
+                return Err(held(cur));
+            }
+            repo.backend().put(LEASE, lease.body(), PutMode::Overwrite)?;
+            std::thread::sleep(settle);
+            return match Self::current(repo)? {
+                Some(cur) if cur.holder == lease.holder => Ok(lease),
+                Some(cur) => {
+                    drop(lease);
+                    Err(held(cur))
+                }
+                None => Err(RepoError::Invalid(
+                    "the prune lease vanished while it settled (another prune?)".into(),
+                )),
+            };
+        }
         for _ in 0..2 {
             match repo.backend().put(LEASE, lease.body(), PutMode::Create) {
                 Ok(()) => return Ok(lease),
@@ -274,7 +335,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let _lease = if opts.dry_run {
         None
     } else {
-        Some(Lease::acquire(repo, opts.lease_ttl)?)
+        Some(Lease::acquire_with(repo, opts.lease_ttl, opts.lease_settle)?)
     };
     let mut rep = PruneReport {
         dry_run: opts.dry_run,

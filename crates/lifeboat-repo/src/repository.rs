@@ -208,6 +208,18 @@ impl Repository {
         })
     }
 
+    /// The same repository (keys and config) at another location holding a copy of it, so each
+    /// location can be read, checked and repaired on its own without asking for the passphrase
+    /// again.
+    pub fn at(&self, backend: Arc<dyn Backend>) -> Repository {
+        Repository {
+            backend,
+            keys: self.keys.clone(),
+            config: self.config.clone(),
+            key_id: self.key_id.clone(),
+        }
+    }
+
     /// The storage.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
@@ -361,12 +373,32 @@ impl Repository {
         })?;
         let pack = index.pack(loc.pack).id;
         let key = pack_key(&pack);
-        self.backend.get_range_into(
-            &key,
-            u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.length),
-            &mut scratch.sealed,
-        )?;
-        self.open_blob_into(&key, id, loc.blob_type, loc.raw_len, scratch)
+        let range = u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.length);
+        let mut result = self
+            .backend
+            .get_range_into(&key, range.clone(), &mut scratch.sealed)
+            .map_err(RepoError::from)
+            .and_then(|()| self.open_blob_at(&key, id, loc.blob_type, loc.raw_len, scratch));
+        if let Err(first) = &result
+            && matches!(first, RepoError::Damaged { .. } | RepoError::Backend(_))
+        {
+            // Damaged or unreadable here: try the repository's other locations, best first.
+            for alt in self.backend.alternates() {
+                if alt.get_range_into(&key, range.clone(), &mut scratch.sealed).is_err() {
+                    continue;
+                }
+                if let Ok(at) = self.open_blob_at(&key, id, loc.blob_type, loc.raw_len, scratch) {
+                    self.backend
+                        .note_fallback(format!("{key}: {first}; read from {}", alt.location()));
+                    result = Ok(at);
+                    break;
+                }
+            }
+        }
+        Ok(match result? {
+            Some(r) => &scratch.sealed[r],
+            None => &scratch.plain,
+        })
     }
 
     /// Decrypts the sealed blob held in `scratch.sealed` in place, decompresses it if needed and
@@ -379,20 +411,36 @@ impl Repository {
         raw_len: u32,
         scratch: &'s mut BlobScratch,
     ) -> Result<&'s [u8]> {
+        Ok(match self.open_blob_at(pack_name, id, t, raw_len, scratch)? {
+            Some(r) => &scratch.sealed[r],
+            None => &scratch.plain,
+        })
+    }
+
+    /// [`Repository::open_blob_into`], saying where the plaintext is: a range of
+    /// `scratch.sealed` (stored uncompressed) or, for `None`, all of `scratch.plain`.
+    fn open_blob_at(
+        &self,
+        pack_name: &str,
+        id: &Id,
+        t: BlobType,
+        raw_len: u32,
+        scratch: &mut BlobScratch,
+    ) -> Result<Option<std::ops::Range<usize>>> {
         let what = || format!("{pack_name} (blob {})", id.short());
         let range = self
             .keys
             .open_in_place(&blob_aad(t, id), &mut scratch.sealed, pack_name)
             .map_err(|_| RepoError::damaged(what(), "authentication failed (modified, truncated or wrong key)"))?;
-        let framed = &scratch.sealed[range];
+        let framed = &scratch.sealed[range.clone()];
         let Some((&marker, body)) = framed.split_first() else {
             return Err(RepoError::damaged(what(), "empty plaintext"));
         };
-        let plain: &[u8] = match marker {
-            0 => body,
+        let (plain, at): (&[u8], _) = match marker {
+            0 => (body, Some(range.start + 1..range.end)),
             1 => {
                 crate::crypto::decompress_into(body, raw_len as usize, &mut scratch.plain, &what())?;
-                &scratch.plain
+                (&scratch.plain, None)
             }
             m => return Err(RepoError::damaged(what(), format!("unknown compression marker {m}"))),
         };
@@ -402,7 +450,7 @@ impl Repository {
         if self.keys.blob_id(plain) != *id {
             return Err(RepoError::damaged(what(), "content does not match its id"));
         }
-        Ok(plain)
+        Ok(at)
     }
 
     /// Reads, decrypts, decompresses and verifies one blob (allocating; hot loops use

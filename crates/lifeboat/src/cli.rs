@@ -6,8 +6,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const ABOUT: &str = "lifeboat — disaster recovery you can prove.
 
-Encrypted, deduplicated, compressed backups of files and folders into a repository on a local disk
-(S3 and other locations come later), with restore, verification and retention built in.";
+Encrypted, deduplicated, compressed backups of files, folders and PostgreSQL databases into a
+repository on a local disk,
+S3 or any S3-compatible store, or several of them at once (replicated, each verified on its own),
+with restore, verification and retention built in.";
 
 const AFTER: &str = "\
 REPOSITORY AND PASSPHRASE
@@ -29,6 +31,14 @@ HEALTH CHECKS
     (certificate expiring within 7 days, backup older than the RPO); each is overridable per
     check. The exit code tells the worst level (20 high, 21 urgent, 22 critical).
     `lifeboat config validate` checks the whole file without running anything.
+
+LOCATIONS
+    A location is a folder, file:///folder or s3://bucket/prefix (credentials, region and
+    endpoint from AWS_* variables, the shared AWS files, or [locations.NAME] in the config).
+    With `[repository] locations = [\"primary\", \"secondary\", \"nas\"]` one repository lives in
+    all of them: backup writes to the first reachable one and replicates to the others; reads
+    fall back object by object; `locations`, `replicate`, `check --location` and
+    `repair --location` work on them. See docs/s3.md.
 
 ";
 
@@ -101,9 +111,13 @@ pub enum Command {
     /// Manage the passphrases (key files) that open the repository.
     #[command(subcommand)]
     Key(KeyCommand),
-    /// Rebuild repository metadata.
-    #[command(subcommand)]
-    Repair(RepairCommand),
+    /// Rebuild repository metadata (`repair index`), or heal one location from another
+    /// (`repair --location NAME [--from OTHER]`).
+    Repair(RepairArgs),
+    /// Copy to other locations whatever they lack (verified, resumable).
+    Replicate(ReplicateArgs),
+    /// Show every location: reachability, newest snapshot, lag, size, last replication and check.
+    Locations,
     /// Run the configured health checks; the exit code tells the worst alert level.
     Health(HealthArgs),
     /// Work with the config file.
@@ -116,6 +130,41 @@ pub enum Command {
     /// compares every table fingerprint.
     #[command(subcommand)]
     Verify(VerifyCommand),
+}
+
+/// `replicate`.
+#[derive(Debug, Args)]
+pub struct ReplicateArgs {
+    /// Only copy into this location (default: every location).
+    #[arg(long, value_name = "NAME")]
+    pub to: Option<String>,
+    /// Only copy from this location (default: the union of all reachable locations).
+    #[arg(long, value_name = "NAME")]
+    pub from: Option<String>,
+}
+
+/// `repair`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RepairArgs {
+    /// What to rebuild.
+    #[command(subcommand)]
+    pub command: Option<RepairCommand>,
+    /// Verify every object in this location and replace missing or damaged ones.
+    #[arg(long, value_name = "NAME")]
+    pub location: Option<String>,
+    /// Copy from this location (default: any other location that has a good copy).
+    #[arg(long, value_name = "OTHER", requires = "location")]
+    pub from: Option<String>,
+}
+
+/// `repair --location`.
+#[derive(Debug)]
+pub struct RepairLocationArgs {
+    /// Location to heal.
+    pub location: String,
+    /// Location to copy from.
+    pub from: Option<String>,
 }
 
 /// `verify …`.
@@ -311,6 +360,9 @@ pub struct BackupArgs {
     /// Write an index checkpoint this often, so an interrupted backup resumes (e.g. 5m, 30s).
     #[arg(long, default_value = "5m", value_name = "DURATION")]
     pub checkpoint_interval: String,
+    /// With several locations: don't replicate afterwards (run `lifeboat replicate` later).
+    #[arg(long)]
+    pub no_replicate: bool,
 }
 
 /// `snapshots`.
@@ -458,6 +510,9 @@ pub struct CheckArgs {
     /// Read a subset: a percentage ("10%") or a part ("2/7", day 2 of a weekly cycle).
     #[arg(long, value_name = "SUBSET")]
     pub read_data_subset: Option<String>,
+    /// Check this location on its own (default: the first reachable location).
+    #[arg(long, value_name = "NAME")]
+    pub location: Option<String>,
 }
 
 /// Retention flags shared by `forget`.
@@ -523,6 +578,9 @@ pub struct ForgetArgs {
     /// Allow a grace period under 1h (with --prune): only when no backup can be running.
     #[arg(long)]
     pub unsafe_short_grace: bool,
+    /// With --prune on a location that ignores conditional writes: see `prune --help`.
+    #[arg(long)]
+    pub assume_no_other_prune: bool,
 }
 
 /// `prune`.
@@ -541,6 +599,10 @@ pub struct PruneArgs {
     /// Repack packs with at least this share of unused bytes (0.0–1.0).
     #[arg(long, default_value_t = 0.25, value_name = "RATIO")]
     pub repack_threshold: f64,
+    /// Run on a location that ignores conditional writes (Garage): you guarantee no other prune
+    /// runs at the same time (the lease is then only written, re-read and compared).
+    #[arg(long)]
+    pub assume_no_other_prune: bool,
 }
 
 /// `key …`.

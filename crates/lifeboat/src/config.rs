@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use lifeboat_repo::backend::{LocationOptions, S3Options, parse_rate};
 use lifeboat_repo::retention::RetentionPolicy;
 use serde::Deserialize;
 
@@ -20,12 +21,35 @@ struct RawConfig {
     /// `[[checks]]`: kept raw (with spans) for lifeboat-health's validator.
     #[serde(default)]
     checks: lifeboat_health::RawChecks,
+    #[serde(default)]
+    locations: BTreeMap<String, RawLocation>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocation {
+    url: String,
+    region: Option<String>,
+    endpoint: Option<String>,
+    path_style: Option<bool>,
+    allow_http: Option<bool>,
+    profile: Option<String>,
+    sse_kms_key_id: Option<String>,
+    upload_limit: Option<String>,
+    requests_per_second: Option<f64>,
+    #[serde(default)]
+    append_only: bool,
+    max_retries: Option<usize>,
+    retry_timeout: Option<String>,
+    #[serde(default)]
+    object_lock: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRepository {
     location: Option<String>,
+    locations: Option<Vec<String>>,
     password_file: Option<PathBuf>,
     password_command: Option<String>,
     cache_dir: Option<PathBuf>,
@@ -128,8 +152,11 @@ pub struct DbSource {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Repository location.
+    /// Repository location (the single-location form).
     pub location: Option<String>,
+    /// Named locations in order of preference (`[repository] locations` with a
+    /// `[locations.NAME]` table each); empty in the single-location form.
+    pub locations: Vec<LocationOptions>,
     /// Passphrase file.
     pub password_file: Option<PathBuf>,
     /// Passphrase command.
@@ -155,6 +182,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             location: None,
+            locations: Vec::new(),
             password_file: None,
             password_command: None,
             cache_dir: None,
@@ -274,8 +302,35 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
             )));
         }
     }
+    let mut locations = Vec::new();
+    let mut defined = raw.locations;
+    if let Some(names) = &repo.locations {
+        if repo.location.is_some() {
+            return Err(bad("repository: give either `location` or `locations`, not both".into()));
+        }
+        if names.is_empty() {
+            return Err(bad("repository.locations is empty".into()));
+        }
+        for n in names {
+            if locations.iter().any(|l: &LocationOptions| &l.name == n) {
+                return Err(bad(format!("repository.locations names {n:?} twice")));
+            }
+            let Some(l) = defined.remove(n) else {
+                return Err(bad(format!(
+                    "repository.locations names {n:?} but there is no [locations.{n}] table"
+                )));
+            };
+            locations.push(location(n, l).map_err(|m| bad(format!("locations.{n}: {m}")))?);
+        }
+    }
+    if let Some(n) = defined.keys().next() {
+        return Err(bad(format!(
+            "[locations.{n}] is defined but not listed in repository.locations"
+        )));
+    }
     Ok(Config {
         location: repo.location,
+        locations,
         password_file: repo.password_file,
         password_command: repo.password_command,
         cache_dir: repo.cache_dir,
@@ -336,6 +391,55 @@ fn db_source(name: &str, s: RawSource) -> std::result::Result<DbSource, String> 
             }
             None => None,
         },
+    })
+}
+
+fn location(name: &str, l: RawLocation) -> std::result::Result<LocationOptions, String> {
+    let url = l.url.trim().to_string();
+    if url.is_empty() {
+        return Err("url is empty".into());
+    }
+    if url.contains("://") && !(url.starts_with("s3://") || url.starts_with("file://")) {
+        return Err(format!(
+            "url {url:?}: use s3://bucket/prefix, file:///folder or a folder"
+        ));
+    }
+    if !url.contains("://") && !Path::new(&url).is_absolute() {
+        return Err(format!("url {url:?} is not an absolute folder"));
+    }
+    if let Some(r) = l.requests_per_second
+        && !(r > 0.0 && r.is_finite())
+    {
+        return Err(format!("requests_per_second {r} must be positive"));
+    }
+    let retry_timeout = l
+        .retry_timeout
+        .as_deref()
+        .map(|t| {
+            t.parse::<jiff::SignedDuration>()
+                .ok()
+                .filter(|d| !d.is_negative())
+                .map(|d| d.unsigned_abs())
+                .ok_or_else(|| format!("retry_timeout {t:?} is not a duration (e.g. 60s, 2m)"))
+        })
+        .transpose()?;
+    Ok(LocationOptions {
+        name: name.into(),
+        url,
+        s3: S3Options {
+            region: l.region,
+            endpoint: l.endpoint,
+            path_style: l.path_style,
+            allow_http: l.allow_http,
+            profile: l.profile,
+            sse_kms_key_id: l.sse_kms_key_id,
+            max_retries: l.max_retries,
+            retry_timeout,
+            object_lock: l.object_lock,
+        },
+        upload_limit: l.upload_limit.as_deref().map(parse_rate).transpose()?,
+        requests_per_second: l.requests_per_second,
+        append_only: l.append_only,
     })
 }
 
@@ -412,6 +516,40 @@ mod tests {
         ] {
             let e = parse(bad, Path::new("x.toml")).unwrap_err().to_string();
             assert!(e.contains("sources."), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn locations_parse_in_order() {
+        let t = "[repository]\nlocations = [\"b\", \"a\"]\n[locations.a]\nurl = \"/mnt/nas\"\nappend_only = true\n[locations.b]\nurl = \"s3://bkt/pre\"\nregion = \"us-west-2\"\nupload_limit = \"50MiB/s\"\nrequests_per_second = 100\nretry_timeout = \"30s\"\n";
+        let c = parse(t, Path::new("x.toml")).unwrap();
+        let names: Vec<&str> = c.locations.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["b", "a"]);
+        assert_eq!(c.locations[0].upload_limit, Some(50 << 20));
+        assert_eq!(c.locations[0].s3.region.as_deref(), Some("us-west-2"));
+        assert!(c.locations[1].append_only);
+    }
+
+    #[test]
+    fn location_mistakes_are_reported() {
+        for (t, needle) in [
+            ("[repository]\nlocations = [\"a\"]\n", "no [locations.a] table"),
+            (
+                "[repository]\nlocations = [\"a\"]\n[locations.a]\nurl = \"ftp://x\"\n",
+                "s3://bucket",
+            ),
+            ("[locations.a]\nurl = \"/x\"\n", "not listed"),
+            (
+                "[repository]\nlocations = [\"a\"]\n[locations.a]\nurl = \"/x\"\nupload_limit = \"fast\"\n",
+                "invalid rate",
+            ),
+            (
+                "[repository]\nlocation = \"/r\"\nlocations = [\"a\"]\n[locations.a]\nurl = \"/x\"\n",
+                "not both",
+            ),
+        ] {
+            let e = parse(t, Path::new("x.toml")).unwrap_err().to_string();
+            assert!(e.contains(needle), "{t}: {e}");
         }
     }
 

@@ -53,6 +53,9 @@ pub const HEALTH_HIGH: u8 = 20;
 pub const HEALTH_URGENT: u8 = 21;
 /// `health`: the worst failing check is at level critical (service down).
 pub const HEALTH_CRITICAL: u8 = 22;
+/// A location's credentials may not delete (append-only): prune and forget need the
+/// maintenance credential.
+pub const APPEND_ONLY: u8 = 23;
 /// Interrupted (Ctrl-C).
 pub const INTERRUPTED: u8 = 130;
 
@@ -93,6 +96,7 @@ EXIT CODES
     20   health: worst failing check is high (e.g. certificate expiring within 7 days)
     21   health: worst failing check is urgent (e.g. response over 5 s, disk under 5 % free)
     22   health: worst failing check is critical (service down, certificate expired)
+    23   append-only location: prune/forget need the maintenance credential
     130  interrupted";
 
 /// A failure that already knows its exit code and one-line message.
@@ -134,6 +138,12 @@ pub fn code_for(e: &RepoError) -> u8 {
         RepoError::LeaseHeld { .. } => LOCKED,
         RepoError::RestoreRefused(_) | RepoError::UnsafeName { .. } => RESTORE_REFUSED,
         RepoError::Interrupted => INTERRUPTED,
+        RepoError::AppendOnly { .. } => APPEND_ONLY,
+        RepoError::Backend(b)
+            if b.op == "delete" && b.kind == lifeboat_repo::backend::BackendErrorKind::PermissionDenied =>
+        {
+            APPEND_ONLY
+        }
         RepoError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => SOURCE_MISSING,
         RepoError::Io { .. } | RepoError::Backend(_) => FAILURE,
     }

@@ -3,14 +3,28 @@
 //! The engine only ever needs whole-object puts (optionally put-if-absent), streamed uploads of
 //! packs, ranged reads, listing of a prefix and deletes. That is exactly what every object store
 //! offers, so the format never relies on rename or append, and a local folder, S3 or an in-memory
-//! store for tests all sit behind [`Backend`]. Implementations live in submodules.
+//! store for tests all sit behind [`Backend`]. Implementations live in submodules; wrappers add
+//! per-location behaviour without the engine knowing: [`RateLimited`] (bandwidth and request
+//! rate), [`AppendOnly`] (no deletes) and [`FallbackReader`] (reads from several locations).
 
+mod append_only;
+mod content_md5;
+mod fallback;
+mod location;
 mod object_store_backend;
+mod rate_limit;
+mod read_ahead;
 
 use std::ops::Range;
 use std::sync::Arc;
 
+pub use append_only::AppendOnly;
+pub use fallback::FallbackReader;
+pub(crate) use fallback::hash_named as fallback_hash_named;
+pub use location::{LocationOptions, S3Options, open_location, parse_rate};
 pub use object_store_backend::ObjectStoreBackend;
+pub use rate_limit::RateLimited;
+pub use read_ahead::ReadAhead;
 
 /// What kind of failure a backend reported; callers branch on this, people read the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +33,8 @@ pub enum BackendErrorKind {
     NotFound,
     /// A put-if-absent found an object already there.
     AlreadyExists,
+    /// The credentials may not do this (an append-only location refusing a delete, or a 403).
+    PermissionDenied,
     /// Anything else (I/O, network, permission).
     Other,
 }
@@ -133,32 +149,33 @@ pub trait Backend: Send + Sync {
     fn head(&self, key: &str) -> Result<Option<u64>, BackendError>;
     /// Deletes an object; deleting a missing object is not an error.
     fn delete(&self, key: &str) -> Result<(), BackendError>;
+
+    /// True when this location refuses deletes by design (append-only credentials), so
+    /// maintenance can refuse up front instead of failing halfway.
+    fn is_append_only(&self) -> bool {
+        false
+    }
+    /// Other locations holding the same repository, best first: the repository re-reads an
+    /// object from them when this one returns damaged data. Empty for a single location.
+    fn alternates(&self) -> Vec<Arc<dyn Backend>> {
+        Vec::new()
+    }
+    /// Records that a read had to fall back (shown in the command's summary).
+    fn note_fallback(&self, _message: String) {}
+    /// The fallbacks recorded so far.
+    fn fallbacks(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
-/// Opens the backend named by a location string: a path, `file:///path` or `memory:`.
-/// A local folder must exist (see [`create`]).
+/// Opens the backend named by a location string: a path, `file:///path`, `s3://bucket/prefix`
+/// (settings from the usual `AWS_*` variables) or `memory:`. A local folder must exist (see
+/// [`create`]).
 pub fn open(location: &str) -> Result<Arc<dyn Backend>, BackendError> {
-    open_with(location, false)
+    open_location(&LocationOptions::new(location), false)
 }
 
 /// Like [`open`], but creates a missing local folder (for `init`).
 pub fn create(location: &str) -> Result<Arc<dyn Backend>, BackendError> {
-    open_with(location, true)
-}
-
-fn open_with(location: &str, create: bool) -> Result<Arc<dyn Backend>, BackendError> {
-    if location == "memory:" {
-        return Ok(Arc::new(ObjectStoreBackend::memory()));
-    }
-    let path = location.strip_prefix("file://").unwrap_or(location);
-    if location.contains("://") && !location.starts_with("file://") {
-        return Err(BackendError::new(
-            location,
-            "open",
-            "",
-            BackendErrorKind::Other,
-            "unsupported location scheme (this version supports local paths and file://)".into(),
-        ));
-    }
-    Ok(Arc::new(ObjectStoreBackend::local(std::path::Path::new(path), create)?))
+    open_location(&LocationOptions::new(location), true)
 }

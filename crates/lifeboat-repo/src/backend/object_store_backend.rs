@@ -1,5 +1,6 @@
 //! [`Backend`] on the `object_store` crate: the local filesystem (fsync'd, staged, renamed) and an
-//! in-memory store for tests. S3 will plug in here too.
+//! in-memory store for tests, and S3 or any S3-compatible store (multipart uploads for packs,
+//! retries with exponential backoff and jitter from object_store's retry layer).
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use futures_util::TryStreamExt;
 use object_store::path::Path as OsPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
+use super::location::{S3Options, read_profile};
 use super::{Backend, BackendError, BackendErrorKind, ObjectInfo, PutMode, Upload};
 
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -35,6 +37,10 @@ pub struct ObjectStoreBackend {
     /// For a local folder: its path, so ranged reads can be positioned reads on the file itself
     /// (no hop through the async runtime per blob). Writes always go through object_store.
     local_root: Option<PathBuf>,
+    /// Upload packs with one PUT instead of a multipart upload (buffered in memory, at most one
+    /// pack per upload in flight): Object Lock buckets, where a single PUT carries `Content-MD5`
+    /// for the whole object and gets the bucket's default retention on every store.
+    single_put: bool,
 }
 
 impl ObjectStoreBackend {
@@ -65,6 +71,104 @@ impl ObjectStoreBackend {
             part_size: 1 << 20,
             parts_in_flight: 1,
             local_root: Some(root.canonicalize().unwrap_or_else(|_| root.to_path_buf())),
+            single_put: false,
+        })
+    }
+
+    /// An S3 bucket (`bucket/prefix`, the part after `s3://`). Settings not given in `o` come
+    /// from the `AWS_*` environment variables, then the shared AWS config files. Nothing is
+    /// contacted here: the first request tells whether the location is reachable.
+    pub fn s3(bucket_and_prefix: &str, location: String, o: &S3Options) -> Result<Self, BackendError> {
+        use object_store::ClientConfigKey;
+        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+        let bad = |m: String| BackendError::new(&location, "open", "", BackendErrorKind::Other, m);
+        let (bucket, prefix) = bucket_and_prefix.split_once('/').unwrap_or((bucket_and_prefix, ""));
+        if bucket.is_empty() {
+            return Err(bad("no bucket in the URL (expected s3://bucket/prefix)".into()));
+        }
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let env_has_keys = std::env::var_os("AWS_ACCESS_KEY_ID").is_some();
+        let profile_name = o
+            .profile
+            .clone()
+            .or_else(|| std::env::var("AWS_PROFILE").ok())
+            .unwrap_or_else(|| "default".into());
+        let prof = read_profile(&profile_name);
+        if !env_has_keys || o.profile.is_some() {
+            if let (Some(k), Some(s)) = (&prof.access_key_id, &prof.secret_access_key) {
+                b = b.with_access_key_id(k).with_secret_access_key(s);
+                if let Some(t) = &prof.session_token {
+                    b = b.with_token(t);
+                }
+            } else if o.profile.is_some() {
+                return Err(bad(format!(
+                    "profile {profile_name:?} has no aws_access_key_id/aws_secret_access_key in the shared credentials file"
+                )));
+            }
+        }
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let region = o
+            .region
+            .clone()
+            .or_else(|| env("AWS_REGION"))
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .or(prof.region)
+            .unwrap_or_else(|| "us-east-1".into());
+        b = b.with_region(region);
+        let endpoint = o
+            .endpoint
+            .clone()
+            .or_else(|| env("AWS_ENDPOINT_URL"))
+            .or_else(|| env("AWS_ENDPOINT"))
+            .or(prof.endpoint_url);
+        if let Some(e) = &endpoint {
+            b = b.with_endpoint(e.trim_end_matches('/'));
+            let http = o.allow_http.unwrap_or(e.starts_with("http://"));
+            b = b.with_allow_http(http);
+        } else if let Some(h) = o.allow_http {
+            b = b.with_allow_http(h);
+        }
+        // Virtual-hosted requests need DNS for bucket.endpoint: default to path-style with a
+        // custom endpoint (S3-compatible stores on an address), virtual-hosted on AWS itself.
+        let path_style = o.path_style.unwrap_or(endpoint.is_some());
+        b = b.with_virtual_hosted_style_request(!path_style);
+        if o.object_lock {
+            b = b.with_http_connector(super::content_md5::ContentMd5Connector);
+        }
+        if let Some(k) = &o.sse_kms_key_id {
+            b = b.with_sse_kms_encryption(k);
+        }
+        let retry = object_store::RetryConfig {
+            backoff: object_store::BackoffConfig {
+                init_backoff: std::time::Duration::from_millis(200),
+                max_backoff: std::time::Duration::from_secs(10),
+                base: 2.0,
+            },
+            max_retries: o.max_retries.unwrap_or(6),
+            retry_timeout: o.retry_timeout.unwrap_or(std::time::Duration::from_secs(60)),
+        };
+        b = b
+            .with_retry(retry)
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "5s")
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "120s");
+        let s3 = b.build().map_err(|e| bad(chain(&e)))?;
+        let store: Arc<dyn ObjectStore> = if prefix.trim_matches('/').is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(
+                s3,
+                OsPath::from(prefix.trim_matches('/')),
+            ))
+        };
+        Ok(ObjectStoreBackend {
+            store,
+            location,
+            // S3 parts must be at least 5 MiB (except the last); 8 MiB keeps a 16 MiB pack at two
+            // parts and two requests in flight.
+            part_size: 8 << 20,
+            parts_in_flight: 2,
+            local_root: None,
+            single_put: o.object_lock,
         })
     }
 
@@ -76,6 +180,7 @@ impl ObjectStoreBackend {
             part_size: 1 << 20,
             parts_in_flight: 1,
             local_root: None,
+            single_put: false,
         }
     }
 }
@@ -108,13 +213,22 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 fn convert(location: &str, op: &'static str, key: &str, e: object_store::Error) -> BackendError {
     let kind = match &e {
         object_store::Error::NotFound { .. } => BackendErrorKind::NotFound,
-        object_store::Error::AlreadyExists { .. } => BackendErrorKind::AlreadyExists,
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            BackendErrorKind::AlreadyExists
+        }
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+            BackendErrorKind::PermissionDenied
+        }
         _ => BackendErrorKind::Other,
     };
     let message = match kind {
+        // A write that finds nothing: on S3 the bucket itself is missing.
+        BackendErrorKind::NotFound if matches!(op, "put" | "upload") => {
+            "not found (does the bucket exist?)".to_string()
+        }
         BackendErrorKind::NotFound => "not found".to_string(),
         BackendErrorKind::AlreadyExists => "already exists".to_string(),
-        BackendErrorKind::Other => chain(&e),
+        BackendErrorKind::Other | BackendErrorKind::PermissionDenied => chain(&e),
     };
     BackendError::new(location, op, key, kind, message).with_io(find_io(&e))
 }
@@ -195,6 +309,13 @@ impl Backend for ObjectStoreBackend {
     }
 
     fn upload(&self, key: &str) -> Result<Box<dyn Upload>, BackendError> {
+        if self.single_put {
+            return Ok(Box::new(BufferedUpload {
+                backend: self.clone(),
+                key: key.to_string(),
+                data: Vec::new(),
+            }));
+        }
         let p = OsPath::from(key);
         let up = runtime()
             .block_on(self.store.put_multipart(&p))
@@ -240,6 +361,27 @@ impl Backend for ObjectStoreBackend {
             Err(e) => Err(convert(&self.location, "delete", key, e)),
         }
     }
+}
+
+/// An upload published with one PUT on finish (see `single_put`).
+struct BufferedUpload {
+    backend: ObjectStoreBackend,
+    key: String,
+    data: Vec<u8>,
+}
+
+impl Upload for BufferedUpload {
+    fn write(&mut self, data: &[u8]) -> Result<(), BackendError> {
+        self.data.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), BackendError> {
+        let BufferedUpload { backend, key, data } = *self;
+        backend.put(&key, data, PutMode::Overwrite)
+    }
+
+    fn abort(self: Box<Self>) {}
 }
 
 struct StreamUpload {

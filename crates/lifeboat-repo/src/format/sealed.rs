@@ -23,6 +23,11 @@ pub enum Kind {
     Verification = 6,
     /// A named manifest (a stream stored by name outside snapshots, e.g. a WAL segment).
     Named = 7,
+    /// A location's own status record (`status/location`: last replication, last check).
+    LocationStatus = 10,
+    /// A deletion record (`deletions/<id>`): objects a prune or forget removed, replayed on
+    /// locations that were unreachable at the time.
+    Deletions = 11,
 }
 
 /// Compresses (zstd level 3) and encrypts `body` as a sealed file of `kind`.

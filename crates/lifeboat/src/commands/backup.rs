@@ -100,7 +100,7 @@ pub fn run(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
     let jobs = jobs(ctx, a)?;
     let db_jobs = db_jobs(ctx, a);
     let interval = parse_duration(&a.checkpoint_interval)?;
-    let repo = ctx.open()?;
+    let (repo, locs, primary) = ctx.open_primary()?;
     let parent = match &a.parent {
         Some(p) => Some(repo.find_snapshot(p)?.0),
         None => None,
@@ -159,9 +159,23 @@ pub fn run(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
         code = code.max(c);
         db_results.push(v);
     }
+    // The snapshots are committed at the primary; now the other locations (failures are
+    // warnings: the next backup or `lifeboat replicate` catches up).
+    let replication = if a.no_replicate {
+        Vec::new()
+    } else {
+        super::locations::after_write(ctx, &repo, &locs, primary)
+    };
     if ctx.global.json {
         let mut v: Vec<_> = results.iter().map(json_result).collect();
         v.extend(db_results);
+        if locs.len() > 1 {
+            let r = serde_json::to_value(&replication)?;
+            for x in &mut v {
+                x["location"] = serde_json::Value::String(locs[primary].name().to_string());
+                x["replication"] = r.clone();
+            }
+        }
         output::json(&if v.len() == 1 {
             v.into_iter().next().expect("one")
         } else {

@@ -42,7 +42,28 @@ pub fn run(ctx: &Ctx, a: &CheckArgs) -> Result<u8> {
         (false, Some(s)) => parse_subset(s)?,
         _ => ReadData::None,
     };
-    let repo = ctx.open()?;
+    let (repo, location) = match &a.location {
+        Some(n) => {
+            let repo = ctx.open_named(n)?.0;
+            if repo
+                .backend()
+                .head("config")
+                .map_err(lifeboat_repo::RepoError::from)?
+                .is_none()
+            {
+                eprintln!(
+                    "lifeboat: location {n} holds no copy of the repository (no config); `lifeboat replicate --to {n}` makes one"
+                );
+                return Ok(DAMAGED);
+            }
+            (repo, Some(n.clone()))
+        }
+        None if ctx.locations()?.len() > 1 => {
+            let (r, locs, i) = ctx.open_primary()?;
+            (r, Some(locs[i].name().to_string()))
+        }
+        None => (ctx.open()?, None),
+    };
     let progress = Arc::new(CheckProgress::default());
     let p2 = progress.clone();
     let bar = Progress::bytes(ctx.progress() && read != ReadData::None, move || {
@@ -59,6 +80,16 @@ pub fn run(ctx: &Ctx, a: &CheckArgs) -> Result<u8> {
     let r = check::check(&repo, read, &progress);
     bar.finish();
     let r = r?;
+    if location.is_some() {
+        let st = lifeboat_repo::locations::CheckStatus {
+            time: jiff::Timestamp::now(),
+            errors: r.errors.len(),
+            read_data: read != ReadData::None,
+        };
+        if let Err(e) = lifeboat_repo::locations::update_status(&repo, |s| s.last_check = Some(st)) {
+            eprintln!("lifeboat: warning: the check result could not be recorded in the location: {e}");
+        }
+    }
     if ctx.global.json {
         output::json(&r);
     } else {
@@ -80,6 +111,9 @@ pub fn run(ctx: &Ctx, a: &CheckArgs) -> Result<u8> {
             }
         }
         if !ctx.global.quiet {
+            if let Some(l) = &location {
+                println!("location {l}:");
+            }
             println!(
                 "checked {} snapshot(s), {} index segment(s), {} pack(s), {} blob(s); read {} pack(s), {} in {}",
                 r.snapshots,

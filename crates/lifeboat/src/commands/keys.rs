@@ -39,15 +39,7 @@ pub fn init(ctx: &Ctx, a: &InitArgs) -> Result<u8> {
         opts.pack_size = m << 20;
     }
     let repo = Repository::init(b, &pass, &opts)?;
-    if ctx.global.json {
-        output::json(&serde_json::json!({
-            "location": repo.backend().location(),
-            "id": repo.config().id,
-            "chunker": repo.config().chunker,
-            "compression_level": repo.config().compression_level,
-            "pack_size": repo.config().pack_size,
-        }));
-    } else if !ctx.global.quiet {
+    if !ctx.global.json && !ctx.global.quiet {
         println!(
             "created repository {} at {}",
             repo.config().id.short(),
@@ -55,11 +47,43 @@ pub fn init(ctx: &Ctx, a: &InitArgs) -> Result<u8> {
         );
         println!("keep the passphrase safe: without it the backups cannot be read by anyone.");
     }
+    let mut replication = Vec::new();
+    if ctx.locations()?.len() > 1 {
+        // The other locations get the config and key file now, so each is a complete
+        // repository from the start (local folders are created).
+        let mut locs = ctx.open_locations()?;
+        for l in locs.iter_mut().skip(1) {
+            l.backend = lifeboat_repo::backend::open_location(&l.opts, true).map_err(|e| e.to_string());
+        }
+        replication = super::locations::after_write(ctx, &repo, &locs, 0);
+    }
+    if ctx.global.json {
+        output::json(&serde_json::json!({
+            "location": repo.backend().location(),
+            "id": repo.config().id,
+            "chunker": repo.config().chunker,
+            "compression_level": repo.config().compression_level,
+            "pack_size": repo.config().pack_size,
+            "replication": replication,
+        }));
+    }
     Ok(OK)
 }
 
 pub fn key(ctx: &Ctx, k: KeyCommand) -> Result<u8> {
-    let mut repo = ctx.open()?;
+    // Key changes go to the first reachable location and are then replayed everywhere: a
+    // removed passphrase must not keep opening another copy of the repository.
+    let needs_delete = matches!(k, KeyCommand::Remove { .. } | KeyCommand::Passwd(_));
+    let mut m = super::maintenance::open_for_deletion(ctx, "removing a key", !needs_delete)?;
+    let changes = !matches!(k, KeyCommand::List);
+    let code = key_command(ctx, &mut m.repo, k)?;
+    if changes {
+        super::maintenance::finish_deletion(ctx, &m)?;
+    }
+    Ok(code)
+}
+
+fn key_command(ctx: &Ctx, repo: &mut Repository, k: KeyCommand) -> Result<u8> {
     match k {
         KeyCommand::List => {
             let keys = repo.list_keys()?;

@@ -7,6 +7,7 @@ mod db;
 mod health;
 mod inspect;
 mod keys;
+mod locations;
 mod maintenance;
 mod pg_logical;
 mod pg_physical;
@@ -19,12 +20,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
-use lifeboat_repo::backend::{self, Backend};
+use lifeboat_repo::backend::{self, Backend, FallbackReader, LocationOptions};
 use lifeboat_repo::{RepoError, Repository};
 
 use crate::cli::{Cli, Command, Global};
 use crate::config::{self, Config};
-use crate::exit::{NO_REPOSITORY, USAGE, fail};
+use crate::exit::{FAILURE, NO_REPOSITORY, USAGE, fail};
 use crate::secrets::{self, PassphraseSources};
 
 /// What every command needs, resolved once.
@@ -35,18 +36,84 @@ pub struct Ctx {
     pub config: Config,
 }
 
+/// One configured location, opened (opening contacts nothing; the first request does).
+pub struct Loc {
+    /// Its settings.
+    pub opts: LocationOptions,
+    /// The backend, or why it could not be set up.
+    pub backend: std::result::Result<Arc<dyn Backend>, String>,
+}
+
+impl Loc {
+    /// The name shown to people: the config name, or the URL for a bare location.
+    pub fn name(&self) -> &str {
+        if self.opts.name.is_empty() {
+            &self.opts.url
+        } else {
+            &self.opts.name
+        }
+    }
+
+    /// `Ok(true)` when the location answers and holds a repository, `Ok(false)` when it
+    /// answers without one, `Err` when it cannot be reached.
+    pub fn probe(&self) -> std::result::Result<bool, String> {
+        let b = self.backend.as_ref().map_err(|e| e.clone())?;
+        b.head("config").map(|c| c.is_some()).map_err(|e| e.to_string())
+    }
+}
+
 impl Ctx {
-    fn location(&self) -> Result<String> {
-        self.global
-            .repo
-            .clone()
-            .or_else(|| self.config.location.clone())
-            .ok_or_else(|| {
-                fail(
-                    NO_REPOSITORY,
-                    "no repository given: use --repo, LIFEBOAT_REPO or `location` in the config",
-                )
+    /// The configured locations, best first: `--repo`/`LIFEBOAT_REPO` (one), else the config's
+    /// `locations`, else its single `location`.
+    pub fn locations(&self) -> Result<Vec<LocationOptions>> {
+        if let Some(r) = &self.global.repo {
+            return Ok(vec![LocationOptions::new(r)]);
+        }
+        if !self.config.locations.is_empty() {
+            return Ok(self.config.locations.clone());
+        }
+        match &self.config.location {
+            Some(l) => Ok(vec![LocationOptions::new(l)]),
+            None => Err(fail(
+                NO_REPOSITORY,
+                "no repository given: use --repo, LIFEBOAT_REPO or `location`/`locations` in the config",
+            )),
+        }
+    }
+
+    /// A stable name for "this repository" as configured (every location's URL), for local
+    /// state kept per repository such as the WAL spool.
+    pub fn location_key(&self) -> Result<String> {
+        Ok(self
+            .locations()?
+            .iter()
+            .map(|l| l.url.as_str())
+            .collect::<Vec<_>>()
+            .join(" "))
+    }
+
+    /// Every location, opened.
+    pub fn open_locations(&self) -> Result<Vec<Loc>> {
+        Ok(self
+            .locations()?
+            .into_iter()
+            .map(|opts| {
+                let backend = backend::open_location(&opts, false).map_err(|e| e.to_string());
+                Loc { opts, backend }
             })
+            .collect())
+    }
+
+    /// The location called `name`.
+    pub fn named_location(&self, name: &str) -> Result<Loc> {
+        let all = self.open_locations()?;
+        let names: Vec<String> = all.iter().map(|l| l.name().to_string()).collect();
+        all.into_iter().find(|l| l.name() == name).ok_or_else(|| {
+            fail(
+                USAGE,
+                format!("no location named {name:?} (configured: {})", names.join(", ")),
+            )
+        })
     }
 
     pub(crate) fn sources(&self) -> PassphraseSources {
@@ -62,22 +129,47 @@ impl Ctx {
         }
     }
 
-    /// The storage backend of the repository (which must exist).
+    /// The storage for reading: the one location, or all of them behind a reader that falls
+    /// back object by object.
     pub fn backend(&self) -> Result<Arc<dyn Backend>> {
-        let loc = self.location()?;
-        match backend::open(&loc) {
-            Ok(b) => Ok(b),
-            Err(e) if e.is_not_found() => Err(RepoError::NotFound { location: loc }.into()),
-            Err(e) => Err(RepoError::from(e).into()),
+        let locs = self.open_locations()?;
+        if locs.len() == 1 {
+            let loc = locs.into_iter().next().expect("one");
+            let url = loc.opts.url.clone();
+            return match backend::open_location(&loc.opts, false) {
+                Ok(b) => Ok(b),
+                Err(e) if e.is_not_found() => Err(RepoError::NotFound { location: url }.into()),
+                Err(e) => Err(RepoError::from(e).into()),
+            };
         }
+        let mut members = Vec::new();
+        let mut errors = Vec::new();
+        for l in locs {
+            match l.backend {
+                Ok(b) => members.push(b),
+                Err(e) => errors.push(e),
+            }
+        }
+        if members.is_empty() {
+            return Err(fail(
+                FAILURE,
+                format!("no location can be opened: {}", errors.join("; ")),
+            ));
+        }
+        let r = FallbackReader::new(members);
+        for e in errors {
+            r.note_fallback(format!("location skipped: {e}"));
+        }
+        Ok(Arc::new(r))
     }
 
-    /// The storage backend for `init`, creating a missing local folder.
+    /// The storage backend for `init`: the first location, creating a missing local folder.
     pub fn backend_for_init(&self) -> Result<Arc<dyn Backend>> {
-        Ok(backend::create(&self.location()?).map_err(RepoError::from)?)
+        let first = self.locations()?.into_iter().next().expect("at least one location");
+        Ok(backend::open_location(&first, true).map_err(RepoError::from)?)
     }
 
-    /// Opens the repository with the passphrase.
+    /// Opens the repository for reading (all locations, with fallback).
     pub fn open(&self) -> Result<Repository> {
         let b = self.backend()?;
         if b.head("config").map_err(RepoError::from)?.is_none() {
@@ -88,6 +180,50 @@ impl Ctx {
         }
         let pass = secrets::passphrase(&self.sources(), false)?;
         Ok(Repository::open(b, &pass)?)
+    }
+
+    /// Opens the repository for writing at the first reachable location that holds it; returns
+    /// it with every location (for replication afterwards) and the index of the one chosen.
+    pub fn open_primary(&self) -> Result<(Repository, Vec<Loc>, usize)> {
+        let locs = self.open_locations()?;
+        if locs.len() == 1 {
+            let repo = self.open()?;
+            return Ok((repo, locs, 0));
+        }
+        let mut why = Vec::new();
+        for (i, l) in locs.iter().enumerate() {
+            match l.probe() {
+                Ok(true) => {
+                    let pass = secrets::passphrase(&self.sources(), false)?;
+                    let repo = Repository::open(l.backend.clone().expect("probed"), &pass)?;
+                    if i > 0 && !self.global.quiet {
+                        eprintln!(
+                            "lifeboat: warning: writing to location {} ({} unavailable)",
+                            l.name(),
+                            why.join("; ")
+                        );
+                    }
+                    return Ok((repo, locs, i));
+                }
+                Ok(false) => why.push(format!("{}: no repository there", l.name())),
+                Err(e) => why.push(format!("{}: {e}", l.name())),
+            }
+        }
+        Err(fail(
+            NO_REPOSITORY,
+            format!("no location holds the repository: {}", why.join("; ")),
+        ))
+    }
+
+    /// Opens the repository (keys from any location) at the location called `name` alone.
+    pub fn open_named(&self, name: &str) -> Result<(Repository, Loc)> {
+        let loc = self.named_location(name)?;
+        let b = loc
+            .backend
+            .clone()
+            .map_err(|e| fail(FAILURE, format!("location {name}: {e}")))?;
+        let any = self.open()?;
+        Ok((any.at(b), loc))
     }
 
     /// The local cache folder, unless disabled.
@@ -178,5 +314,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Config(crate::cli::ConfigCommand::Validate) => health::validate(&ctx),
         Command::Wal(w) => wal::run(&ctx, w),
         Command::Verify(v) => pg_logical::verify(&ctx, v),
+        Command::Replicate(a) => locations::replicate(&ctx, &a),
+        Command::Locations => locations::list(&ctx),
     }
 }

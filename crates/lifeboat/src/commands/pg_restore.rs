@@ -110,12 +110,27 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
         r.chown(&spool)?;
     }
     let pass_file = restore_password_file(ctx, a, &data_dir, run_as)?;
-    let location = std::path::absolute(ctx.location()?)?;
+    // The server runs restore_command with its own environment: name the repository fully (one
+    // location by its URL or absolute path; several through the config file).
+    let locations = ctx.locations()?;
+    let repo_env = match locations.as_slice() {
+        [one] if one.url.contains("://") => ("LIFEBOAT_REPO", PathBuf::from(&one.url)),
+        [one] => ("LIFEBOAT_REPO", std::path::absolute(&one.url)?),
+        _ => {
+            let config = ctx.global.config.as_ref().ok_or_else(|| {
+                fail(
+                    USAGE,
+                    "several locations: restore --data-dir needs the config file (--config)",
+                )
+            })?;
+            ("LIFEBOAT_CONFIG", std::path::absolute(config)?)
+        }
+    };
     let exe = std::env::current_exe()?;
     let restore_command = restore::restore_command(
         &exe,
         &[
-            ("LIFEBOAT_REPO", location.as_path()),
+            (repo_env.0, repo_env.1.as_path()),
             ("LIFEBOAT_PASSWORD_FILE", pass_file.as_path()),
             ("LIFEBOAT_WAL_SPOOL", spool.as_path()),
         ],

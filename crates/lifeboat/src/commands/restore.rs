@@ -66,9 +66,12 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     } else {
         None
     };
+    let fallbacks = repo.backend().fallbacks();
     let failed = !r.errors.is_empty() || verify.as_ref().is_some_and(|v| !v.mismatches.is_empty());
     if ctx.global.json {
-        output::json(&serde_json::json!({ "snapshot_id": id, "target": target, "summary": r, "verify": verify }));
+        output::json(
+            &serde_json::json!({ "snapshot_id": id, "target": target, "summary": r, "verify": verify, "fallbacks": fallbacks }),
+        );
     } else {
         for e in &r.errors {
             eprintln!("lifeboat: error: {e}");
@@ -85,6 +88,12 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
                 r.errors.len()
             );
             println!("  dirs     {}", r.dirs);
+            if !fallbacks.is_empty() {
+                println!("  fallback {} read(s) served by another location:", fallbacks.len());
+                for f in &fallbacks {
+                    println!("           {f}");
+                }
+            }
             println!("  written  {}", output::bytes(r.bytes_written));
             println!(
                 "  time     {} ({:.1} MB/s)",

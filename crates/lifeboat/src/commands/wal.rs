@@ -50,7 +50,7 @@ fn stream(ctx: &Ctx, a: &WalStreamArgs) -> Result<u8> {
             let cache = ctx
                 .cache_dir()
                 .ok_or_else(|| fail(USAGE, "no folder for the WAL spool: set --spool or LIFEBOAT_CACHE_DIR"))?;
-            let key = blake3::hash(ctx.location()?.as_bytes()).to_hex();
+            let key = blake3::hash(ctx.location_key()?.as_bytes()).to_hex();
             cache.join("wal").join(format!("{}-stream", &key[..16]))
         }
     };
@@ -106,8 +106,7 @@ fn spool(ctx: &Ctx, given: &Option<PathBuf>, system_id: &str) -> Result<Spool> {
             "no folder for the WAL spool: set --spool / LIFEBOAT_WAL_SPOOL, LIFEBOAT_CACHE_DIR or HOME",
         )
     })?;
-    let loc = ctx.location()?;
-    let key = blake3::hash(loc.as_bytes()).to_hex();
+    let key = blake3::hash(ctx.location_key()?.as_bytes()).to_hex();
     Ok(Spool::new(
         cache.join("wal").join(format!("{}-{system_id}", &key[..16])),
     ))

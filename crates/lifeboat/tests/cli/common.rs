@@ -239,7 +239,8 @@ pub fn snapshot_of(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         for e in entries {
             let p = e.path();
             let rel = p.strip_prefix(root).expect("under root").to_path_buf();
-            let m = std::fs::symlink_metadata(&p).expect("lstat");
+            // A running backup may rename or remove a temporary file between the two calls.
+            let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
             if m.is_dir() {
                 out.insert(rel.join(""), b"<dir>".to_vec());
                 go(root, &p, out);
@@ -283,7 +284,8 @@ pub fn all_files(root: &Path) -> Vec<(PathBuf, u64)> {
         let Ok(rd) = std::fs::read_dir(&d) else { continue };
         for e in rd.flatten() {
             let p = e.path();
-            let m = std::fs::symlink_metadata(&p).expect("lstat");
+            // A running backup may rename or remove a temporary file between the two calls.
+            let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
             if m.is_dir() {
                 stack.push(p);
             } else {
