@@ -29,6 +29,21 @@ fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
 
+/// Listings (`ls`, `diff`, `snapshots`) are read-only and often piped into `head`: when the
+/// reader goes away they end quietly, as `ls | head` does, instead of failing on every later
+/// write. Commands that change the repository keep Rust's default (the write fails as an error).
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn end_quietly_on_closed_pipe() {
+    // SAFETY: restores the default action of one signal, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn end_quietly_on_closed_pipe() {}
+
 fn main() -> ExitCode {
     tune_allocator();
     let cli = match cli::Cli::try_parse() {
@@ -39,6 +54,12 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if matches!(
+        cli.command,
+        cli::Command::Ls(_) | cli::Command::Diff(_) | cli::Command::Snapshots(_)
+    ) {
+        end_quietly_on_closed_pipe();
+    }
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

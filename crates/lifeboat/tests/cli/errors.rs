@@ -324,3 +324,30 @@ fn a_good_round_trip_still_works() {
     e.restore("latest", &target);
     assert_same_tree(&src, &restored(&target, &src));
 }
+
+#[test]
+fn listing_into_a_closed_pipe_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let e = Env::with_repo(&[]);
+    let src = e.path("src");
+    for i in 0..3000 {
+        let d = src.join(format!("d{}", i % 30));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("f{i}")), b"x").unwrap();
+    }
+    e.backup(&[&src]);
+    let mut c = e.command();
+    c.args(["ls", "latest"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is gone (like `| head -1`); the listing must not panic on the next writes.
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!first.is_empty());
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+}
