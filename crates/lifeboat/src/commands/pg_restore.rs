@@ -38,7 +38,6 @@ fn restore_password_file(ctx: &Ctx, a: &RestoreArgs, data_dir: &Path, run_as: Op
     if let Some(f) = &a.restore_password_file {
         return Ok(std::path::absolute(f)?);
     }
-    let pass = crate::secrets::passphrase(&ctx.sources(), false)?;
     let name = data_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -47,23 +46,60 @@ fn restore_password_file(ctx: &Ctx, a: &RestoreArgs, data_dir: &Path, run_as: Op
         .parent()
         .unwrap_or(Path::new("/"))
         .join(format!(".lifeboat-{name}.passphrase"));
+    write_password_file(ctx, &file, run_as)?;
+    Ok(file)
+}
+
+/// Writes a 0600 copy of the repository passphrase for the server's OS user.
+pub(super) fn write_password_file(ctx: &Ctx, file: &Path, run_as: Option<RunAs>) -> Result<()> {
+    let pass = crate::secrets::passphrase(&ctx.sources(), false)?;
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let _ = std::fs::remove_file(&file);
+        let _ = std::fs::remove_file(file);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&file)
+            .open(file)
             .map_err(|e| fail(USAGE, format!("{}: {e}", file.display())))?;
         f.write_all(&pass)?;
         f.sync_all()?;
     }
     if let Some(r) = run_as {
-        r.chown(&file)?;
+        r.chown(file)?;
     }
-    Ok(file)
+    Ok(())
+}
+
+/// The restore_command of a server restoring from this repository: this executable, the
+/// repository named fully (the server runs it with its own environment: one location by its URL
+/// or absolute path, several through the config file), the passphrase *file* and a WAL spool.
+pub(super) fn restore_command_for(ctx: &Ctx, pass_file: &Path, spool: &Path) -> Result<String> {
+    let locations = ctx.locations()?;
+    let repo_env = match locations.as_slice() {
+        [one] if one.url.contains("://") => ("LIFEBOAT_REPO", PathBuf::from(&one.url)),
+        [one] => ("LIFEBOAT_REPO", std::path::absolute(&one.url)?),
+        _ => {
+            let config = ctx.global.config.as_ref().ok_or_else(|| {
+                fail(
+                    USAGE,
+                    "several locations: a physical restore needs the config file (--config)",
+                )
+            })?;
+            ("LIFEBOAT_CONFIG", std::path::absolute(config)?)
+        }
+    };
+    let exe = std::env::current_exe()?;
+    Ok(restore::restore_command(
+        &exe,
+        &[
+            (repo_env.0, repo_env.1.as_path()),
+            ("LIFEBOAT_PASSWORD_FILE", pass_file),
+            ("LIFEBOAT_WAL_SPOOL", spool),
+        ],
+        &["--quiet".to_string()],
+    )?)
 }
 
 pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
@@ -110,32 +146,7 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
         r.chown(&spool)?;
     }
     let pass_file = restore_password_file(ctx, a, &data_dir, run_as)?;
-    // The server runs restore_command with its own environment: name the repository fully (one
-    // location by its URL or absolute path; several through the config file).
-    let locations = ctx.locations()?;
-    let repo_env = match locations.as_slice() {
-        [one] if one.url.contains("://") => ("LIFEBOAT_REPO", PathBuf::from(&one.url)),
-        [one] => ("LIFEBOAT_REPO", std::path::absolute(&one.url)?),
-        _ => {
-            let config = ctx.global.config.as_ref().ok_or_else(|| {
-                fail(
-                    USAGE,
-                    "several locations: restore --data-dir needs the config file (--config)",
-                )
-            })?;
-            ("LIFEBOAT_CONFIG", std::path::absolute(config)?)
-        }
-    };
-    let exe = std::env::current_exe()?;
-    let restore_command = restore::restore_command(
-        &exe,
-        &[
-            (repo_env.0, repo_env.1.as_path()),
-            ("LIFEBOAT_PASSWORD_FILE", pass_file.as_path()),
-            ("LIFEBOAT_WAL_SPOOL", spool.as_path()),
-        ],
-        &["--quiet".to_string()],
-    )?;
+    let restore_command = restore_command_for(ctx, &pass_file, &spool)?;
     let opts = PhysicalRestoreOptions {
         data_dir: data_dir.clone(),
         force_overwrite: a.force_overwrite,
@@ -143,6 +154,7 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
         restore_command,
         run_as,
         no_archive: a.no_archive,
+        extra_settings: Vec::new(),
     };
     let progress = Arc::new(RestoreProgress::default());
     let p2 = progress.clone();

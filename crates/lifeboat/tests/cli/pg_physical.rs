@@ -534,3 +534,153 @@ fn forensic_copy_is_labelled_and_never_latest() {
     assert!(target.join("PG_VERSION").exists());
     assert!(target.join("global/pg_control").exists());
 }
+
+impl PgEnv {
+    /// A physical source with restore-test checks.
+    fn config_with_checks(&self, name: &str, url: &str, checks: &[&str]) -> PathBuf {
+        let p = self.root.join(format!("{name}.toml"));
+        let checks: Vec<String> = checks.iter().map(|c| format!("{c:?}")).collect();
+        std::fs::write(
+            &p,
+            format!(
+                "[sources.db]\nkind = \"postgres\"\nurl = \"{url}\"\nmode = \"physical\"\ndatabases = \"all\"\nchecks = [{}]\n",
+                checks.join(", ")
+            ),
+        )
+        .unwrap();
+        self.give(&p);
+        p
+    }
+
+    /// `lifeboat` with TMPDIR pointing at `tmp` (to see that throwaway clusters go away).
+    fn lifeboat_tmp(&self, tmp: &Path, args: &[&str]) -> Run {
+        let o = self.cmd(args).env("TMPDIR", tmp).output().unwrap();
+        let a: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        Run::from_output(&a, o)
+    }
+}
+
+/// Every database's table fingerprints as the restore-test attestation records them.
+fn attested_fingerprints(report: &serde_json::Value) -> Vec<(String, Vec<lifeboat_pg::fingerprint::TableFingerprint>)> {
+    report["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_string(),
+                serde_json::from_value(d["fingerprints"].clone()).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn live_fingerprints(
+    env: &PgEnv,
+    c: &ScratchCluster,
+    dbs: &[&str],
+) -> Vec<(String, Vec<lifeboat_pg::fingerprint::TableFingerprint>)> {
+    dbs.iter()
+        .map(|d| {
+            (
+                d.to_string(),
+                lifeboat_pg::fingerprint::compute(&env.tools, &c.conn(d), None).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn physical_restore_test_fingerprints_checks_and_amcheck() {
+    let Some(env) = PgEnv::new() else { return };
+    let src = env.cluster(true, None);
+    assert!(env.pgbench(&src, &["-i", "-s", "1", "-q"]).wait().unwrap().success());
+    let db = src.client("postgres").unwrap();
+    db.execute("CREATE DATABASE other").unwrap();
+    src.client("other")
+        .unwrap()
+        .execute("CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes SELECT g, md5(g::text) FROM generate_series(1, 500) g;")
+        .unwrap();
+    let cfg = env.config_with_checks(
+        "checks",
+        &src.url("postgres"),
+        &[
+            "SELECT count(*) = 100000 FROM pgbench_accounts",
+            "SELECT count(*) > 0 FROM pgbench_branches",
+        ],
+    );
+    let cfg = cfg.to_str().unwrap();
+    let b = env.lifeboat(&["--config", cfg, "--json", "backup", "db"]);
+    b.ok();
+    let id = b.json()["snapshot_id"].as_str().unwrap().to_string();
+    // Nothing changed since the backup: its restored state equals the live databases.
+    let live = live_fingerprints(&env, &src, &["other", "postgres"]);
+
+    let tmp = env.mkdir("tmp");
+    let t0 = Instant::now();
+    let v = env.lifeboat_tmp(&tmp, &["--config", cfg, "--json", "verify", "restore", "db"]);
+    v.ok();
+    let took = t0.elapsed().as_secs_f64();
+    let j = v.json();
+    let r = &j["report"];
+    assert_eq!(j["passed"], true, "{j}");
+    assert_eq!(
+        attested_fingerprints(r),
+        live,
+        "restored fingerprints differ from the source's"
+    );
+    assert_eq!(r["checks"].as_array().unwrap().len(), 2, "{r}");
+    assert!(
+        r["checks"].as_array().unwrap().iter().all(|c| c["passed"] == true),
+        "{r}"
+    );
+    assert_eq!(r["amcheck"]["passed"], true, "{r}");
+    assert!(r["amcheck"]["options"].to_string().contains("--heapallindexed"), "{r}");
+    assert!(r["restore_bytes"].as_u64().unwrap() > 10_000_000, "{r}");
+    assert!(r["restore_secs"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["reference"].is_null(), "the first test records the reference: {r}");
+    eprintln!(
+        "physical restore test: restore + recovery {:.1} s ({} bytes), fingerprints {:.1} s, pg_amcheck --heapallindexed {:.1} s, whole command {took:.1} s",
+        r["restore_secs"].as_f64().unwrap(),
+        r["restore_bytes"],
+        r["fingerprint_secs"].as_f64().unwrap(),
+        r["amcheck"]["secs"].as_f64().unwrap()
+    );
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the throwaway cluster was not removed"
+    );
+
+    // `snapshots --verified` lists it; a second test compares with the first one's fingerprints.
+    let s = env.lifeboat(&["--json", "snapshots", "--verified"]);
+    s.ok();
+    let listed = s.json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["verified"], true);
+    let again = env.lifeboat_tmp(&tmp, &["--config", cfg, "verify", "restore", "db", &id]);
+    again.ok();
+    assert!(
+        again.stdout.contains("PASSED") && again.stdout.contains("fingerprints equal to the restore test of"),
+        "{again:?}"
+    );
+
+    // A failing check: exit 18, recorded as failed, the snapshot is no clean candidate; the
+    // throwaway cluster is gone all the same.
+    db.execute("DELETE FROM pgbench_history").unwrap();
+    env.lifeboat(&["--config", cfg, "backup", "db"]).ok();
+    let bad = env.config_with_checks("bad", &src.url("postgres"), &["SELECT count(*) > 0 FROM no_such_table"]);
+    let f = env.lifeboat_tmp(&tmp, &["--config", bad.to_str().unwrap(), "verify", "restore", "db"]);
+    f.expect_code(18).one_line_error(&["restore test", "failed check"]);
+    assert!(f.stdout.contains("FAIL"), "{f:?}");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    let s = env.lifeboat(&["--json", "snapshots"]);
+    let all = s.json();
+    let verified: Vec<_> = all.as_array().unwrap().iter().map(|s| s["verified"].clone()).collect();
+    assert_eq!(
+        verified,
+        vec![serde_json::json!(true), serde_json::json!(false)],
+        "{all}"
+    );
+}
