@@ -443,7 +443,9 @@ pub struct RestoreArgs {
     #[arg(long, requires = "force_overwrite", help_heading = "Database restore")]
     pub no_safety_backup: bool,
     /// Restore the newest snapshot taken before this time whose restore test passed (never a
-    /// forensic one), e.g. '2026-11-20 14:00+00'. See `snapshots --verified --before`.
+    /// forensic one), e.g. '2026-11-20 14:00+00'. Physical (with --data-dir): the newest
+    /// verified backup that was consistent before TIME, then WAL replayed to just before TIME
+    /// (a transaction committed at TIME or later is left out). See `snapshots --verified --before`.
     #[arg(long, value_name = "TIME", help_heading = "Database restore")]
     pub clean_before: Option<String>,
     /// Which database of the snapshot to restore (default: the only one, or the one named like
@@ -462,8 +464,17 @@ pub struct RestoreArgs {
     )]
     pub target_time: Option<String>,
     /// Replay WAL up to this LSN (inclusive), e.g. 0/3000060.
-    #[arg(long, value_name = "LSN", help_heading = "Database restore")]
+    #[arg(
+        long,
+        value_name = "LSN",
+        conflicts_with = "target_immediate",
+        help_heading = "Database restore"
+    )]
     pub target_lsn: Option<String>,
+    /// Replay WAL only until the backup is consistent, then promote: the database exactly as
+    /// the backup captured it (what `verify restore` fingerprints).
+    #[arg(long, conflicts_with = "target_time", help_heading = "Database restore")]
+    pub target_immediate: bool,
     /// Start the server after restoring and wait until recovery finished and it was promoted.
     #[arg(long, help_heading = "Database restore")]
     pub start: bool,

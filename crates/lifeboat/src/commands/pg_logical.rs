@@ -135,12 +135,10 @@ pub(super) fn database_of(url: &str) -> Result<String> {
 pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     let src = db_source(ctx, &a.items[0])?;
     if src.mode == DbMode::Physical {
-        // TODO(physical): --clean-before for physical sources = this selection (select::choose)
-        // plus WAL replay to just before the incident; wire it to the physical restore.
         return Err(fail(
             USAGE,
             format!(
-                "sources.{}: physical sources restore with --data-dir (see the physical restore)",
+                "sources.{}: a physical source restores into a data directory: add --data-dir DIR (with --clean-before too)",
                 src.name
             ),
         ));

@@ -22,6 +22,17 @@ use crate::exit::{OK, USAGE, fail};
 use crate::output::{self, Progress};
 
 fn target(a: &RestoreArgs) -> Result<RecoveryTarget> {
+    if let Some(t) = &a.clean_before {
+        if a.target_time.is_some() || a.target_lsn.is_some() || a.target_immediate {
+            return Err(fail(
+                USAGE,
+                "--clean-before sets the recovery target itself (just before TIME): leave out --target-time, --target-lsn and --target-immediate",
+            ));
+        }
+        let ts = super::select::parse_time(t)
+            .map_err(|e| fail(USAGE, format!("--clean-before: {}", crate::one_line(&e))))?;
+        return Ok(RecoveryTarget::Before(ts));
+    }
     if let Some(t) = &a.target_time {
         let ts =
             super::select::parse_time(t).map_err(|e| fail(USAGE, format!("--target-time: {}", crate::one_line(&e))))?;
@@ -29,6 +40,9 @@ fn target(a: &RestoreArgs) -> Result<RecoveryTarget> {
     }
     if let Some(l) = &a.target_lsn {
         return Ok(RecoveryTarget::Lsn(Lsn::parse(l)?));
+    }
+    if a.target_immediate {
+        return Ok(RecoveryTarget::Immediate);
     }
     Ok(RecoveryTarget::Latest)
 }
@@ -110,12 +124,6 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
             "restore: --to (logical) and --data-dir (physical) exclude each other",
         ));
     }
-    if a.clean_before.is_some() {
-        return Err(fail(
-            USAGE,
-            "restore --clean-before is for logical snapshots (--to); for a physical restore use --target-time",
-        ));
-    }
     let (source, reference) = match a.items.as_slice() {
         [s, r] => (Some(s.as_str()), r.as_str()),
         [one] if ctx.config.db_sources.iter().any(|s| s.name == *one) => (Some(one.as_str()), "latest"),
@@ -129,7 +137,28 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     let timeout = parse_duration(&a.start_timeout)?;
     let tools = if a.start { Some(Tools::find()?) } else { None };
     let repo = ctx.open()?;
-    let chosen = restore::choose_snapshot(&repo, source, reference, &target)?;
+    let chosen = match (&a.clean_before, source) {
+        // The newest verified backup consistent before the incident (the same rule as for
+        // logical snapshots), then WAL replayed to just before it.
+        (Some(t), Some(name)) => {
+            let src = ctx.config.db_sources.iter().find(|s| s.name == name).ok_or_else(|| {
+                fail(
+                    USAGE,
+                    format!(
+                        "restore --clean-before: no kind = \"postgres\" source named {name:?} in the config (--config)"
+                    ),
+                )
+            })?;
+            super::select::choose(&repo, src, reference, Some(t))?
+        }
+        (Some(_), None) => {
+            return Err(fail(
+                USAGE,
+                "restore --clean-before needs the source: restore SOURCE --clean-before TIME --data-dir DIR",
+            ));
+        }
+        (None, _) => restore::choose_snapshot(&repo, source, reference, &target)?,
+    };
     let run_as = RunAs::for_server()?;
     let spool = {
         let name = data_dir
