@@ -126,8 +126,8 @@ pub enum Command {
     /// PostgreSQL WAL archiving: archive_command, restore_command, continuity check.
     #[command(subcommand)]
     Wal(WalCommand),
-    /// Prove backups: `verify restore SOURCE [SNAPSHOT]` restores into a throwaway server and
-    /// compares every table fingerprint.
+    /// Prove backups: `verify restore SOURCE [SNAPSHOT]` restores into a throwaway server,
+    /// compares every table fingerprint and runs the checks (physical: and pg_amcheck).
     #[command(subcommand)]
     Verify(VerifyCommand),
 }
@@ -170,10 +170,13 @@ pub struct RepairLocationArgs {
 /// `verify …`.
 #[derive(Debug, Subcommand)]
 pub enum VerifyCommand {
-    /// Restore test of a PostgreSQL source's snapshot (default: its latest): restore into a
-    /// throwaway cluster (or the source's `scratch_url`), compare every table's fingerprint with
-    /// the one stored at backup time, run the source's `checks`, and record the result in the
-    /// repository (shown by `snapshots` as verified). Exit 18 when anything differs or fails.
+    /// Restore test of a PostgreSQL source's snapshot (default: its latest), recorded in the
+    /// repository (shown by `snapshots` as verified). Logical: restore into a throwaway cluster
+    /// (or the source's `scratch_url`), compare every table's fingerprint with the one stored at
+    /// backup time, run the source's `checks`. Physical: restore into a throwaway cluster,
+    /// recover with WAL from the repository to the backup's end, fingerprint every table (kept in
+    /// the record; later tests must match), run the `checks` and `pg_amcheck`. Exit 18 when
+    /// anything differs or fails.
     Restore(VerifyRestoreArgs),
 }
 

@@ -199,3 +199,16 @@ pub(super) fn restore_test(
     })?;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_from_urls() {
+        assert_eq!(user_of("postgres://backup@db:5432/app").as_deref(), Some("backup"));
+        assert_eq!(user_of("postgres://backup:pw@db/app").as_deref(), Some("backup"));
+        assert_eq!(user_of("postgres://db/app?x=a@b"), None);
+        assert_eq!(user_of("postgres://db"), None);
+    }
+}
