@@ -174,7 +174,9 @@ fn run(
             "the backup holds no postgresql.conf (kept outside the data directory?): started with defaults".into(),
         );
     }
-    cluster.start_with_timeout(opts.timeout)?;
+    if let Err(e) = cluster.start_with_timeout(opts.timeout) {
+        return Err(recovery_error(&cluster.log()).unwrap_or(e));
+    }
     // Whoever the superuser is (OID 10), connect as it.
     let mut roles: Vec<String> = opts.login_role.iter().cloned().collect();
     roles.push("postgres".into());
@@ -252,6 +254,42 @@ fn run(
     Ok(())
 }
 
+/// Why recovery stopped, from the server log's FATAL/PANIC lines (None: nothing telling).
+fn recovery_error(log: &str) -> Option<PgError> {
+    let fatal: Vec<&str> = log
+        .lines()
+        .filter_map(|l| {
+            ["FATAL:", "PANIC:"]
+                .iter()
+                .find_map(|k| l.find(k).map(|i| l[i + k.len()..].trim()))
+        })
+        .collect();
+    if fatal.is_empty() {
+        return None;
+    }
+    let text = fatal.join(" / ");
+    let gap = [
+        "could not locate required checkpoint",
+        "WAL ends before",
+        "recovery ended before",
+        "requested timeline",
+        "could not find redo location",
+    ]
+    .iter()
+    .any(|k| text.contains(k));
+    Some(if gap {
+        PgError::WalMissing(format!(
+            "recovery to the backup's end failed, the repository lacks WAL the backup needs (run `lifeboat wal check`): {text}"
+        ))
+    } else {
+        PgError::ToolFailed {
+            tool: "postgres (recovery)".into(),
+            status: "server stopped".into(),
+            message: text,
+        }
+    })
+}
+
 /// `pg_amcheck` of every database: tables and B-tree indexes (the amcheck extension is
 /// installed where missing: the copy is thrown away). None, with a warning, when the program
 /// is not installed.
@@ -294,4 +332,25 @@ fn amcheck(
         secs: t0.elapsed().as_secs_f64(),
         detail: last_lines(&text),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_errors_from_the_log() {
+        let log = "2026-11-26 10:11:20.5 UTC [1] LOG:  starting\n\
+                   2026-11-26 10:11:20.5 UTC [2] FATAL:  could not locate required checkpoint record\n\
+                   2026-11-26 10:11:20.5 UTC [1] LOG:  startup process exited\n";
+        let e = recovery_error(log).unwrap();
+        assert!(matches!(e, PgError::WalMissing(_)), "{e}");
+        assert!(
+            e.to_string().ends_with(": could not locate required checkpoint record"),
+            "{e}"
+        );
+        let e = recovery_error("x FATAL:  could not load library \"foo\"\n").unwrap();
+        assert!(e.to_string().contains("could not load library"), "{e}");
+        assert!(recovery_error("LOG: fine\n").is_none());
+    }
 }

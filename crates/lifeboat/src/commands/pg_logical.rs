@@ -401,12 +401,14 @@ fn record(ctx: &Ctx, repo: &Repository, src: &DbSource, report: verify::RestoreT
         if let Some(e) = &report.error {
             println!("  error: {e}");
         }
-        println!(
-            "  restore  {} in {} (RTO sample); fingerprints in {}",
-            output::bytes(report.restore_bytes),
-            output::secs(report.restore_secs),
-            output::secs(report.fingerprint_secs)
-        );
+        if report.error.is_none() {
+            println!(
+                "  restore  {} in {} (RTO sample); fingerprints in {}",
+                output::bytes(report.restore_bytes),
+                output::secs(report.restore_secs),
+                output::secs(report.fingerprint_secs)
+            );
+        }
         println!("  recorded as attestation {}", att_id.short());
     }
     if !report.passed {

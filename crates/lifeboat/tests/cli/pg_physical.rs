@@ -879,3 +879,33 @@ fn pgbench_during_logical_and_physical_backups_then_both_restores_equal_their_fi
         names.len()
     );
 }
+
+#[test]
+fn physical_restore_test_without_its_wal_fails_is_recorded_and_cleans_up() {
+    let Some(env) = PgEnv::new() else { return };
+    let src = env.cluster(true, None);
+    let cfg = env.config("db", &src.url("postgres"));
+    let cfg = cfg.to_str().unwrap();
+    let b = env.lifeboat(&["--config", cfg, "--json", "backup", "db"]);
+    b.ok();
+    let pg = b.json()["postgres"].clone();
+    // The segments the backup needs to become consistent vanish from the repository.
+    let ns = env.repo.join("named").join(pg["wal_namespace"].as_str().unwrap());
+    let mut removed = 0;
+    for seg in [pg["start_wal"].as_str().unwrap(), pg["stop_wal"].as_str().unwrap()] {
+        removed += usize::from(std::fs::remove_file(ns.join(seg)).is_ok());
+    }
+    assert!(removed > 0, "no WAL manifest under {}", ns.display());
+    let tmp = env.mkdir("tmp");
+    let f = env.lifeboat_tmp(&tmp, &["--config", cfg, "verify", "restore", "db"]);
+    f.expect_code(18)
+        .one_line_error(&["restore test", "WAL missing", "could not locate required checkpoint"]);
+    assert!(f.stdout.contains("FAILED"), "{f:?}");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "throwaway cluster left behind"
+    );
+    let s = env.lifeboat(&["--json", "snapshots"]);
+    assert_eq!(s.json()[0]["verified"], false, "{}", s.stdout);
+}
