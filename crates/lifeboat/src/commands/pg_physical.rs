@@ -136,7 +136,11 @@ pub(super) fn reference_fingerprints(repo: &Repository, id: &Id) -> Result<Optio
             })
             .collect();
         found = Some((
-            format!("restore test of {} (attestation {})", a.time, att_id.short()),
+            format!(
+                "restore test of {} (attestation {})",
+                a.time.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                att_id.short()
+            ),
             dbs,
         ));
     }
