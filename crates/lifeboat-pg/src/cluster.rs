@@ -40,6 +40,7 @@ pub struct ScratchCluster {
     port: u16,
     env: Vec<(String, String)>,
     password: Option<String>,
+    user: String,
     running: bool,
 }
 
@@ -98,6 +99,19 @@ impl ScratchCluster {
         Ok(c)
     }
 
+    /// A temporary folder with no data folder in it yet (`root/data`, see
+    /// [`ScratchCluster::data_dir`]): for restoring a physical backup into, then
+    /// [`ScratchCluster::start`]. Removed with everything in it on drop.
+    pub fn unformatted(tools: &Tools, opts: &ClusterOptions) -> Result<ScratchCluster> {
+        ScratchCluster::empty(tools, opts)
+    }
+
+    /// Connects as this role from now on (a restored cluster's superuser need not be called
+    /// `postgres`).
+    pub fn set_user(&mut self, user: &str) {
+        self.user = user.to_string();
+    }
+
     fn empty(tools: &Tools, opts: &ClusterOptions) -> Result<ScratchCluster> {
         let run_as = RunAs::for_server()?;
         let mut b = tempfile::Builder::new();
@@ -123,6 +137,7 @@ impl ScratchCluster {
             port: free_port()?,
             env: opts.env.clone(),
             password: None,
+            user: "postgres".into(),
             running: false,
         })
     }
@@ -155,15 +170,20 @@ impl ScratchCluster {
     /// Connection settings for a database over TCP (password included when set).
     pub fn conn(&self, db: &str) -> ConnInfo {
         let url = match &self.password {
-            Some(p) => format!("postgres://postgres:{}@127.0.0.1:{}/{db}", encode(p), self.port),
-            None => format!("postgres://postgres@127.0.0.1:{}/{db}", self.port),
+            Some(p) => format!(
+                "postgres://{}:{}@127.0.0.1:{}/{db}",
+                encode(&self.user),
+                encode(p),
+                self.port
+            ),
+            None => format!("postgres://{}@127.0.0.1:{}/{db}", encode(&self.user), self.port),
         };
         ConnInfo::parse(&url).expect("well-formed url")
     }
 
     /// The URL without password.
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+        format!("postgres://{}@127.0.0.1:{}/{db}", encode(&self.user), self.port)
     }
 
     /// A connected client.

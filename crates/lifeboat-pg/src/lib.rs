@@ -4,7 +4,7 @@
 //! nothing of databases): finding the server programs ([`tools`]), connection settings that keep
 //! passwords off command lines ([`conn`]), SQL through `psql` ([`client`]), and throwaway
 //! clusters for restore tests and for every test ([`cluster`]); logical backups and restores
-//! ([`logical`]) with table [`fingerprint`]s, and restore tests ([`verify`]); physical backups
+//! ([`logical`]) with table [`fingerprint`]s, and restore tests ([`verify`], [`verify_physical`]); physical backups
 //! ([`physical`]), WAL archiving ([`wal`], [`stream`], [`wal_check`], [`wal_retention`]) and
 //! point-in-time restore ([`restore`]).
 
@@ -20,6 +20,7 @@ pub mod restore;
 pub mod stream;
 pub mod tools;
 pub mod verify;
+pub mod verify_physical;
 pub mod wal;
 pub mod wal_check;
 pub mod wal_names;

@@ -24,6 +24,13 @@ pub enum RecoveryTarget {
     Time(jiff::Timestamp),
     /// Stop at this LSN (inclusive), then promote.
     Lsn(Lsn),
+    /// Stop just before this time (`recovery_target_inclusive = off`: a transaction committed
+    /// at exactly that moment is left out), then promote. What a clean restore replays to: the
+    /// moment before an incident.
+    Before(jiff::Timestamp),
+    /// Stop as soon as the backup is consistent (`recovery_target = 'immediate'`), then
+    /// promote: the database exactly as the backup captured it, which restore tests fingerprint.
+    Immediate,
 }
 
 /// True for a snapshot that may be restored as a consistent physical backup.
@@ -37,7 +44,9 @@ pub fn is_restorable_physical(s: &Snapshot) -> bool {
             .unwrap_or(false)
 }
 
-fn stop_time(s: &Snapshot) -> jiff::Timestamp {
+/// When the backup became consistent (its `stop_time`; the snapshot time for snapshots
+/// without one): recovery to a moment before this is impossible.
+pub fn stop_time(s: &Snapshot) -> jiff::Timestamp {
     s.source
         .as_ref()
         .and_then(|v| v.get("stop_time"))
@@ -78,7 +87,7 @@ pub fn choose_snapshot(
             })
     });
     let chosen = match target {
-        RecoveryTarget::Time(t) => candidates.find(|(_, s)| stop_time(s) <= *t),
+        RecoveryTarget::Time(t) | RecoveryTarget::Before(t) => candidates.find(|(_, s)| stop_time(s) <= *t),
         RecoveryTarget::Lsn(l) => candidates.find(|(_, s)| {
             s.source
                 .as_ref()
@@ -87,12 +96,14 @@ pub fn choose_snapshot(
                 .and_then(|v| Lsn::parse(v).ok())
                 .is_some_and(|stop| stop <= *l)
         }),
-        RecoveryTarget::Latest => candidates.next(),
+        RecoveryTarget::Latest | RecoveryTarget::Immediate => candidates.next(),
     };
     chosen.ok_or_else(|| {
         RepoError::SnapshotNotFound(match (source_name, target) {
-            (Some(n), RecoveryTarget::Latest) => format!("latest physical backup of {n}"),
-            (None, RecoveryTarget::Latest) => "latest physical backup".into(),
+            (Some(n), RecoveryTarget::Latest | RecoveryTarget::Immediate) => {
+                format!("latest physical backup of {n}")
+            }
+            (None, RecoveryTarget::Latest | RecoveryTarget::Immediate) => "latest physical backup".into(),
             _ => "physical backup finished before the recovery target".into(),
         })
         .into()
@@ -114,6 +125,9 @@ pub struct PhysicalRestoreOptions {
     pub run_as: Option<RunAs>,
     /// Write `archive_mode = off` (test copies must not archive into the real archive).
     pub no_archive: bool,
+    /// More `name = value` lines for postgresql.auto.conf (restore tests: their own pg_hba.conf,
+    /// no SSL), written after the recovery settings so they win.
+    pub extra_settings: Vec<String>,
 }
 
 /// What the restore did.
@@ -131,8 +145,14 @@ pub struct PhysicalRestoreReport {
     pub recovery_settings: Vec<String>,
 }
 
+/// PostgreSQL's own notation of a time, in UTC (it refuses RFC 3339's `T` and `Z` in
+/// recovery_target_time).
+fn pg_time(t: &jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%M:%S%.6f+00").to_string()
+}
+
 /// Quotes a value for postgresql.conf.
-fn conf_quote(s: &str) -> String {
+pub fn conf_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -238,16 +258,24 @@ pub fn restore(
     match &opts.target {
         RecoveryTarget::Latest => {}
         RecoveryTarget::Time(t) => {
-            // PostgreSQL's own notation, in UTC (it refuses RFC 3339's `T` and `Z` here).
-            let pg_time = t.strftime("%Y-%m-%d %H:%M:%S%.6f+00").to_string();
-            settings.push(format!("recovery_target_time = {}", conf_quote(&pg_time)));
+            settings.push(format!("recovery_target_time = {}", conf_quote(&pg_time(t))));
             settings.push("recovery_target_action = 'promote'".into());
         }
         RecoveryTarget::Lsn(l) => {
             settings.push(format!("recovery_target_lsn = {}", conf_quote(&l.to_string())));
             settings.push("recovery_target_action = 'promote'".into());
         }
+        RecoveryTarget::Before(t) => {
+            settings.push(format!("recovery_target_time = {}", conf_quote(&pg_time(t))));
+            settings.push("recovery_target_inclusive = 'off'".into());
+            settings.push("recovery_target_action = 'promote'".into());
+        }
+        RecoveryTarget::Immediate => {
+            settings.push("recovery_target = 'immediate'".into());
+            settings.push("recovery_target_action = 'promote'".into());
+        }
     }
+    settings.extend(opts.extra_settings.iter().cloned());
     let auto = dir.join("postgresql.auto.conf");
     let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
     text.push_str(&format!(

@@ -48,6 +48,11 @@ pub struct DatabaseResult {
     pub rows: u64,
     /// Differences (empty: every fingerprint equal).
     pub mismatches: Vec<String>,
+    /// The fingerprints of the restored copy, kept when there is no other record of them
+    /// (physical backups: the restore test is where they are first computed, and later
+    /// restores are compared with them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fingerprints: Vec<crate::fingerprint::TableFingerprint>,
 }
 
 /// The outcome of a restore test (the `detail` of its attestation).
@@ -73,6 +78,27 @@ pub struct RestoreTestReport {
     pub warnings: Vec<String>,
     /// Why the test could not complete (restore failed), when it did not.
     pub error: Option<String>,
+    /// What the fingerprints were compared with (`backup` for logical snapshots; for physical
+    /// ones an earlier restore test's attestation, or none on the first test, which records
+    /// them as the reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// `pg_amcheck` of every database (physical snapshots; None when not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amcheck: Option<AmcheckResult>,
+}
+
+/// What `pg_amcheck` found in a restored physical copy.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct AmcheckResult {
+    /// Exit status 0: no corruption found in any table or B-tree index.
+    pub passed: bool,
+    /// The options it ran with.
+    pub options: Vec<String>,
+    /// Seconds it took.
+    pub secs: f64,
+    /// The last lines of its output (corruption reports or errors), empty when clean.
+    pub detail: String,
 }
 
 /// Options of [`restore_test`].
@@ -133,6 +159,8 @@ pub fn restore_test(
         scratch: scratch_name,
         warnings: Vec::new(),
         error: None,
+        reference: Some("backup".into()),
+        amcheck: None,
     };
     let restored_name = |db: &str| {
         if prefix.is_empty() {
@@ -181,6 +209,7 @@ pub fn restore_test(
                 tables: actual.len(),
                 rows: actual.iter().map(|t| t.rows).sum(),
                 mismatches: fingerprint::compare(&d.tables, &actual),
+                fingerprints: Vec::new(),
             });
         }
         report.fingerprint_secs = fp_started.elapsed().as_secs_f64();
@@ -190,22 +219,7 @@ pub fn restore_test(
             .or_else(|| source.databases.first().map(|d| d.name.clone()));
         if let Some(db) = check_db {
             let client = Client::connect(tools, &admin.with_database(&restored_name(&db)))?;
-            for sql in &opts.checks {
-                let (passed, detail) = match client.query(sql) {
-                    Ok(rows) => match rows.first().and_then(|r| r.first()).cloned().flatten() {
-                        Some(v) if v == "t" => (true, "true".to_string()),
-                        Some(v) => (false, format!("returned {v:?}, expected true")),
-                        None => (false, "returned no value, expected true".to_string()),
-                    },
-                    Err(e) => (false, format!("error: {e}")),
-                };
-                report.checks.push(CheckResult {
-                    sql: sql.clone(),
-                    database: db.clone(),
-                    passed,
-                    detail,
-                });
-            }
+            report.checks = run_checks(&client, &db, &opts.checks);
         } else if !opts.checks.is_empty() {
             return Err(PgError::Invalid(
                 "the snapshot holds no database to run checks in".into(),
@@ -230,4 +244,27 @@ pub fn restore_test(
         && report.databases.iter().all(|d| d.mismatches.is_empty())
         && report.checks.iter().all(|c| c.passed);
     Ok(report)
+}
+
+/// Runs the configured checks (each SQL must return true) in one database.
+pub(crate) fn run_checks(client: &Client, database: &str, checks: &[String]) -> Vec<CheckResult> {
+    checks
+        .iter()
+        .map(|sql| {
+            let (passed, detail) = match client.query(sql) {
+                Ok(rows) => match rows.first().and_then(|r| r.first()).cloned().flatten() {
+                    Some(v) if v == "t" => (true, "true".to_string()),
+                    Some(v) => (false, format!("returned {v:?}, expected true")),
+                    None => (false, "returned no value, expected true".to_string()),
+                },
+                Err(e) => (false, format!("error: {e}")),
+            };
+            CheckResult {
+                sql: sql.clone(),
+                database: database.to_string(),
+                passed,
+                detail,
+            }
+        })
+        .collect()
 }

@@ -126,8 +126,8 @@ pub enum Command {
     /// PostgreSQL WAL archiving: archive_command, restore_command, continuity check.
     #[command(subcommand)]
     Wal(WalCommand),
-    /// Prove backups: `verify restore SOURCE [SNAPSHOT]` restores into a throwaway server and
-    /// compares every table fingerprint.
+    /// Prove backups: `verify restore SOURCE [SNAPSHOT]` restores into a throwaway server,
+    /// compares every table fingerprint and runs the checks (physical: and pg_amcheck).
     #[command(subcommand)]
     Verify(VerifyCommand),
 }
@@ -170,10 +170,13 @@ pub struct RepairLocationArgs {
 /// `verify …`.
 #[derive(Debug, Subcommand)]
 pub enum VerifyCommand {
-    /// Restore test of a PostgreSQL source's snapshot (default: its latest): restore into a
-    /// throwaway cluster (or the source's `scratch_url`), compare every table's fingerprint with
-    /// the one stored at backup time, run the source's `checks`, and record the result in the
-    /// repository (shown by `snapshots` as verified). Exit 18 when anything differs or fails.
+    /// Restore test of a PostgreSQL source's snapshot (default: its latest), recorded in the
+    /// repository (shown by `snapshots` as verified). Logical: restore into a throwaway cluster
+    /// (or the source's `scratch_url`), compare every table's fingerprint with the one stored at
+    /// backup time, run the source's `checks`. Physical: restore into a throwaway cluster,
+    /// recover with WAL from the repository to the backup's end, fingerprint every table (kept in
+    /// the record; later tests must match), run the `checks` and `pg_amcheck`. Exit 18 when
+    /// anything differs or fails.
     Restore(VerifyRestoreArgs),
 }
 
@@ -443,7 +446,9 @@ pub struct RestoreArgs {
     #[arg(long, requires = "force_overwrite", help_heading = "Database restore")]
     pub no_safety_backup: bool,
     /// Restore the newest snapshot taken before this time whose restore test passed (never a
-    /// forensic one), e.g. '2026-11-20 14:00+00'. See `snapshots --verified --before`.
+    /// forensic one), e.g. '2026-11-20 14:00+00'. Physical (with --data-dir): the newest
+    /// verified backup that was consistent before TIME, then WAL replayed to just before TIME
+    /// (a transaction committed at TIME or later is left out). See `snapshots --verified --before`.
     #[arg(long, value_name = "TIME", help_heading = "Database restore")]
     pub clean_before: Option<String>,
     /// Which database of the snapshot to restore (default: the only one, or the one named like
@@ -462,8 +467,17 @@ pub struct RestoreArgs {
     )]
     pub target_time: Option<String>,
     /// Replay WAL up to this LSN (inclusive), e.g. 0/3000060.
-    #[arg(long, value_name = "LSN", help_heading = "Database restore")]
+    #[arg(
+        long,
+        value_name = "LSN",
+        conflicts_with = "target_immediate",
+        help_heading = "Database restore"
+    )]
     pub target_lsn: Option<String>,
+    /// Replay WAL only until the backup is consistent, then promote: the database exactly as
+    /// the backup captured it (what `verify restore` fingerprints).
+    #[arg(long, conflicts_with = "target_time", help_heading = "Database restore")]
+    pub target_immediate: bool,
     /// Start the server after restoring and wait until recovery finished and it was promoted.
     #[arg(long, help_heading = "Database restore")]
     pub start: bool,

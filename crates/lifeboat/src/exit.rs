@@ -40,8 +40,8 @@ pub const WAL_CONFLICT: u8 = 15;
 pub const WAL_GAP: u8 = 16;
 /// The WAL archive backlog is over its limit (repository unreachable for too long).
 pub const WAL_BACKLOG: u8 = 17;
-/// A restore test failed (a table fingerprint differs, a check failed, or the restore did not
-/// complete), or a database restore stopped at an error (rolled back) or finished with
+/// A restore test failed (a table fingerprint differs, a check or pg_amcheck failed, or the
+/// restore did not complete), or a database restore stopped at an error (rolled back) or finished with
 /// fingerprints that differ from the backup's.
 pub const RESTORE_TEST_FAILED: u8 = 18;
 /// A database restore was refused: the target database exists and is not empty (use
@@ -90,7 +90,7 @@ EXIT CODES
     15   WAL segment conflict: a different segment is stored under this name (nothing overwritten)
     16   WAL missing: wal check found a gap, or a restore cannot reach its target
     17   WAL archive backlog over its limit (repository unreachable too long)
-    18   restore test failed (fingerprint differs, check failed, restore failed), or a database
+    18   restore test failed (fingerprint differs, check or pg_amcheck failed, restore failed), or a database
          restore stopped at an error (rolled back) or left differing fingerprints
     19   database restore refused: the target database exists and is not empty
     20   health: worst failing check is high (e.g. certificate expiring within 7 days)

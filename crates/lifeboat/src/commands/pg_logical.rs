@@ -102,7 +102,7 @@ fn db_source<'c>(ctx: &'c Ctx, name: &str) -> Result<&'c DbSource> {
 }
 
 /// The database named in a URL's path.
-fn database_of(url: &str) -> Result<String> {
+pub(super) fn database_of(url: &str) -> Result<String> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let path = rest.find('/').map(|i| &rest[i + 1..]).unwrap_or("");
     let db = path.split('?').next().unwrap_or("");
@@ -135,12 +135,10 @@ fn database_of(url: &str) -> Result<String> {
 pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     let src = db_source(ctx, &a.items[0])?;
     if src.mode == DbMode::Physical {
-        // TODO(physical): --clean-before for physical sources = this selection (select::choose)
-        // plus WAL replay to just before the incident; wire it to the physical restore.
         return Err(fail(
             USAGE,
             format!(
-                "sources.{}: physical sources restore with --data-dir (see the physical restore)",
+                "sources.{}: a physical source restores into a data directory: add --data-dir DIR (with --clean-before too)",
                 src.name
             ),
         ));
@@ -301,19 +299,29 @@ fn verify_restore(ctx: &Ctx, a: &VerifyRestoreArgs) -> Result<u8> {
     let src = db_source(ctx, &a.source)?;
     let repo = ctx.open()?;
     let (id, snap) = select::choose(&repo, src, &a.snapshot, None)?;
-    if snap.source_kind != logical::SOURCE_KIND {
-        // TODO(physical): restore tests of physical snapshots (restore into a scratch data
-        // directory with the physical restore, start, fingerprint, pg_amcheck) belong to the
-        // physical restore; the attestation and selection code here is kind-independent.
+    let report = if snap.source_kind == lifeboat_pg::physical::SOURCE_KIND {
+        super::pg_physical::restore_test(ctx, &repo, src, &(id, snap))?
+    } else if snap.source_kind == logical::SOURCE_KIND {
+        logical_restore_test(&repo, src, id, &snap)?
+    } else {
         return Err(fail(
             USAGE,
             format!(
-                "snapshot {} is a {} backup: restore tests of physical backups are not available in this build",
+                "snapshot {} is a {} snapshot, not a PostgreSQL backup",
                 id.short(),
                 snap.source_kind
             ),
         ));
-    }
+    };
+    record(ctx, &repo, src, report)
+}
+
+fn logical_restore_test(
+    repo: &Repository,
+    src: &DbSource,
+    id: lifeboat_repo::Id,
+    snap: &lifeboat_repo::format::snapshot::Snapshot,
+) -> Result<verify::RestoreTestReport> {
     let tools = Tools::find()?;
     let opts = RestoreTestOptions {
         scratch: match &src.scratch_url {
@@ -324,12 +332,17 @@ fn verify_restore(ctx: &Ctx, a: &VerifyRestoreArgs) -> Result<u8> {
         check_database: ConnInfo::parse(&src.url)
             .ok()
             .and_then(|c| database_of(c.url()).ok())
-            .filter(|d| LogicalSource::of(&snap).is_some_and(|s| s.databases.iter().any(|x| x.name == *d))),
+            .filter(|d| LogicalSource::of(snap).is_some_and(|s| s.databases.iter().any(|x| x.name == *d))),
     };
-    let report = verify::restore_test(&repo, &tools, id, &snap, &opts)?;
+    Ok(verify::restore_test(repo, &tools, id, snap, &opts)?)
+}
+
+/// Records a restore test as an attestation, prints it, and fails (exit 18) when it did not pass.
+fn record(ctx: &Ctx, repo: &Repository, src: &DbSource, report: verify::RestoreTestReport) -> Result<u8> {
+    let id = report.snapshot;
     let detail = serde_json::to_value(&report)?;
     let att = Attestation::new(id, select::RESTORE_TEST, report.passed, detail);
-    let att_id = attestation::write(&repo, &att)?;
+    let att_id = attestation::write(repo, &att)?;
     if ctx.global.json {
         output::json(&serde_json::json!({ "attestation_id": att_id, "passed": report.passed, "report": report }));
     } else if !ctx.global.quiet {
@@ -346,10 +359,15 @@ fn verify_restore(ctx: &Ctx, a: &VerifyRestoreArgs) -> Result<u8> {
                 d.name,
                 d.tables,
                 d.rows,
-                if d.mismatches.is_empty() {
-                    "fingerprints equal".to_string()
-                } else {
+                if !d.mismatches.is_empty() {
                     format!("{} DIFFERENCES", d.mismatches.len())
+                } else if report.reference.is_none() {
+                    "fingerprinted (recorded as the reference for later restores)".to_string()
+                } else {
+                    format!(
+                        "fingerprints equal to the {}",
+                        report.reference.as_deref().unwrap_or("backup")
+                    )
                 }
             );
             for m in &d.mismatches {
@@ -364,22 +382,44 @@ fn verify_restore(ctx: &Ctx, a: &VerifyRestoreArgs) -> Result<u8> {
                 c.detail
             );
         }
+        if let Some(am) = &report.amcheck {
+            println!(
+                "  pg_amcheck {}: {} in {}{}",
+                am.options.join(" "),
+                if am.passed { "no corruption found" } else { "FAILED" },
+                output::secs(am.secs),
+                if am.passed {
+                    String::new()
+                } else {
+                    format!(" ({})", am.detail)
+                }
+            );
+        }
+        for w in &report.warnings {
+            println!("  note: {w}");
+        }
         if let Some(e) = &report.error {
             println!("  error: {e}");
         }
-        println!(
-            "  restore  {} in {} (RTO sample); fingerprints in {}",
-            output::bytes(report.restore_bytes),
-            output::secs(report.restore_secs),
-            output::secs(report.fingerprint_secs)
-        );
+        if report.error.is_none() {
+            println!(
+                "  restore  {} in {} (RTO sample); fingerprints in {}",
+                output::bytes(report.restore_bytes),
+                output::secs(report.restore_secs),
+                output::secs(report.fingerprint_secs)
+            );
+        }
         println!("  recorded as attestation {}", att_id.short());
     }
     if !report.passed {
         let why = report.error.clone().unwrap_or_else(|| {
             let diffs: usize = report.databases.iter().map(|d| d.mismatches.len()).sum();
             let failed = report.checks.iter().filter(|c| !c.passed).count();
-            format!("{diffs} fingerprint difference(s), {failed} failed check(s)")
+            let amcheck = match &report.amcheck {
+                Some(a) if !a.passed => ", pg_amcheck found problems",
+                _ => "",
+            };
+            format!("{diffs} fingerprint difference(s), {failed} failed check(s){amcheck}")
         });
         return Err(fail(
             RESTORE_TEST_FAILED,

@@ -1,11 +1,15 @@
-//! `backup` of a PostgreSQL source in physical mode.
+//! `backup` of a PostgreSQL source in physical mode, and restore tests of its snapshots
+//! (`verify restore`).
 
 use anyhow::Result;
 use lifeboat_pg::physical::{self, PhysicalOptions};
-use lifeboat_pg::{ConnInfo, Tools};
-use lifeboat_repo::Repository;
+use lifeboat_pg::verify::RestoreTestReport;
+use lifeboat_pg::verify_physical::{self, ExpectedDatabase, PhysicalTestOptions};
+use lifeboat_pg::{ConnInfo, PgError, Tools};
+use lifeboat_repo::format::snapshot::Snapshot;
+use lifeboat_repo::{Id, Repository};
 
-use super::Ctx;
+use super::{Ctx, select};
 use crate::cli::BackupArgs;
 use crate::config::DbSource;
 use crate::exit::{OK, PARTIAL, USAGE, fail};
@@ -107,4 +111,108 @@ fn forensic(ctx: &Ctx, repo: &Repository, src: &DbSource, opts: &PhysicalOptions
             "postgres": c.result.snapshot.source,
         }),
     ))
+}
+
+/// The fingerprints of the newest passed restore test of `id` that recorded them, with a
+/// description of that test: what a new restore of the same point must equal.
+pub(super) fn reference_fingerprints(repo: &Repository, id: &Id) -> Result<Option<(String, Vec<ExpectedDatabase>)>> {
+    let mut found = None;
+    for (att_id, a) in lifeboat_repo::attestation::list_for(repo, id)? {
+        if a.kind != select::RESTORE_TEST || !a.passed {
+            continue;
+        }
+        let Ok(r) = serde_json::from_value::<RestoreTestReport>(a.detail.clone()) else {
+            continue;
+        };
+        if r.databases.is_empty() || r.databases.iter().all(|d| d.fingerprints.is_empty()) {
+            continue;
+        }
+        let dbs = r
+            .databases
+            .into_iter()
+            .map(|d| ExpectedDatabase {
+                name: d.name,
+                tables: d.fingerprints,
+            })
+            .collect();
+        found = Some((
+            format!(
+                "restore test of {} (attestation {})",
+                a.time.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                att_id.short()
+            ),
+            dbs,
+        ));
+    }
+    Ok(found)
+}
+
+/// The user named in a `postgres://user@…` URL.
+fn user_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let (user, _) = authority.rsplit_once('@')?;
+    let user = user.split(':').next().unwrap_or(user);
+    (!user.is_empty()).then(|| user.to_string())
+}
+
+/// Restore test of a physical snapshot in a throwaway cluster: restore, recover to the
+/// backup's end with WAL from this repository, fingerprint every database, run the checks and
+/// pg_amcheck (see lifeboat_pg::verify_physical). The passphrase copy restore_command needs and
+/// the WAL spool live in the throwaway folder and go with it.
+pub(super) fn restore_test(
+    ctx: &Ctx,
+    repo: &Repository,
+    src: &DbSource,
+    chosen: &(Id, Snapshot),
+) -> Result<RestoreTestReport> {
+    let tools = Tools::find()?;
+    if src.scratch_url.is_some() {
+        eprintln!(
+            "lifeboat: note: sources.{}: scratch_url is for logical restore tests; a physical backup is tested in a throwaway cluster",
+            src.name
+        );
+    }
+    let url = ConnInfo::parse(&src.url)?;
+    let opts = PhysicalTestOptions {
+        checks: src.checks.clone(),
+        check_database: super::pg_logical::database_of(url.url()).ok(),
+        login_role: user_of(url.url()),
+        expected: reference_fingerprints(repo, &chosen.0)?,
+        ..Default::default()
+    };
+    let pass = crate::secrets::passphrase(&ctx.sources(), false)?;
+    let report = verify_physical::restore_test(repo, &tools, chosen, &opts, |root, run_as| {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = root.join("passphrase");
+        let spool = root.join("wal-spool");
+        std::fs::create_dir(&spool).map_err(|e| PgError::io(&spool, e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&file)
+            .map_err(|e| PgError::io(&file, e))?;
+        f.write_all(&pass).map_err(|e| PgError::io(&file, e))?;
+        if let Some(r) = run_as {
+            r.chown(&file)?;
+            r.chown(&spool)?;
+        }
+        super::pg_restore::restore_command_for(ctx, &file, &spool).map_err(|e| PgError::Invalid(crate::one_line(&e)))
+    })?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_from_urls() {
+        assert_eq!(user_of("postgres://backup@db:5432/app").as_deref(), Some("backup"));
+        assert_eq!(user_of("postgres://backup:pw@db/app").as_deref(), Some("backup"));
+        assert_eq!(user_of("postgres://db/app?x=a@b"), None);
+        assert_eq!(user_of("postgres://db"), None);
+    }
 }

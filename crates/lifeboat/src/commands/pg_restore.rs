@@ -22,6 +22,17 @@ use crate::exit::{OK, USAGE, fail};
 use crate::output::{self, Progress};
 
 fn target(a: &RestoreArgs) -> Result<RecoveryTarget> {
+    if let Some(t) = &a.clean_before {
+        if a.target_time.is_some() || a.target_lsn.is_some() || a.target_immediate {
+            return Err(fail(
+                USAGE,
+                "--clean-before sets the recovery target itself (just before TIME): leave out --target-time, --target-lsn and --target-immediate",
+            ));
+        }
+        let ts = super::select::parse_time(t)
+            .map_err(|e| fail(USAGE, format!("--clean-before: {}", crate::one_line(&e))))?;
+        return Ok(RecoveryTarget::Before(ts));
+    }
     if let Some(t) = &a.target_time {
         let ts =
             super::select::parse_time(t).map_err(|e| fail(USAGE, format!("--target-time: {}", crate::one_line(&e))))?;
@@ -29,6 +40,9 @@ fn target(a: &RestoreArgs) -> Result<RecoveryTarget> {
     }
     if let Some(l) = &a.target_lsn {
         return Ok(RecoveryTarget::Lsn(Lsn::parse(l)?));
+    }
+    if a.target_immediate {
+        return Ok(RecoveryTarget::Immediate);
     }
     Ok(RecoveryTarget::Latest)
 }
@@ -38,7 +52,6 @@ fn restore_password_file(ctx: &Ctx, a: &RestoreArgs, data_dir: &Path, run_as: Op
     if let Some(f) = &a.restore_password_file {
         return Ok(std::path::absolute(f)?);
     }
-    let pass = crate::secrets::passphrase(&ctx.sources(), false)?;
     let name = data_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -47,23 +60,60 @@ fn restore_password_file(ctx: &Ctx, a: &RestoreArgs, data_dir: &Path, run_as: Op
         .parent()
         .unwrap_or(Path::new("/"))
         .join(format!(".lifeboat-{name}.passphrase"));
+    write_password_file(ctx, &file, run_as)?;
+    Ok(file)
+}
+
+/// Writes a 0600 copy of the repository passphrase for the server's OS user.
+pub(super) fn write_password_file(ctx: &Ctx, file: &Path, run_as: Option<RunAs>) -> Result<()> {
+    let pass = crate::secrets::passphrase(&ctx.sources(), false)?;
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let _ = std::fs::remove_file(&file);
+        let _ = std::fs::remove_file(file);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&file)
+            .open(file)
             .map_err(|e| fail(USAGE, format!("{}: {e}", file.display())))?;
         f.write_all(&pass)?;
         f.sync_all()?;
     }
     if let Some(r) = run_as {
-        r.chown(&file)?;
+        r.chown(file)?;
     }
-    Ok(file)
+    Ok(())
+}
+
+/// The restore_command of a server restoring from this repository: this executable, the
+/// repository named fully (the server runs it with its own environment: one location by its URL
+/// or absolute path, several through the config file), the passphrase *file* and a WAL spool.
+pub(super) fn restore_command_for(ctx: &Ctx, pass_file: &Path, spool: &Path) -> Result<String> {
+    let locations = ctx.locations()?;
+    let repo_env = match locations.as_slice() {
+        [one] if one.url.contains("://") => ("LIFEBOAT_REPO", PathBuf::from(&one.url)),
+        [one] => ("LIFEBOAT_REPO", std::path::absolute(&one.url)?),
+        _ => {
+            let config = ctx.global.config.as_ref().ok_or_else(|| {
+                fail(
+                    USAGE,
+                    "several locations: a physical restore needs the config file (--config)",
+                )
+            })?;
+            ("LIFEBOAT_CONFIG", std::path::absolute(config)?)
+        }
+    };
+    let exe = std::env::current_exe()?;
+    Ok(restore::restore_command(
+        &exe,
+        &[
+            (repo_env.0, repo_env.1.as_path()),
+            ("LIFEBOAT_PASSWORD_FILE", pass_file),
+            ("LIFEBOAT_WAL_SPOOL", spool),
+        ],
+        &["--quiet".to_string()],
+    )?)
 }
 
 pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
@@ -72,12 +122,6 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
         return Err(fail(
             USAGE,
             "restore: --to (logical) and --data-dir (physical) exclude each other",
-        ));
-    }
-    if a.clean_before.is_some() {
-        return Err(fail(
-            USAGE,
-            "restore --clean-before is for logical snapshots (--to); for a physical restore use --target-time",
         ));
     }
     let (source, reference) = match a.items.as_slice() {
@@ -93,7 +137,28 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     let timeout = parse_duration(&a.start_timeout)?;
     let tools = if a.start { Some(Tools::find()?) } else { None };
     let repo = ctx.open()?;
-    let chosen = restore::choose_snapshot(&repo, source, reference, &target)?;
+    let chosen = match (&a.clean_before, source) {
+        // The newest verified backup consistent before the incident (the same rule as for
+        // logical snapshots), then WAL replayed to just before it.
+        (Some(t), Some(name)) => {
+            let src = ctx.config.db_sources.iter().find(|s| s.name == name).ok_or_else(|| {
+                fail(
+                    USAGE,
+                    format!(
+                        "restore --clean-before: no kind = \"postgres\" source named {name:?} in the config (--config)"
+                    ),
+                )
+            })?;
+            super::select::choose(&repo, src, reference, Some(t))?
+        }
+        (Some(_), None) => {
+            return Err(fail(
+                USAGE,
+                "restore --clean-before needs the source: restore SOURCE --clean-before TIME --data-dir DIR",
+            ));
+        }
+        (None, _) => restore::choose_snapshot(&repo, source, reference, &target)?,
+    };
     let run_as = RunAs::for_server()?;
     let spool = {
         let name = data_dir
@@ -110,32 +175,7 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
         r.chown(&spool)?;
     }
     let pass_file = restore_password_file(ctx, a, &data_dir, run_as)?;
-    // The server runs restore_command with its own environment: name the repository fully (one
-    // location by its URL or absolute path; several through the config file).
-    let locations = ctx.locations()?;
-    let repo_env = match locations.as_slice() {
-        [one] if one.url.contains("://") => ("LIFEBOAT_REPO", PathBuf::from(&one.url)),
-        [one] => ("LIFEBOAT_REPO", std::path::absolute(&one.url)?),
-        _ => {
-            let config = ctx.global.config.as_ref().ok_or_else(|| {
-                fail(
-                    USAGE,
-                    "several locations: restore --data-dir needs the config file (--config)",
-                )
-            })?;
-            ("LIFEBOAT_CONFIG", std::path::absolute(config)?)
-        }
-    };
-    let exe = std::env::current_exe()?;
-    let restore_command = restore::restore_command(
-        &exe,
-        &[
-            (repo_env.0, repo_env.1.as_path()),
-            ("LIFEBOAT_PASSWORD_FILE", pass_file.as_path()),
-            ("LIFEBOAT_WAL_SPOOL", spool.as_path()),
-        ],
-        &["--quiet".to_string()],
-    )?;
+    let restore_command = restore_command_for(ctx, &pass_file, &spool)?;
     let opts = PhysicalRestoreOptions {
         data_dir: data_dir.clone(),
         force_overwrite: a.force_overwrite,
@@ -143,6 +183,7 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
         restore_command,
         run_as,
         no_archive: a.no_archive,
+        extra_settings: Vec::new(),
     };
     let progress = Arc::new(RestoreProgress::default());
     let p2 = progress.clone();

@@ -96,8 +96,9 @@ pub fn parse_time(s: &str) -> Result<jiff::Timestamp> {
     })
 }
 
-/// Candidates of a clean restore: snapshots before `before` whose newest restore test passed,
-/// never forensic ones; oldest first.
+/// Candidates of a clean restore: snapshots consistent before `before` (for a physical backup,
+/// its end: recovery cannot stop earlier) whose newest restore test passed, never forensic
+/// ones; oldest first.
 pub fn clean_candidates<'a>(
     snaps: &'a [(Id, Snapshot)],
     verified: &HashMap<Id, (Id, Attestation)>,
@@ -106,13 +107,21 @@ pub fn clean_candidates<'a>(
     snaps
         .iter()
         .filter(|(_, s)| automatic(s))
-        .filter(|(_, s)| before.is_none_or(|b| s.time < b))
+        .filter(|(_, s)| before.is_none_or(|b| lifeboat_pg::restore::stop_time(s) < b))
         .filter(|(id, _)| verified.get(id).is_some_and(|(_, a)| a.passed))
         .collect()
 }
 
+/// The `source_kind` of the snapshots a source's mode takes.
+pub fn kind_of(src: &DbSource) -> &'static str {
+    match src.mode {
+        crate::config::DbMode::Physical => lifeboat_pg::physical::SOURCE_KIND,
+        crate::config::DbMode::Logical => lifeboat_pg::logical::SOURCE_KIND,
+    }
+}
+
 /// Resolves the snapshot of `src` to restore or test: an id prefix, `latest` (newest automatic
-/// one), or with `clean_before` the newest verified one before that time.
+/// one of the source's mode), or with `clean_before` the newest verified one before that time.
 pub fn choose(
     repo: &Repository,
     src: &DbSource,
@@ -129,7 +138,7 @@ pub fn choose(
     let snaps: Vec<(Id, Snapshot)> = repo
         .list_snapshots()?
         .into_iter()
-        .filter(|(_, s)| belongs_to(s, src))
+        .filter(|(_, s)| belongs_to(s, src) && s.source_kind == kind_of(src))
         .collect();
     if let Some(t) = clean_before {
         let t = parse_time(t)?;

@@ -534,3 +534,378 @@ fn forensic_copy_is_labelled_and_never_latest() {
     assert!(target.join("PG_VERSION").exists());
     assert!(target.join("global/pg_control").exists());
 }
+
+impl PgEnv {
+    /// A physical source with restore-test checks.
+    fn config_with_checks(&self, name: &str, url: &str, checks: &[&str]) -> PathBuf {
+        let p = self.root.join(format!("{name}.toml"));
+        let checks: Vec<String> = checks.iter().map(|c| format!("{c:?}")).collect();
+        std::fs::write(
+            &p,
+            format!(
+                "[sources.db]\nkind = \"postgres\"\nurl = \"{url}\"\nmode = \"physical\"\ndatabases = \"all\"\nchecks = [{}]\n",
+                checks.join(", ")
+            ),
+        )
+        .unwrap();
+        self.give(&p);
+        p
+    }
+
+    /// `lifeboat` with TMPDIR pointing at `tmp` (to see that throwaway clusters go away).
+    fn lifeboat_tmp(&self, tmp: &Path, args: &[&str]) -> Run {
+        let o = self.cmd(args).env("TMPDIR", tmp).output().unwrap();
+        let a: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        Run::from_output(&a, o)
+    }
+}
+
+/// Every database's table fingerprints as the restore-test attestation records them.
+fn attested_fingerprints(report: &serde_json::Value) -> Vec<(String, Vec<lifeboat_pg::fingerprint::TableFingerprint>)> {
+    report["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_string(),
+                serde_json::from_value(d["fingerprints"].clone()).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn live_fingerprints(
+    env: &PgEnv,
+    c: &ScratchCluster,
+    dbs: &[&str],
+) -> Vec<(String, Vec<lifeboat_pg::fingerprint::TableFingerprint>)> {
+    dbs.iter()
+        .map(|d| {
+            (
+                d.to_string(),
+                lifeboat_pg::fingerprint::compute(&env.tools, &c.conn(d), None).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn physical_restore_test_fingerprints_checks_and_amcheck() {
+    let Some(env) = PgEnv::new() else { return };
+    let src = env.cluster(true, None);
+    assert!(env.pgbench(&src, &["-i", "-s", "1", "-q"]).wait().unwrap().success());
+    let db = src.client("postgres").unwrap();
+    db.execute("CREATE DATABASE other").unwrap();
+    src.client("other")
+        .unwrap()
+        .execute("CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes SELECT g, md5(g::text) FROM generate_series(1, 500) g;")
+        .unwrap();
+    let cfg = env.config_with_checks(
+        "checks",
+        &src.url("postgres"),
+        &[
+            "SELECT count(*) = 100000 FROM pgbench_accounts",
+            "SELECT count(*) > 0 FROM pgbench_branches",
+        ],
+    );
+    let cfg = cfg.to_str().unwrap();
+    let b = env.lifeboat(&["--config", cfg, "--json", "backup", "db"]);
+    b.ok();
+    let id = b.json()["snapshot_id"].as_str().unwrap().to_string();
+    // Nothing changed since the backup: its restored state equals the live databases.
+    let live = live_fingerprints(&env, &src, &["other", "postgres"]);
+
+    let tmp = env.mkdir("tmp");
+    let t0 = Instant::now();
+    let v = env.lifeboat_tmp(&tmp, &["--config", cfg, "--json", "verify", "restore", "db"]);
+    v.ok();
+    let took = t0.elapsed().as_secs_f64();
+    let j = v.json();
+    let r = &j["report"];
+    assert_eq!(j["passed"], true, "{j}");
+    assert_eq!(
+        attested_fingerprints(r),
+        live,
+        "restored fingerprints differ from the source's"
+    );
+    assert_eq!(r["checks"].as_array().unwrap().len(), 2, "{r}");
+    assert!(
+        r["checks"].as_array().unwrap().iter().all(|c| c["passed"] == true),
+        "{r}"
+    );
+    assert_eq!(r["amcheck"]["passed"], true, "{r}");
+    assert!(r["amcheck"]["options"].to_string().contains("--heapallindexed"), "{r}");
+    assert!(r["restore_bytes"].as_u64().unwrap() > 10_000_000, "{r}");
+    assert!(r["restore_secs"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["reference"].is_null(), "the first test records the reference: {r}");
+    eprintln!(
+        "physical restore test: restore + recovery {:.1} s ({} bytes), fingerprints {:.1} s, pg_amcheck --heapallindexed {:.1} s, whole command {took:.1} s",
+        r["restore_secs"].as_f64().unwrap(),
+        r["restore_bytes"],
+        r["fingerprint_secs"].as_f64().unwrap(),
+        r["amcheck"]["secs"].as_f64().unwrap()
+    );
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the throwaway cluster was not removed"
+    );
+
+    // `snapshots --verified` lists it; a second test compares with the first one's fingerprints.
+    let s = env.lifeboat(&["--json", "snapshots", "--verified"]);
+    s.ok();
+    let listed = s.json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["verified"], true);
+    let again = env.lifeboat_tmp(&tmp, &["--config", cfg, "verify", "restore", "db", &id]);
+    again.ok();
+    assert!(
+        again.stdout.contains("PASSED") && again.stdout.contains("fingerprints equal to the restore test of"),
+        "{again:?}"
+    );
+
+    // A failing check: exit 18, recorded as failed, the snapshot is no clean candidate; the
+    // throwaway cluster is gone all the same.
+    db.execute("DELETE FROM pgbench_history").unwrap();
+    env.lifeboat(&["--config", cfg, "backup", "db"]).ok();
+    let bad = env.config_with_checks("bad", &src.url("postgres"), &["SELECT count(*) > 0 FROM no_such_table"]);
+    let f = env.lifeboat_tmp(&tmp, &["--config", bad.to_str().unwrap(), "verify", "restore", "db"]);
+    f.expect_code(18).one_line_error(&["restore test", "failed check"]);
+    assert!(f.stdout.contains("FAIL"), "{f:?}");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    let s = env.lifeboat(&["--json", "snapshots"]);
+    let all = s.json();
+    let verified: Vec<_> = all.as_array().unwrap().iter().map(|s| s["verified"].clone()).collect();
+    assert_eq!(
+        verified,
+        vec![serde_json::json!(true), serde_json::json!(false)],
+        "{all}"
+    );
+}
+
+/// The server's clock as PostgreSQL writes times (microseconds, UTC).
+fn server_now(c: &ScratchCluster) -> String {
+    value(
+        c,
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US+00')",
+    )
+}
+
+#[test]
+fn clean_before_restores_the_verified_backup_and_replays_to_just_before_the_incident() {
+    let Some(env) = PgEnv::new() else { return };
+    let src = env.cluster(true, None);
+    let cfg = env.config("db", &src.url("postgres"));
+    let cfg = cfg.to_str().unwrap();
+    let db = src.client("postgres").unwrap();
+    db.execute("CREATE TABLE marks (t text); INSERT INTO marks VALUES ('in the backup');")
+        .unwrap();
+    let b = env.lifeboat(&["--config", cfg, "--json", "backup", "db"]);
+    b.ok();
+    let clean_id = b.json()["snapshot_id"].as_str().unwrap().to_string();
+    env.lifeboat(&["--config", cfg, "verify", "restore", "db"]).ok();
+    let before_first_backup = "2001-01-01 00:00+00";
+
+    // A good change after the backup, the incident, a bad change after it.
+    db.execute("INSERT INTO marks VALUES ('good, before the incident');")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let incident = server_now(&src);
+    std::thread::sleep(Duration::from_millis(1100));
+    db.execute("INSERT INTO marks VALUES ('BAD, after the incident');")
+        .unwrap();
+    // A later backup, verified too, holds the bad change: --clean-before must not pick it.
+    env.lifeboat(&["--config", cfg, "backup", "db"]).ok();
+    env.lifeboat(&["--config", cfg, "verify", "restore", "db"]).ok();
+    // An unverified backup before the incident would not be picked either (none here: the
+    // verified one is the newest before it).
+    wait_archived(&src);
+
+    let cand = env.lifeboat(&[
+        "--config",
+        cfg,
+        "--json",
+        "snapshots",
+        "--verified",
+        "--before",
+        &incident,
+    ]);
+    cand.ok();
+    let cands = cand.json();
+    assert_eq!(cands.as_array().unwrap().len(), 1, "{cands}");
+    assert_eq!(cands[0]["id"], clean_id.as_str());
+
+    let (restored, run, _) = restore_started(
+        &env,
+        "clean",
+        &["--config", cfg, "--clean-before", &incident, "--no-archive"],
+    );
+    let r = run.json();
+    assert_eq!(r["snapshot_id"], clean_id.as_str(), "{r}");
+    assert!(
+        r["recovery_settings"]
+            .to_string()
+            .contains("recovery_target_inclusive = 'off'"),
+        "{r}"
+    );
+    let marks = restored
+        .client("postgres")
+        .unwrap()
+        .query("SELECT t FROM marks ORDER BY t")
+        .unwrap();
+    assert_eq!(
+        marks,
+        vec![
+            vec![Some("good, before the incident".to_string())],
+            vec![Some("in the backup".to_string())]
+        ],
+        "clean restore to just before {incident}"
+    );
+    drop(restored);
+
+    // Before any verified backup: nothing to restore, nothing written.
+    let none = env.root.join("none");
+    env.lifeboat(&[
+        "--config",
+        cfg,
+        "restore",
+        "db",
+        "--clean-before",
+        before_first_backup,
+        "--data-dir",
+        none.to_str().unwrap(),
+    ])
+    .expect_code(11)
+    .one_line_error(&["restore test"]);
+    assert!(!none.join("PG_VERSION").exists());
+    // The recovery target comes from --clean-before alone.
+    env.lifeboat(&[
+        "--config",
+        cfg,
+        "restore",
+        "db",
+        "--clean-before",
+        &incident,
+        "--target-time",
+        &incident,
+        "--data-dir",
+        none.to_str().unwrap(),
+    ])
+    .expect_code(2)
+    .one_line_error(&["--clean-before"]);
+}
+
+#[test]
+fn pgbench_during_logical_and_physical_backups_then_both_restores_equal_their_fingerprints() {
+    let Some(env) = PgEnv::new() else { return };
+    let src = env.cluster(true, None);
+    assert!(env.pgbench(&src, &["-i", "-s", "2", "-q"]).wait().unwrap().success());
+    // One server, both modes: `db` physical, `dbl` logical.
+    let cfg = env.root.join("both.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sources.db]\nkind = \"postgres\"\nurl = \"{url}\"\nmode = \"physical\"\ndatabases = \"all\"\n\
+             checks = [\"SELECT count(*) > 0 FROM pgbench_history\"]\n\n\
+             [sources.dbl]\nkind = \"postgres\"\nurl = \"{url}\"\nmode = \"logical\"\ndatabases = [\"postgres\"]\n",
+            url = src.url("postgres")
+        ),
+    )
+    .unwrap();
+    env.give(&cfg);
+    let cfg = cfg.to_str().unwrap();
+
+    let mut load = env.pgbench(&src, &["-n", "-T", "60", "-c", "2"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let history = |c: &ScratchCluster| -> i64 { value(c, "SELECT count(*) FROM pgbench_history").parse().unwrap() };
+    let h0 = history(&src);
+    let logical = env.lifeboat(&["--config", cfg, "--json", "backup", "dbl"]);
+    logical.ok();
+    let physical = env.lifeboat(&["--config", cfg, "--json", "backup", "db"]);
+    physical.ok();
+    let h1 = history(&src);
+    assert!(
+        load.try_wait().unwrap().is_none(),
+        "pgbench stopped before the backups finished"
+    );
+    let _ = load.kill();
+    let _ = load.wait();
+    assert!(h1 > h0, "no writes during the backups ({h0} -> {h1})");
+    let physical_id = physical.json()["snapshot_id"].as_str().unwrap().to_string();
+    wait_archived(&src);
+
+    // Logical: restored into a new database, every table equal to the fingerprints taken in
+    // the dump's snapshot; and its restore test passes.
+    let r = env.lifeboat(&[
+        "--config",
+        cfg,
+        "--json",
+        "restore",
+        "dbl",
+        "--to",
+        &src.url("restored"),
+    ]);
+    r.ok();
+    let lj = r.json();
+    assert_eq!(lj["fingerprint_mismatches"], serde_json::json!([]), "{lj}");
+    assert!(lj["tables"].as_u64().unwrap() >= 4, "{lj}");
+    env.lifeboat(&["--config", cfg, "verify", "restore", "dbl"]).ok();
+
+    // Physical: the restore test records the fingerprints at the backup's end; a restore of
+    // the same snapshot recovered to that point (--target-immediate) equals them table by table.
+    let v = env.lifeboat(&["--config", cfg, "--json", "verify", "restore", "db", &physical_id]);
+    v.ok();
+    let attested = attested_fingerprints(&v.json()["report"]);
+    assert!(
+        attested.iter().any(|(d, t)| d == "postgres" && t.len() >= 4),
+        "{attested:?}"
+    );
+    let (restored, run, _) = restore_started(
+        &env,
+        "immediate",
+        &["--config", cfg, "--target-immediate", "--no-archive"],
+    );
+    assert_eq!(run.json()["snapshot_id"], physical_id.as_str());
+    let names: Vec<&str> = attested.iter().map(|(d, _)| d.as_str()).collect();
+    let restored_fp = live_fingerprints(&env, &restored, &names);
+    assert_eq!(restored_fp, attested, "physical restore differs from its restore test");
+    let rows: u64 = restored_fp.iter().flat_map(|(_, t)| t.iter().map(|t| t.rows)).sum();
+    eprintln!(
+        "under pgbench ({h0} -> {h1} transactions during the backups): logical restore {} tables equal to the backup's fingerprints; physical restore {} rows in {} databases equal to the restore test's",
+        lj["tables"],
+        rows,
+        names.len()
+    );
+}
+
+#[test]
+fn physical_restore_test_without_its_wal_fails_is_recorded_and_cleans_up() {
+    let Some(env) = PgEnv::new() else { return };
+    let src = env.cluster(true, None);
+    let cfg = env.config("db", &src.url("postgres"));
+    let cfg = cfg.to_str().unwrap();
+    let b = env.lifeboat(&["--config", cfg, "--json", "backup", "db"]);
+    b.ok();
+    let pg = b.json()["postgres"].clone();
+    // The segments the backup needs to become consistent vanish from the repository.
+    let ns = env.repo.join("named").join(pg["wal_namespace"].as_str().unwrap());
+    let mut removed = 0;
+    for seg in [pg["start_wal"].as_str().unwrap(), pg["stop_wal"].as_str().unwrap()] {
+        removed += usize::from(std::fs::remove_file(ns.join(seg)).is_ok());
+    }
+    assert!(removed > 0, "no WAL manifest under {}", ns.display());
+    let tmp = env.mkdir("tmp");
+    let f = env.lifeboat_tmp(&tmp, &["--config", cfg, "verify", "restore", "db"]);
+    f.expect_code(18)
+        .one_line_error(&["restore test", "WAL missing", "could not locate required checkpoint"]);
+    assert!(f.stdout.contains("FAILED"), "{f:?}");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "throwaway cluster left behind"
+    );
+    let s = env.lifeboat(&["--json", "snapshots"]);
+    assert_eq!(s.json()[0]["verified"], false, "{}", s.stdout);
+}
