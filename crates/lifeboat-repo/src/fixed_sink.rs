@@ -41,6 +41,29 @@ struct PackJob {
     sealed: Vec<u8>,
 }
 
+/// Buffers travel back to where they are filled, so a batch of segments allocates a few chunks'
+/// worth of memory once instead of fresh (page-faulting, zeroed) pages for every chunk.
+#[derive(Clone)]
+struct Pool {
+    tx: Sender<Vec<u8>>,
+    rx: Receiver<Vec<u8>>,
+}
+
+impl Pool {
+    fn new() -> Pool {
+        let (tx, rx) = unbounded();
+        Pool { tx, rx }
+    }
+
+    fn take(&self) -> Vec<u8> {
+        self.rx.try_recv().unwrap_or_default()
+    }
+
+    fn give(&self, v: Vec<u8>) {
+        let _ = self.tx.send(v);
+    }
+}
+
 struct Shared {
     failed: AtomicBool,
     first_error: Mutex<Option<RepoError>>,
@@ -78,6 +101,7 @@ pub(crate) struct FixedSink {
     packer: Option<JoinHandle<Result<Vec<PackRecord>>>>,
     shared: Arc<Shared>,
     next_slot: usize,
+    chunks: Pool,
 }
 
 impl FixedSink {
@@ -95,16 +119,18 @@ impl FixedSink {
         let (tx, rx) = bounded::<Job>(n * 2);
         let (pack_tx, pack_rx) = bounded::<PackJob>(n * 2);
         let (ids_tx, ids_rx) = unbounded::<(usize, Id)>();
+        let (chunks, sealed) = (Pool::new(), Pool::new());
         let workers = (0..n)
             .map(|_| {
                 let (rx, pack_tx, ids_tx) = (rx.clone(), pack_tx.clone(), ids_tx.clone());
                 let (repo, sh) = (repo.clone(), shared.clone());
-                std::thread::spawn(move || worker(&repo, &sh, level, rx, pack_tx, ids_tx))
+                let pools = (chunks.clone(), sealed.clone());
+                std::thread::spawn(move || worker(&repo, &sh, level, rx, pack_tx, ids_tx, pools))
             })
             .collect();
         drop(pack_tx);
         let (r2, sh2) = (repo.clone(), shared.clone());
-        let packer = std::thread::spawn(move || packer(&r2, &sh2, pack_rx));
+        let packer = std::thread::spawn(move || packer(&r2, &sh2, pack_rx, sealed));
         FixedSink {
             repo,
             chunk_size: chunk_size.max(1),
@@ -114,6 +140,7 @@ impl FixedSink {
             packer: Some(packer),
             shared,
             next_slot: 0,
+            chunks,
         }
     }
 
@@ -143,9 +170,11 @@ impl FixedSink {
         let start = self.next_slot;
         let mut size = 0u64;
         loop {
-            let mut data = vec![0u8; self.chunk_size];
+            let mut data = self.chunks.take();
+            data.resize(self.chunk_size, 0);
             let n = read_full(reader, &mut data).map_err(|e| RepoError::io("<input stream>", e))?;
             if n == 0 {
+                self.chunks.give(data);
                 break;
             }
             data.truncate(n);
@@ -243,6 +272,7 @@ fn worker(
     rx: Receiver<Job>,
     tx: Sender<PackJob>,
     ids: Sender<(usize, Id)>,
+    (chunks, sealed_pool): (Pool, Pool),
 ) {
     for job in rx {
         if sh.failed.load(Ordering::Relaxed) {
@@ -252,20 +282,21 @@ fn worker(
         let _ = ids.send((job.slot, id));
         let new = job.store && !sh.index.contains(&id) && sh.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
         if !new {
+            chunks.give(job.data);
             continue;
         }
-        let mut sealed = Vec::with_capacity(job.data.len() / 2 + 64);
+        let mut sealed = sealed_pool.take();
         repo.keys()
             .seal_blob_into(&blob_aad(BlobType::Data, &id), &job.data, level, &mut sealed);
         let raw_len = job.data.len() as u32;
-        drop(job);
+        chunks.give(job.data);
         if tx.send(PackJob { id, raw_len, sealed }).is_err() {
             return;
         }
     }
 }
 
-fn packer(repo: &Repository, sh: &Shared, rx: Receiver<PackJob>) -> Result<Vec<PackRecord>> {
+fn packer(repo: &Repository, sh: &Shared, rx: Receiver<PackJob>, sealed_pool: Pool) -> Result<Vec<PackRecord>> {
     let mut p = Packer::new(repo);
     for job in rx {
         if sh.failed.load(Ordering::Relaxed) {
@@ -275,6 +306,7 @@ fn packer(repo: &Repository, sh: &Shared, rx: Receiver<PackJob>) -> Result<Vec<P
             Ok(()) => sh.uploaded.store(p.bytes_written, Ordering::Relaxed),
             Err(e) => sh.fail(e),
         }
+        sealed_pool.give(job.sealed);
     }
     if sh.failed.load(Ordering::Relaxed) {
         return Err(RepoError::Interrupted);
