@@ -18,8 +18,11 @@
 # other as the cluster's archive_command, and every timed backup starts with the archive caught up.
 #
 # Environment: PG_SCALE (50), LOAD_SECS (20, pgbench before the incremental), BENCH_DIR (a new
-# /var/tmp/lifeboat-pgscale.XXXXXX), LIFEBOAT_BIN (<workspace>/target/release/lifeboat),
-# LIFEBOAT_PG_BIN, KEEP=1 keeps the work dir.
+# /var/tmp/lifeboat-pgscale.XXXXXX, or under /dev/shm when /var/tmp has less than 12 GB free:
+# then fsync costs nothing and the figures measure CPU, not the disk), LIFEBOAT_BIN
+# (<workspace>/target/release/lifeboat), COMPARE_BIN (another lifeboat build whose wal push is
+# also timed on the same segments, e.g. an older release), LIFEBOAT_PG_BIN, KEEP=1 keeps the
+# work dir.
 set -euo pipefail
 export LC_ALL=C
 WS="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,7 +36,14 @@ if ! command -v pgbackrest >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbackrest >/dev/null || {
     apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbackrest >/dev/null; }
 fi
-DIR="${BENCH_DIR:-$(mktemp -d /var/tmp/lifeboat-pgscale.XXXXXX)}"
+if [ -z "${BENCH_DIR:-}" ]; then
+  if [ "$(df -Pk /var/tmp | awk 'NR==2 {print $4}')" -ge $((12 << 20)) ]; then
+    BENCH_DIR=$(mktemp -d /var/tmp/lifeboat-pgscale.XXXXXX)
+  else
+    BENCH_DIR=$(mktemp -d /dev/shm/lifeboat-pgscale.XXXXXX)
+  fi
+fi
+DIR="$BENCH_DIR"
 mkdir -p "$DIR"; chmod 755 "$DIR"; chown postgres:postgres "$DIR"
 AS=(setpriv --reuid=postgres --regid=postgres --init-groups env HOME="$DIR")
 run() { "${AS[@]}" "$@"; }
@@ -85,7 +95,7 @@ unix_socket_directories = '$DIR'
 wal_level = replica
 archive_mode = on
 archive_command = 'cp %p $DIR/stash/%f'
-max_wal_size = 4GB
+max_wal_size = 1GB
 CONF
 run "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" start -w >/dev/null
 sql() { run "$PGBIN/psql" -XAtq -d "$URL" -c "$1"; }
@@ -113,7 +123,7 @@ echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at 
 
 caught_up
 sync; t0=$(now); run "$PGBIN/pg_basebackup" -d "$URL" -D "$DIR/pgbb" -Ft -X none --checkpoint=fast >/dev/null 2>&1; sync; t1=$(now)
-BB=$(secs "$t0" "$t1")
+BB=$(secs "$t0" "$t1"); BB_SIZE=$(du -sh "$DIR/pgbb" | cut -f1); rm -rf "$DIR/pgbb"
 caught_up; sync
 LB_FULL=$(timed run "$LB" --config "$DIR/phys.toml" --quiet backup db)
 caught_up; sync
@@ -133,6 +143,7 @@ sync
 LB_REST=$(timed run sh -c "'$LB' --config '$DIR/phys.toml' --quiet restore db latest --data-dir '$DIR/r-lifeboat' && sync")
 BR_REST=$(timed run sh -c "pgbackrest --config=$DIR/pgbr.conf --stanza=bench --pg1-path=$DIR/r-pgbr restore && sync")
 
+rm -rf "$DIR/r-lifeboat" "$DIR/r-pgbr"
 REPO_SIZE=$(du -sh "$DIR/repo" | cut -f1); BR_SIZE=$(du -sh "$DIR/pgbr" | cut -f1)
 echo
 printf '%-34s %10s %10s %10s %8s\n' "step (seconds)" lifeboat other "" ratio
@@ -141,7 +152,7 @@ printf '%-34s %10s %10s %10s %8s\n' "physical backup vs pgbackrest full" "$LB_FU
 printf '%-34s %10s %10s %10s %8s\n' "incremental vs pgbackrest incr" "$LB_INCR" "$BR_INCR" "" "$(ratio "$LB_INCR" "$BR_INCR")"
 printf '%-34s %10s %10s %10s %8s\n' "logical backup vs pg_dump -Fc" "$LB_LOGI" "$DUMP" "" "$(ratio "$LB_LOGI" "$DUMP")"
 printf '%-34s %10s %10s %10s %8s\n' "restore (files) vs pgbackrest" "$LB_REST" "$BR_REST" "" "$(ratio "$LB_REST" "$BR_REST")"
-echo "(ratio < 1: lifeboat faster) repository $REPO_SIZE (physical x2 + logical + WAL), pgBackRest $BR_SIZE, pg_dump file $(du -sh "$DIR/dump.fc" | cut -f1)"
+echo "(ratio < 1: lifeboat faster) repository $REPO_SIZE (physical x2 + logical + WAL), pgBackRest $BR_SIZE (full + incr + WAL), pg_basebackup tar $BB_SIZE, pg_dump file $(du -sh "$DIR/dump.fc" | cut -f1)"
 
 # WAL push: the stashed segments, copied into a fake data folder (pg_control of the cluster, so
 # both tools accept them), pushed into fresh repositories.
@@ -172,7 +183,8 @@ fake() { # fresh fake data folder with every stashed segment ready
   run mkdir -p "$DIR/fake/global" "$DIR/fake/pg_wal/archive_status"
   run cp "$DIR/data/global/pg_control" "$DIR/fake/global/"
   run cp "$DIR/data/PG_VERSION" "$DIR/fake/"
-  for s in $SEGS; do run cp "$DIR/stash/$s" "$DIR/fake/pg_wal/"; run touch "$DIR/fake/pg_wal/archive_status/$s.ready"; done
+  # Hard links: neither tool writes to a segment it archives.
+  for s in $SEGS; do run ln "$DIR/stash/$s" "$DIR/fake/pg_wal/$s"; run touch "$DIR/fake/pg_wal/archive_status/$s.ready"; done
   sync
 }
 push_rate() { # label command
@@ -186,6 +198,12 @@ echo
 echo "WAL push: $NSEG real segments ($STASH_MB MB: bulk load, then pgbench with checkpoints)"
 run "$LB" --repo "$DIR/repo-push" init >/dev/null
 LBP=$(push_rate "lifeboat wal push" "LIFEBOAT_REPO=$DIR/repo-push LIFEBOAT_CACHE_DIR=$DIR/cache-push $LB --quiet wal push %p")
+if [ -n "${COMPARE_BIN:-}" ]; then
+  run "$COMPARE_BIN" --repo "$DIR/repo-cmp" init >/dev/null
+  CMP=$(push_rate "COMPARE_BIN wal push" "LIFEBOAT_REPO=$DIR/repo-cmp LIFEBOAT_CACHE_DIR=$DIR/cache-cmp $COMPARE_BIN --quiet wal push %p")
+  echo "lifeboat / COMPARE_BIN ($COMPARE_BIN): $(ratio "$LBP" "$CMP") x"
+  rm -rf "$DIR/repo-cmp"
+fi
 pgbr_conf "$DIR/pgbr-push.conf" "$DIR/pgbr-push"
 pgbr_conf "$DIR/pgbr-async.conf" "$DIR/pgbr-async" "archive-async=y"
 run pgbackrest --config="$DIR/pgbr-push.conf" --stanza=bench stanza-create >/dev/null
@@ -194,4 +212,4 @@ BRS=$(push_rate "pgbackrest archive-push (sync)" "pgbackrest --config=$DIR/pgbr-
 BRA=$(push_rate "pgbackrest archive-push (async, process-max 2)" "pgbackrest --config=$DIR/pgbr-async.conf --stanza=bench --pg1-path=$DIR/fake archive-push %p")
 echo "lifeboat / pgbackrest sync: $(ratio "$LBP" "$BRS") x, lifeboat / pgbackrest async: $(ratio "$LBP" "$BRA") x (segments/s, higher is better for lifeboat)"
 echo "push repositories: lifeboat $(du -sh "$DIR/repo-push" | cut -f1), pgbackrest sync $(du -sh "$DIR/pgbr-push" | cut -f1)"
-echo "(work dir $DIR)"
+echo "(work dir $DIR on $(df -P "$DIR" | awk 'NR==2 {print $1}'))"
