@@ -10,12 +10,16 @@
 //! one process per segment cannot reach 100 segments/s. Like pgBackRest's asynchronous push, a
 //! push also stores the other segments already marked `.ready` in `pg_wal/archive_status` (up to
 //! a batch limit), in the same packs and index segment, and leaves a local *marker* per stored
-//! segment (`<spool>/pushed/<name>`: size and BLAKE3 of the content). A later call for a marked
-//! name hashes the file, compares it with the marker and returns at once without opening the
-//! repository. The marker is written only after the manifest is stored; a marker whose hash
-//! does not match falls back to the full comparison against the repository, so the fast path can
-//! never acknowledge a segment that is not stored with that exact content. Security trade-off:
-//! none — the fast path holds no key and learns nothing it could not read from pg_wal itself.
+//! segment (`<spool>/pushed/<name>`: size, inode, modification and change times). A later call
+//! for a marked name whose file has the same stamp returns at once without reading it or opening
+//! the repository. The marker is written only after the manifest is stored; a marker that does
+//! not match falls back to the full comparison against the repository, so the fast path can
+//! never acknowledge a segment that is not stored with that exact content. (Markers of `wal
+//! stream` carry a BLAKE3 of the content instead of a stamp.) Security trade-off: none — the
+//! fast path holds no key and learns nothing it could not read from pg_wal itself.
+//!
+//! Segments are stored in fixed 1 MiB chunks with a fast zstd level ([`wal_options`]), so the
+//! calling thread only reads and every core hashes, compresses and encrypts.
 //!
 //! **Fetch** (`lifeboat wal fetch %f %p`) restores one segment and prefetches the next ones of the
 //! same timeline into a local spool, so recovery pays the key derivation once per batch.
