@@ -1,7 +1,7 @@
 //! A parallel blob store for streams cut at fixed offsets (WAL segments).
 //!
 //! ```text
-//! caller (read into owned chunks) ──▶ workers (keyed hash, dedup, zstd, AEAD; one per core) ──▶ packer thread (upload)
+//! caller (read into owned chunks) ──▶ workers (keyed hash, dedup, zstd, AEAD; one per core) ──▶ two packer threads (upload)
 //! ```
 //! [`crate::blob_sink`] chunks and hashes on the caller's thread because content-defined cut
 //! points are sequential by nature. A stream cut every `chunk_size` bytes needs no such pass, so
@@ -26,6 +26,9 @@ use crate::id::Id;
 use crate::index::{IdSet, Index};
 use crate::packer::Packer;
 use crate::repository::Repository;
+
+/// Packer threads (see [`FixedSink::packers`]).
+const PACKERS: usize = 2;
 
 /// One chunk on its way to a worker.
 struct Job {
@@ -101,7 +104,9 @@ pub(crate) struct FixedSink {
     tx: Option<Sender<Job>>,
     ids_rx: Receiver<(usize, Id)>,
     workers: Vec<JoinHandle<()>>,
-    packer: Option<JoinHandle<Result<Vec<PackRecord>>>>,
+    /// Two packers: while one syncs a finished pack, the other takes sealed chunks, so the
+    /// workers never wait for the disk.
+    packers: Vec<JoinHandle<Result<Vec<PackRecord>>>>,
     shared: Arc<Shared>,
     next_slot: usize,
     chunks: Pool,
@@ -134,15 +139,19 @@ impl FixedSink {
             })
             .collect();
         drop(pack_tx);
-        let (r2, sh2) = (repo.clone(), shared.clone());
-        let packer = std::thread::spawn(move || packer(&r2, &sh2, pack_rx, sealed));
+        let packers = (0..PACKERS)
+            .map(|_| {
+                let (r2, sh2, rx2, pool) = (repo.clone(), shared.clone(), pack_rx.clone(), sealed.clone());
+                std::thread::spawn(move || packer(&r2, &sh2, rx2, pool))
+            })
+            .collect();
         FixedSink {
             repo,
             chunk_size,
             tx: Some(tx),
             ids_rx,
             workers,
-            packer: Some(packer),
+            packers,
             shared,
             next_slot: 0,
             chunks,
@@ -212,12 +221,19 @@ impl FixedSink {
         for h in self.workers.drain(..) {
             let _ = h.join();
         }
-        let records = match self.packer.take().expect("packer running").join() {
-            Ok(r) => r,
-            Err(_) => Err(RepoError::Invalid("packer thread panicked".into())),
-        };
+        let mut records = Vec::new();
+        let mut first_err = None;
+        for h in self.packers.drain(..) {
+            match h.join() {
+                Ok(Ok(r)) => records.extend(r),
+                Ok(Err(e)) => first_err = first_err.or(Some(e)),
+                Err(_) => first_err = first_err.or(Some(RepoError::Invalid("packer thread panicked".into()))),
+            }
+        }
         self.check()?;
-        let records = records?;
+        if let Some(e) = first_err {
+            return Err(e);
+        }
         let mut ids = vec![None; self.next_slot];
         for (slot, id) in self.ids_rx.try_iter() {
             ids[slot] = Some(id);
@@ -243,14 +259,14 @@ impl SlotIds {
 impl Drop for FixedSink {
     fn drop(&mut self) {
         // Abandoned (error or no commit): stop the threads; the packer aborts its open pack.
-        if self.packer.is_some() {
+        if !self.packers.is_empty() {
             self.shared.failed.store(true, Ordering::SeqCst);
         }
         self.tx = None;
         for h in self.workers.drain(..) {
             let _ = h.join();
         }
-        if let Some(p) = self.packer.take() {
+        for p in self.packers.drain(..) {
             let _ = p.join();
         }
     }
@@ -318,8 +334,11 @@ fn packer(repo: &Repository, sh: &Shared, rx: Receiver<PackJob>, sealed_pool: Po
         if sh.failed.load(Ordering::Relaxed) {
             continue;
         }
+        let before = p.bytes_written;
         match p.add(BlobType::Data, job.id, job.raw_len, &job.sealed) {
-            Ok(()) => sh.uploaded.store(p.bytes_written, Ordering::Relaxed),
+            Ok(()) => {
+                sh.uploaded.fetch_add(p.bytes_written - before, Ordering::Relaxed);
+            }
             Err(e) => sh.fail(e),
         }
         sealed_pool.give(job.sealed);
@@ -327,8 +346,9 @@ fn packer(repo: &Repository, sh: &Shared, rx: Receiver<PackJob>, sealed_pool: Po
     if sh.failed.load(Ordering::Relaxed) {
         return Err(RepoError::Interrupted);
     }
+    let before = p.bytes_written;
     let out = p.flush()?;
-    sh.uploaded.store(p.bytes_written, Ordering::Relaxed);
+    sh.uploaded.fetch_add(p.bytes_written - before, Ordering::Relaxed);
     Ok(out)
 }
 

@@ -311,7 +311,7 @@ impl NamedWriter {
         }
         // Manifests are independent small objects, each synced on its own: several at once,
         // so a batch of segments costs a few sync round trips instead of one per segment.
-        let threads = pending.len().clamp(1, 8);
+        let threads = pending.len().clamp(1, 16);
         let per = pending.len().div_ceil(threads).max(1);
         let results: Vec<Result<PutOutcome>> = std::thread::scope(|sc| {
             let handles: Vec<_> = pending
