@@ -215,7 +215,7 @@ impl Streamer<'_> {
         }
         complete.sort();
         if !complete.is_empty() {
-            let mut w = NamedWriter::with_index(self.repo, self.dedup.clone());
+            let mut w = NamedWriter::with_options(self.repo, self.dedup.clone(), crate::wal::wal_options(self.repo));
             let mut hashes = Vec::new();
             for (n, p) in &complete {
                 let data = std::fs::read(p).map_err(|e| PgError::io(p, e))?;
@@ -233,7 +233,7 @@ impl Streamer<'_> {
                 match o.status {
                     PutStatus::Stored | PutStatus::AlreadyStored => {
                         if let Some((_, h)) = hashes.iter().find(|(n, _)| *n == o.name) {
-                            self.markers.mark(&o.name, o.size, h, None);
+                            self.markers.mark(&o.name, o.size, Some(h), None);
                         }
                         self.report.segments += 1;
                         self.report.bytes += o.size;
@@ -255,7 +255,7 @@ impl Streamer<'_> {
             let seq = self.next_seq(&base)?;
             let name = format!("{base}.partial-{seq:06}");
             let data = std::fs::read(&p).map_err(|e| PgError::io(&p, e))?;
-            let mut w = NamedWriter::with_index(self.repo, self.dedup.clone());
+            let mut w = NamedWriter::with_options(self.repo, self.dedup.clone(), crate::wal::wal_options(self.repo));
             w.add(
                 &self.pns,
                 &name,

@@ -22,6 +22,7 @@ pub mod check;
 pub mod chunker;
 pub mod crypto;
 mod error;
+mod fixed_sink;
 pub mod format;
 mod id;
 pub mod index;

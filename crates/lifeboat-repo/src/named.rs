@@ -22,7 +22,9 @@ use std::sync::atomic::Ordering;
 
 use crate::backend::{BackendErrorKind, PutMode};
 use crate::blob_sink::BlobSink;
+use crate::chunker::Chunker;
 use crate::error::{RepoError, Result};
+use crate::fixed_sink::{FixedSink, Slots};
 use crate::format::index::PackRecord;
 use crate::format::sealed::{self, Kind};
 use crate::id::Id;
@@ -47,6 +49,10 @@ pub struct NamedManifest {
     /// Free-form metadata of the caller (timeline, source host…).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<serde_json::Value>,
+    /// Set when the stream was cut every that many bytes instead of at content-defined points;
+    /// needed only to compare another stream with this one (readers just follow `content`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_chunk_size: Option<u32>,
 }
 
 impl NamedManifest {
@@ -61,8 +67,38 @@ impl NamedManifest {
                 supported: 1,
             });
         }
+        if m.fixed_chunk_size == Some(0) {
+            return Err(RepoError::damaged(key, "fixed chunk size 0"));
+        }
         Ok(m)
     }
+
+    /// How this stream was cut.
+    pub fn chunking(&self) -> Chunking {
+        self.fixed_chunk_size.map_or(Chunking::ContentDefined, Chunking::Fixed)
+    }
+}
+
+/// How a named stream is cut into chunks. Equal streams cut the same way have equal id lists,
+/// which is how a repeated push is told from a different one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Chunking {
+    /// At content-defined cut points (the repository's chunker): deduplicates shifted data.
+    #[default]
+    ContentDefined,
+    /// Every that many bytes (not 0). For streams that never share shifted data with others,
+    /// such as WAL segments: no cut-point pass, and every chunk can be hashed and sealed in
+    /// parallel. An append-only stream (a growing partial segment) still deduplicates its prefix.
+    Fixed(u32),
+}
+
+/// Choices of a [`NamedWriter`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NamedOptions {
+    /// How new streams are cut (a stream compared with a stored one is cut like the stored one).
+    pub chunking: Chunking,
+    /// zstd level of new chunks; `None`: the repository's level.
+    pub compression_level: Option<i32>,
 }
 
 /// What happened to one stream handed to a [`NamedWriter`].
@@ -111,16 +147,29 @@ pub fn validate_name(what: &str, s: &str) -> Result<()> {
     }
 }
 
+/// Where a queued stream's chunk ids are: known, or still in the parallel sink's workers.
+enum Content {
+    Ids(Vec<Id>),
+    Slots(Slots),
+}
+
 struct Pending {
     manifest: NamedManifest,
+    content: Content,
     /// Some(existing) when the name was already stored before this writer started.
     existing: Option<NamedManifest>,
+}
+
+enum Sink {
+    ContentDefined(BlobSink),
+    Fixed(FixedSink),
 }
 
 /// Stores several named streams with one set of packs and one index segment (a WAL push that
 /// finds a backlog of ready segments stores them all in one go).
 pub struct NamedWriter {
-    sink: BlobSink,
+    sink: Sink,
+    opts: NamedOptions,
     pending: Vec<Pending>,
 }
 
@@ -133,9 +182,28 @@ impl NamedWriter {
 
     /// A writer that also deduplicates against `index`.
     pub fn with_index(repo: &Repository, index: Index) -> NamedWriter {
+        NamedWriter::with_options(repo, index, NamedOptions::default())
+    }
+
+    /// A writer with explicit chunking and compression (WAL: fixed chunks, a fast level).
+    pub fn with_options(repo: &Repository, index: Index, opts: NamedOptions) -> NamedWriter {
+        let repo = Arc::new(repo.clone());
+        let level = opts.compression_level.unwrap_or(repo.config().compression_level);
+        let sink = match opts.chunking {
+            Chunking::ContentDefined => Sink::ContentDefined(BlobSink::new(repo, index, 0)),
+            Chunking::Fixed(n) => Sink::Fixed(FixedSink::new(repo, index, n.max(1) as usize, level)),
+        };
         NamedWriter {
-            sink: BlobSink::new(Arc::new(repo.clone()), index, 0),
+            sink,
+            opts,
             pending: Vec::new(),
+        }
+    }
+
+    fn repo(&self) -> &Arc<Repository> {
+        match &self.sink {
+            Sink::ContentDefined(s) => s.repo(),
+            Sink::Fixed(s) => s.repo(),
         }
     }
 
@@ -157,18 +225,42 @@ impl NamedWriter {
         {
             return Err(RepoError::Invalid(format!("{namespace}/{name} added twice")));
         }
-        let existing = read_manifest(self.sink.repo(), namespace, name)?;
-        let (content, size) = self.sink.store_stream(content, existing.is_none())?;
+        let existing = read_manifest(self.repo(), namespace, name)?;
+        let mut chunking = self.opts.chunking;
+        let (content, size) = match &existing {
+            // Stored with another chunking (an older version, or another writer): cut this
+            // stream the same way to compare; nothing is uploaded.
+            Some(old) if old.chunking() != chunking => {
+                chunking = old.chunking();
+                let (ids, size) = stream_ids(self.repo(), content, chunking)?;
+                (Content::Ids(ids), size)
+            }
+            _ => match &mut self.sink {
+                Sink::ContentDefined(s) => {
+                    let (ids, size) = s.store_stream(content, existing.is_none())?;
+                    (Content::Ids(ids), size)
+                }
+                Sink::Fixed(s) => {
+                    let (slots, size) = s.store_stream(content, existing.is_none())?;
+                    (Content::Slots(slots), size)
+                }
+            },
+        };
         self.pending.push(Pending {
             manifest: NamedManifest {
                 version: 1,
                 namespace: namespace.into(),
                 name: name.into(),
                 size,
-                content,
+                content: Vec::new(),
                 time: jiff::Timestamp::now(),
                 meta,
+                fixed_chunk_size: match chunking {
+                    Chunking::ContentDefined => None,
+                    Chunking::Fixed(n) => Some(n),
+                },
             },
+            content,
             existing,
         });
         Ok(())
@@ -176,7 +268,10 @@ impl NamedWriter {
 
     /// Sealed bytes uploaded so far.
     pub fn uploaded(&self) -> u64 {
-        self.sink.stats().uploaded.load(Ordering::Relaxed)
+        match &self.sink {
+            Sink::ContentDefined(s) => s.stats().uploaded.load(Ordering::Relaxed),
+            Sink::Fixed(s) => s.uploaded(),
+        }
     }
 
     /// Uploads everything, writes the index segment, then each manifest (put-if-absent). Returns
@@ -189,15 +284,34 @@ impl NamedWriter {
     /// [`NamedWriter::finish`], also returning the packs written, so a long-running writer (WAL
     /// streaming) can deduplicate its next streams against them without reloading the index.
     pub fn finish_with_records(self) -> Result<(Vec<PutOutcome>, Vec<PackRecord>)> {
-        let NamedWriter { sink, pending } = self;
-        let repo = sink.repo().clone();
-        let records = sink.finish()?;
+        let NamedWriter { sink, pending, .. } = self;
+        let (repo, records, slot_ids) = match sink {
+            Sink::ContentDefined(s) => {
+                let repo = s.repo().clone();
+                (repo, s.finish()?, None)
+            }
+            Sink::Fixed(s) => {
+                let repo = s.repo().clone();
+                let (records, ids) = s.finish()?;
+                (repo, records, Some(ids))
+            }
+        };
+        let pending: Vec<Pending> = pending
+            .into_iter()
+            .map(|mut p| {
+                p.manifest.content = match std::mem::replace(&mut p.content, Content::Ids(Vec::new())) {
+                    Content::Ids(ids) => ids,
+                    Content::Slots(s) => slot_ids.as_ref().expect("fixed sink").get(s),
+                };
+                p
+            })
+            .collect();
         if !records.is_empty() {
             repo.write_index_segment(&records)?;
         }
         // Manifests are independent small objects, each synced on its own: several at once,
         // so a batch of segments costs a few sync round trips instead of one per segment.
-        let threads = pending.len().clamp(1, 8);
+        let threads = pending.len().clamp(1, 16);
         let per = pending.len().div_ceil(threads).max(1);
         let results: Vec<Result<PutOutcome>> = std::thread::scope(|sc| {
             let handles: Vec<_> = pending
@@ -217,6 +331,51 @@ impl NamedWriter {
     }
 }
 
+/// The ids of a stream cut as `chunking` says, storing nothing.
+fn stream_ids(repo: &Repository, reader: &mut dyn Read, chunking: Chunking) -> Result<(Vec<Id>, u64)> {
+    let mut ids = Vec::new();
+    let mut size = 0u64;
+    match chunking {
+        Chunking::ContentDefined => {
+            let mut c = Chunker::new(repo.config().chunker, repo.keys().chunker_seed());
+            c.chunk::<_, std::io::Error>(reader, |chunk| {
+                size += chunk.len() as u64;
+                ids.push(repo.keys().blob_id(chunk));
+                Ok(())
+            })
+            .map_err(|e| RepoError::io("<input stream>", e))?;
+        }
+        Chunking::Fixed(n) => {
+            let mut buf = vec![0u8; n.max(1) as usize];
+            loop {
+                let k = read_full(reader, &mut buf).map_err(|e| RepoError::io("<input stream>", e))?;
+                if k == 0 {
+                    break;
+                }
+                size += k as u64;
+                ids.push(repo.keys().blob_id(&buf[..k]));
+                if k < buf.len() {
+                    break;
+                }
+            }
+        }
+    }
+    Ok((ids, size))
+}
+
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Writes one manifest put-if-absent (or compares with the one already there).
 fn put_manifest(repo: &Repository, p: &Pending) -> Result<PutOutcome> {
     let m = &p.manifest;
@@ -233,7 +392,18 @@ fn put_manifest(repo: &Repository, p: &Pending) -> Result<PutOutcome> {
                 // Raced with another pusher of the same name: compare with theirs.
                 Err(e) if e.kind == BackendErrorKind::AlreadyExists => {
                     match read_manifest(repo, &m.namespace, &m.name)? {
-                        Some(old) => same_or_conflict(&old, m),
+                        Some(old) if old.chunking() == m.chunking() => same_or_conflict(&old, m),
+                        // Cut differently: read theirs back and cut it like ours.
+                        Some(old) => {
+                            let index = repo.load_index_for_reading()?;
+                            let mut r = StreamReader::new(repo, &index, &old);
+                            let (ids, size) = stream_ids(repo, &mut r, m.chunking())?;
+                            if size == m.size && ids == m.content {
+                                PutStatus::AlreadyStored
+                            } else {
+                                PutStatus::Conflict
+                            }
+                        }
                         None => return Err(e.into()),
                     }
                 }
@@ -251,11 +421,58 @@ fn put_manifest(repo: &Repository, p: &Pending) -> Result<PutOutcome> {
 
 fn same_or_conflict(old: &NamedManifest, new: &NamedManifest) -> PutStatus {
     // Blob ids are keyed hashes of the chunks and chunking is deterministic, so equal streams
-    // have equal id lists.
+    // cut the same way (the caller made sure) have equal id lists.
     if old.size == new.size && old.content == new.content {
         PutStatus::AlreadyStored
     } else {
         PutStatus::Conflict
+    }
+}
+
+/// Reads a stored stream chunk by chunk (each verified), for comparing it with another.
+struct StreamReader<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    m: &'a NamedManifest,
+    next: usize,
+    buf: Vec<u8>,
+    pos: usize,
+    scratch: BlobScratch,
+}
+
+impl<'a> StreamReader<'a> {
+    fn new(repo: &'a Repository, index: &'a Index, m: &'a NamedManifest) -> Self {
+        StreamReader {
+            repo,
+            index,
+            m,
+            next: 0,
+            buf: Vec::new(),
+            pos: 0,
+            scratch: BlobScratch::default(),
+        }
+    }
+}
+
+impl Read for StreamReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            let Some(id) = self.m.content.get(self.next) else {
+                return Ok(0);
+            };
+            self.next += 1;
+            let data = self
+                .repo
+                .read_blob_into(self.index, id, &mut self.scratch)
+                .map_err(std::io::Error::other)?;
+            self.buf.clear();
+            self.buf.extend_from_slice(data);
+            self.pos = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
@@ -436,6 +653,84 @@ mod tests {
             a,
             "stored stream untouched"
         );
+    }
+
+    fn fixed() -> NamedOptions {
+        NamedOptions {
+            chunking: Chunking::Fixed(1 << 20),
+            compression_level: Some(1),
+        }
+    }
+
+    fn put_with(r: &Repository, opts: NamedOptions, name: &str, content: &[u8]) -> PutStatus {
+        let mut w = NamedWriter::with_options(r, Index::default(), opts);
+        w.add("wal-1", name, &mut &content[..], None).unwrap();
+        w.finish().unwrap().pop().unwrap().status
+    }
+
+    #[test]
+    fn fixed_chunks_round_trip_are_idempotent_and_refuse_different_content() {
+        let r = repo();
+        let mut a = data(3 << 20, 3);
+        a.extend(vec![0u8; 13 << 20]); // a segment switched early: zero-filled tail
+        let name = "000000010000000000000007";
+        assert_eq!(put_with(&r, fixed(), name, &a), PutStatus::Stored);
+        let m = read_manifest(&r, "wal-1", name).unwrap().unwrap();
+        assert_eq!(m.fixed_chunk_size, Some(1 << 20));
+        assert_eq!(m.content.len(), 16);
+        let idx = r.load_index_for_reading().unwrap();
+        assert_eq!(idx.len(), 4, "three data chunks and one zero chunk, stored once");
+        assert_eq!(read_back(&r, "wal-1", name), a);
+        let packs = r.backend().list("data/").unwrap().len();
+        assert_eq!(put_with(&r, fixed(), name, &a), PutStatus::AlreadyStored);
+        assert_eq!(
+            r.backend().list("data/").unwrap().len(),
+            packs,
+            "nothing uploaded for a repeat"
+        );
+        let mut b = a.clone();
+        b[5 << 20] = 1;
+        assert_eq!(put_with(&r, fixed(), name, &b), PutStatus::Conflict);
+        assert_eq!(put_with(&r, NamedOptions::default(), name, &b), PutStatus::Conflict);
+        assert_eq!(
+            put_with(&r, NamedOptions::default(), name, &a),
+            PutStatus::AlreadyStored
+        );
+        assert_eq!(read_back(&r, "wal-1", name), a, "stored stream untouched");
+    }
+
+    /// Segments stored before fixed chunks existed (content-defined, no `fixed_chunk_size`) are
+    /// recognised by a fixed-chunk writer, and refused when different.
+    #[test]
+    fn fixed_writer_compares_with_content_defined_manifests() {
+        let r = repo();
+        let a = data(5 << 20, 4);
+        assert_eq!(put_with(&r, NamedOptions::default(), "old", &a), PutStatus::Stored);
+        let m = read_manifest(&r, "wal-1", "old").unwrap().unwrap();
+        assert_eq!(m.fixed_chunk_size, None);
+        assert!(
+            !String::from_utf8(serde_json::to_vec(&m).unwrap())
+                .unwrap()
+                .contains("fixed_chunk_size")
+        );
+        assert_eq!(put_with(&r, fixed(), "old", &a), PutStatus::AlreadyStored);
+        assert_eq!(put_with(&r, fixed(), "old", &data(5 << 20, 5)), PutStatus::Conflict);
+    }
+
+    /// Two writers race for one name with different chunkings: the loser reads the winner's
+    /// stream back to compare.
+    #[test]
+    fn race_between_chunkings_compares_content() {
+        for (same, want) in [(true, PutStatus::AlreadyStored), (false, PutStatus::Conflict)] {
+            let r = repo();
+            let a = data(3 << 20, 6);
+            let theirs = if same { a.clone() } else { data(3 << 20, 7) };
+            let mut w = NamedWriter::with_options(&r, Index::default(), fixed());
+            w.add("wal-1", "n", &mut a.as_slice(), None).unwrap();
+            assert_eq!(put_with(&r, NamedOptions::default(), "n", &theirs), PutStatus::Stored);
+            assert_eq!(w.finish().unwrap()[0].status, want);
+            assert_eq!(read_back(&r, "wal-1", "n"), theirs);
+        }
     }
 
     #[test]

@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# PostgreSQL side by side at pgbench scale 50 (about 750 MB): lifeboat against pg_basebackup,
+# pg_dump -Fc and pgBackRest, on one throwaway cluster, printing seconds and ratios.
+#
+#   physical backup   lifeboat backup db (physical) | pg_basebackup -Ft to disk | pgbackrest full
+#   incremental       lifeboat backup db again      | pgbackrest incr            (after a pgbench load)
+#   logical backup    lifeboat backup (logical)     | pg_dump -Fc to a file
+#   restore (files)   lifeboat restore db latest    | pgbackrest restore         (+ sync)
+#   WAL push          lifeboat wal push | pgbackrest archive-push, sync and async, on the same
+#                     real segments (the cluster's own WAL: bulk load, then pgbench with
+#                     checkpoints), driven like PostgreSQL's archiver: one archive_command per
+#                     segment through /bin/sh, in name order, .ready renamed to .done after it.
+#
+# Runs unattended as root (the cluster and every PostgreSQL/pgBackRest program run as the
+# postgres user); installs the Debian package pgbackrest with apt-get when it is missing.
+# pgBackRest is configured like lifeboat: encrypted (aes-256-cbc), zstd, both cores
+# (process-max=2). lifeboat's archive_command, pgBackRest's and a plain cp run one after the
+# other as the cluster's archive_command, and every timed backup starts with the archive caught up.
+#
+# Environment: PG_SCALE (50), LOAD_SECS (20, pgbench before the incremental), BENCH_DIR (a new
+# /var/tmp/lifeboat-pgscale.XXXXXX, or under /dev/shm when /var/tmp has less than 12 GB free:
+# then fsync costs nothing and the figures measure CPU, not the disk), LIFEBOAT_BIN
+# (<workspace>/target/release/lifeboat), COMPARE_BIN (another lifeboat build whose wal push is
+# also timed on the same segments, e.g. an older release), LIFEBOAT_PG_BIN, KEEP=1 keeps the
+# work dir.
+set -euo pipefail
+export LC_ALL=C
+WS="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LB="${LIFEBOAT_BIN:-$WS/target/release/lifeboat}"
+SCALE="${PG_SCALE:-50}"
+LOAD_SECS="${LOAD_SECS:-20}"
+PGBIN="${LIFEBOAT_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)}"
+[ -x "$LB" ] || { echo "build first: cargo build --release -p lifeboat" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "run as root (the cluster runs as the postgres user)" >&2; exit 1; }
+if ! command -v pgbackrest >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbackrest >/dev/null || {
+    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbackrest >/dev/null; }
+fi
+if [ -z "${BENCH_DIR:-}" ]; then
+  if [ "$(df -Pk /var/tmp | awk 'NR==2 {print $4}')" -ge $((12 << 20)) ]; then
+    BENCH_DIR=$(mktemp -d /var/tmp/lifeboat-pgscale.XXXXXX)
+  else
+    BENCH_DIR=$(mktemp -d /dev/shm/lifeboat-pgscale.XXXXXX)
+  fi
+fi
+DIR="$BENCH_DIR"
+mkdir -p "$DIR"; chmod 755 "$DIR"; chown postgres:postgres "$DIR"
+AS=(setpriv --reuid=postgres --regid=postgres --init-groups env HOME="$DIR")
+run() { "${AS[@]}" "$@"; }
+now() { date +%s.%N; }
+secs() { awk -v a="$2" -v b="$1" 'BEGIN { printf "%.2f", a - b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+timed() { local t0 t1; t0=$(now); "$@" >/dev/null 2>"$DIR/last.err" || { cat "$DIR/last.err" >&2; return 1; }; t1=$(now); secs "$t0" "$t1"; }
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+URL="postgres://postgres@127.0.0.1:$PORT/postgres"
+export LIFEBOAT_REPO="$DIR/repo" LIFEBOAT_PASSWORD_FILE="$DIR/pass" LIFEBOAT_CACHE_DIR="$DIR/cache"
+run sh -c "umask 077; echo bench-passphrase > $DIR/pass; mkdir -p $DIR/stash $DIR/pgbr $DIR/pgbr-push $DIR/spool $DIR/log"
+pgbr_conf() { # file repo-path [extra lines]
+  local f=$1 repo=$2; shift 2
+  run sh -c "cat > $f" <<CONF
+[global]
+repo1-path=$repo
+repo1-cipher-type=aes-256-cbc
+repo1-cipher-pass=bench-passphrase
+compress-type=zst
+process-max=2
+log-path=$DIR/log
+lock-path=$DIR/log
+spool-path=$DIR/spool
+log-level-console=warn
+start-fast=y
+$(printf '%s\n' "$@")
+
+[bench]
+pg1-path=$DIR/data
+pg1-port=$PORT
+pg1-socket-path=$DIR
+pg1-user=postgres
+CONF
+}
+pgbr_conf "$DIR/pgbr.conf" "$DIR/pgbr"
+PGBR=(pgbackrest --config="$DIR/pgbr.conf" --stanza=bench)
+
+cleanup() {
+  run "$PGBIN/pg_ctl" -D "$DIR/data" stop -m immediate >/dev/null 2>&1 || true
+  [ "${KEEP:-0}" = 1 ] || rm -rf "$DIR"
+}
+trap cleanup EXIT
+run "$PGBIN/initdb" -D "$DIR/data" -U postgres --auth=trust >/dev/null
+run sh -c "cat >> $DIR/data/postgresql.conf" <<CONF
+port = $PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$DIR'
+wal_level = replica
+archive_mode = on
+archive_command = 'cp %p $DIR/stash/%f'
+max_wal_size = 1GB
+CONF
+run "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" start -w >/dev/null
+sql() { run "$PGBIN/psql" -XAtq -d "$URL" -c "$1"; }
+run "$LB" init >/dev/null
+run "${PGBR[@]}" stanza-create >/dev/null
+# From now on every archived segment goes to the stash (for the push comparison), lifeboat and pgBackRest.
+sql "ALTER SYSTEM SET archive_command = 'cp %p $DIR/stash/%f && LIFEBOAT_REPO=$LIFEBOAT_REPO LIFEBOAT_PASSWORD_FILE=$LIFEBOAT_PASSWORD_FILE LIFEBOAT_CACHE_DIR=$LIFEBOAT_CACHE_DIR $LB --quiet wal push %p && pgbackrest --config=$DIR/pgbr.conf --stanza=bench archive-push %p'" >/dev/null
+sql "SELECT pg_reload_conf()" >/dev/null
+# Waits until the archiver has nothing left (so a timed backup does not wait for a backlog).
+caught_up() {
+  sql "SELECT pg_switch_wal()" >/dev/null
+  for _ in $(seq 1 1200); do
+    [ -z "$(ls "$DIR/data/pg_wal/archive_status" | grep '\.ready$' || true)" ] && return 0
+    sleep 0.5
+  done
+  echo "archiving does not catch up: see $DIR/server.log" >&2; exit 1
+}
+printf '[sources.db]\nkind = "postgres"\nurl = "%s"\nmode = "physical"\n' "$URL" > "$DIR/phys.toml"
+printf '[sources.db]\nkind = "postgres"\nurl = "%s"\nmode = "logical"\ndatabases = ["postgres"]\n' "$URL" > "$DIR/logi.toml"
+
+t0=$(now); run "$PGBIN/pgbench" -i -s "$SCALE" -q "$URL" >/dev/null 2>&1; t1=$(now)
+SIZE=$(sql "SELECT pg_size_pretty(pg_database_size('postgres'))")
+echo "pgbench scale $SCALE: $SIZE, loaded in $(secs "$t0" "$t1")s; lifeboat $("$LB" --version 2>/dev/null | head -n1), $(pgbackrest version), $("$PGBIN/postgres" --version)"
+echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at start (shared with other builds: rough figures)"
+
+caught_up
+sync; t0=$(now); run "$PGBIN/pg_basebackup" -d "$URL" -D "$DIR/pgbb" -Ft -X none --checkpoint=fast >/dev/null 2>&1; sync; t1=$(now)
+BB=$(secs "$t0" "$t1"); BB_SIZE=$(du -sh "$DIR/pgbb" | cut -f1); rm -rf "$DIR/pgbb"
+caught_up; sync
+LB_FULL=$(timed run "$LB" --config "$DIR/phys.toml" --quiet backup db)
+caught_up; sync
+BR_FULL=$(timed run "${PGBR[@]}" backup --type=full)
+
+run "$PGBIN/pgbench" -n -c 4 -j 2 -T "$LOAD_SECS" "$URL" >/dev/null 2>&1
+caught_up; sync
+LB_INCR=$(timed run "$LB" --config "$DIR/phys.toml" --quiet backup db)
+caught_up; sync
+BR_INCR=$(timed run "${PGBR[@]}" backup --type=incr)
+
+sync; t0=$(now); run "$PGBIN/pg_dump" -Fc -f "$DIR/dump.fc" "$URL"; sync; t1=$(now)
+DUMP=$(secs "$t0" "$t1")
+LB_LOGI=$(timed run "$LB" --config "$DIR/logi.toml" --quiet backup db)
+
+sync
+LB_REST=$(timed run sh -c "'$LB' --config '$DIR/phys.toml' --quiet restore db latest --data-dir '$DIR/r-lifeboat' && sync")
+BR_REST=$(timed run sh -c "pgbackrest --config=$DIR/pgbr.conf --stanza=bench --pg1-path=$DIR/r-pgbr restore && sync")
+
+rm -rf "$DIR/r-lifeboat" "$DIR/r-pgbr"
+REPO_SIZE=$(du -sh "$DIR/repo" | cut -f1); BR_SIZE=$(du -sh "$DIR/pgbr" | cut -f1)
+echo
+printf '%-34s %10s %10s %10s %8s\n' "step (seconds)" lifeboat other "" ratio
+printf '%-34s %10s %10s %10s %8s\n' "physical backup vs pg_basebackup" "$LB_FULL" "$BB" "" "$(ratio "$LB_FULL" "$BB")"
+printf '%-34s %10s %10s %10s %8s\n' "physical backup vs pgbackrest full" "$LB_FULL" "$BR_FULL" "" "$(ratio "$LB_FULL" "$BR_FULL")"
+printf '%-34s %10s %10s %10s %8s\n' "incremental vs pgbackrest incr" "$LB_INCR" "$BR_INCR" "" "$(ratio "$LB_INCR" "$BR_INCR")"
+printf '%-34s %10s %10s %10s %8s\n' "logical backup vs pg_dump -Fc" "$LB_LOGI" "$DUMP" "" "$(ratio "$LB_LOGI" "$DUMP")"
+printf '%-34s %10s %10s %10s %8s\n' "restore (files) vs pgbackrest" "$LB_REST" "$BR_REST" "" "$(ratio "$LB_REST" "$BR_REST")"
+echo "(ratio < 1: lifeboat faster) repository $REPO_SIZE (physical x2 + logical + WAL), pgBackRest $BR_SIZE (full + incr + WAL), pg_basebackup tar $BB_SIZE, pg_dump file $(du -sh "$DIR/dump.fc" | cut -f1)"
+
+# WAL push: the stashed segments, copied into a fake data folder (pg_control of the cluster, so
+# both tools accept them), pushed into fresh repositories.
+caught_up
+SEGS=$(ls "$DIR/stash" | grep -E '^[0-9A-F]{24}$' | sort)
+NSEG=$(echo "$SEGS" | wc -l)
+STASH_MB=$(du -sm "$DIR/stash" | cut -f1)
+run sh -c "cat > $DIR/archiver.py" <<'PY'
+import os, subprocess, sys, time
+data, cmd = sys.argv[1], sys.argv[2]
+st = os.path.join(data, "pg_wal", "archive_status")
+os.chdir(data)
+n, t0 = 0, time.monotonic()
+while True:
+    ready = sorted(f[:-6] for f in os.listdir(st) if f.endswith(".ready"))
+    if not ready:
+        break
+    for name in ready:
+        c = cmd.replace("%p", "pg_wal/" + name).replace("%f", name)
+        if subprocess.run(["/bin/sh", "-c", c]).returncode != 0:
+            sys.exit(f"archive command failed for {name}")
+        os.rename(os.path.join(st, name + ".ready"), os.path.join(st, name + ".done"))
+        n += 1
+print(f"{n} {time.monotonic() - t0:.2f}")
+PY
+fake() { # fresh fake data folder with every stashed segment ready
+  run rm -rf "$DIR/fake"
+  run mkdir -p "$DIR/fake/global" "$DIR/fake/pg_wal/archive_status"
+  run cp "$DIR/data/global/pg_control" "$DIR/fake/global/"
+  run cp "$DIR/data/PG_VERSION" "$DIR/fake/"
+  # Hard links: neither tool writes to a segment it archives.
+  for s in $SEGS; do run ln "$DIR/stash/$s" "$DIR/fake/pg_wal/$s"; run touch "$DIR/fake/pg_wal/archive_status/$s.ready"; done
+  sync
+}
+push_rate() { # label command
+  fake
+  local out; out=$(run python3 "$DIR/archiver.py" "$DIR/fake" "$2")
+  local n t; n=${out% *}; t=${out#* }
+  printf '%-44s %4s segments in %6ss = %6s segments/s\n' "$1" "$n" "$t" "$(awk -v n="$n" -v t="$t" 'BEGIN{printf "%.1f", n/t}')" >&2
+  awk -v n="$n" -v t="$t" 'BEGIN{printf "%.1f", n/t}'
+}
+echo
+echo "WAL push: $NSEG real segments ($STASH_MB MB: bulk load, then pgbench with checkpoints)"
+run "$LB" --repo "$DIR/repo-push" init >/dev/null
+LBP=$(push_rate "lifeboat wal push" "LIFEBOAT_REPO=$DIR/repo-push LIFEBOAT_CACHE_DIR=$DIR/cache-push $LB --quiet wal push %p")
+if [ -n "${COMPARE_BIN:-}" ]; then
+  run "$COMPARE_BIN" --repo "$DIR/repo-cmp" init >/dev/null
+  CMP=$(push_rate "COMPARE_BIN wal push" "LIFEBOAT_REPO=$DIR/repo-cmp LIFEBOAT_CACHE_DIR=$DIR/cache-cmp $COMPARE_BIN --quiet wal push %p")
+  echo "lifeboat / COMPARE_BIN ($COMPARE_BIN): $(ratio "$LBP" "$CMP") x"
+  rm -rf "$DIR/repo-cmp"
+fi
+pgbr_conf "$DIR/pgbr-push.conf" "$DIR/pgbr-push"
+pgbr_conf "$DIR/pgbr-async.conf" "$DIR/pgbr-async" "archive-async=y"
+run pgbackrest --config="$DIR/pgbr-push.conf" --stanza=bench stanza-create >/dev/null
+run pgbackrest --config="$DIR/pgbr-async.conf" --stanza=bench stanza-create >/dev/null
+BRS=$(push_rate "pgbackrest archive-push (sync)" "pgbackrest --config=$DIR/pgbr-push.conf --stanza=bench --pg1-path=$DIR/fake archive-push %p")
+BRA=$(push_rate "pgbackrest archive-push (async, process-max 2)" "pgbackrest --config=$DIR/pgbr-async.conf --stanza=bench --pg1-path=$DIR/fake archive-push %p")
+echo "lifeboat / pgbackrest sync: $(ratio "$LBP" "$BRS") x, lifeboat / pgbackrest async: $(ratio "$LBP" "$BRA") x (segments/s, higher is better for lifeboat)"
+echo "push repositories: lifeboat $(du -sh "$DIR/repo-push" | cut -f1), pgbackrest sync $(du -sh "$DIR/pgbr-push" | cut -f1)"
+echo "(work dir $DIR on $(df -P "$DIR" | awk 'NR==2 {print $1}'))"
