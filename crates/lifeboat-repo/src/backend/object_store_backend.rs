@@ -322,6 +322,7 @@ impl Backend for ObjectStoreBackend {
             .map_err(|e| convert(&self.location, "upload", key, e))?;
         Ok(Box::new(StreamUpload {
             inner: Some(WriteMultipart::new_with_chunk_size(up, self.part_size)),
+            part_size: self.part_size,
             location: self.location.clone(),
             key: key.to_string(),
             max_parts_in_flight: self.parts_in_flight,
@@ -386,6 +387,7 @@ impl Upload for BufferedUpload {
 
 struct StreamUpload {
     inner: Option<WriteMultipart>,
+    part_size: usize,
     max_parts_in_flight: usize,
     location: String,
     key: String,
@@ -395,11 +397,15 @@ impl Upload for StreamUpload {
     fn write(&mut self, data: &[u8]) -> Result<(), BackendError> {
         let w = self.inner.as_mut().expect("upload used after finish");
         let _guard = runtime().enter();
-        // Bound the bytes in flight so a slow store applies back-pressure.
-        runtime()
-            .block_on(w.wait_for_capacity(self.max_parts_in_flight))
-            .map_err(|e| convert(&self.location, "upload", &self.key, e))?;
-        w.write(data);
+        // Bound the parts in flight so a slow store applies back-pressure. One part at a time:
+        // a write of a whole 8 MiB blob would otherwise start all its parts at once, each a copy
+        // on its own I/O thread.
+        for piece in data.chunks(self.part_size.max(1)) {
+            runtime()
+                .block_on(w.wait_for_capacity(self.max_parts_in_flight))
+                .map_err(|e| convert(&self.location, "upload", &self.key, e))?;
+            w.write(piece);
+        }
         Ok(())
     }
 
