@@ -55,7 +55,8 @@ fn tune_allocator() {}
 #[cfg(unix)]
 #[allow(unsafe_code)]
 fn end_quietly_on_closed_pipe() {
-    // SAFETY: restores the default action of one signal, before any other thread exists.
+    // SAFETY: restores the default action of one signal, before the command starts its
+    // threads (only the allocator's trim thread runs, and it writes nothing).
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
