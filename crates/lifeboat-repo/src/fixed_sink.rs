@@ -24,6 +24,7 @@ use crate::format::index::PackRecord;
 use crate::format::pack::{BlobType, blob_aad};
 use crate::id::Id;
 use crate::index::{IdSet, Index};
+use crate::named::read_full;
 use crate::packer::Packer;
 use crate::repository::Repository;
 
@@ -277,20 +278,6 @@ impl Drop for FixedSink {
 /// a block, so it compiles to wide vector ORs.
 fn is_zero(b: &[u8]) -> bool {
     b.chunks(4096).all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
-}
-
-/// Fills `buf` unless the reader ends first; returns the bytes read.
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 fn worker(

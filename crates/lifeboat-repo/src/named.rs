@@ -363,7 +363,8 @@ fn stream_ids(repo: &Repository, reader: &mut dyn Read, chunking: Chunking) -> R
     Ok((ids, size))
 }
 
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Fills `buf` unless the reader ends first; returns the bytes read.
+pub(crate) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
