@@ -35,19 +35,24 @@ fn command(tools: &Tools, conn: &ConnInfo, stop_on_error: bool) -> Result<std::p
     Ok(cmd)
 }
 
-/// Runs `script` (fed on standard input). With `stop_on_error`, the first error fails the whole
-/// call (classified: unreachable, authentication, or the tool's message); without, errors are
-/// only returned in `stderr` (a connection failure still fails).
-pub fn script(tools: &Tools, conn: &ConnInfo, script: &str, stop_on_error: bool) -> Result<ScriptOutput> {
+/// Starts `psql` reading its script from standard input, all three streams piped.
+fn spawn_reading_stdin(tools: &Tools, conn: &ConnInfo, stop_on_error: bool) -> Result<Child> {
     let mut cmd = command(tools, conn, stop_on_error)?;
     cmd.args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| PgError::Spawn {
+    cmd.spawn().map_err(|e| PgError::Spawn {
         tool: "psql".into(),
         source: e,
-    })?;
+    })
+}
+
+/// Runs `script` (fed on standard input). With `stop_on_error`, the first error fails the whole
+/// call (classified: unreachable, authentication, or the tool's message); without, errors are
+/// only returned in `stderr` (a connection failure still fails).
+pub fn script(tools: &Tools, conn: &ConnInfo, script: &str, stop_on_error: bool) -> Result<ScriptOutput> {
+    let mut child = spawn_reading_stdin(tools, conn, stop_on_error)?;
     let mut w = child.stdin.take().expect("piped");
     let data = script.to_string();
     let writer = std::thread::spawn(move || {
@@ -88,15 +93,7 @@ pub struct ExportedSnapshot {
 impl ExportedSnapshot {
     /// Opens the transaction and exports its snapshot.
     pub fn export(tools: &Tools, conn: &ConnInfo) -> Result<ExportedSnapshot> {
-        let mut cmd = command(tools, conn, true)?;
-        cmd.args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| PgError::Spawn {
-            tool: "psql".into(),
-            source: e,
-        })?;
+        let mut child = spawn_reading_stdin(tools, conn, true)?;
         let mut stdin = child.stdin.take().expect("piped");
         let sent =
             stdin.write_all(b"SET idle_in_transaction_session_timeout = 0;\nBEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\nSELECT pg_export_snapshot();\n");
