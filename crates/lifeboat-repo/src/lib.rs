@@ -29,6 +29,7 @@ pub mod index;
 pub mod locations;
 pub mod maintenance;
 pub mod named;
+pub mod object_lock;
 pub mod packer;
 pub mod replicate;
 pub mod repository;

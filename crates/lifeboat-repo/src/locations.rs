@@ -159,6 +159,19 @@ pub struct LocationSummary {
     pub bytes: u64,
     /// The location's own status record.
     pub status: LocationStatus,
+    /// S3: the bucket's Object Lock as read now, e.g. `enabled, GOVERNANCE default 32 d` or
+    /// `not enabled` (or why it could not be read); `None` for folders.
+    pub object_lock: Option<String>,
+    /// S3: the bucket's versioning (`Enabled`, `Suspended`, `never enabled`).
+    pub versioning: Option<String>,
+    /// The lock lifeboat sets on every object it writes here, e.g. `GOVERNANCE 32 d`; `None`
+    /// when it relies on the bucket's default retention.
+    pub lock_retention: Option<String>,
+    /// The bucket's Object Lock configuration, when it could be read.
+    #[serde(skip)]
+    pub bucket_lock: Option<crate::backend::BucketLock>,
+    /// Problems worth acting on (filled in by the caller, which knows the configuration).
+    pub warnings: Vec<String>,
 }
 
 /// The objects of a location (name → size), for lag computations.
@@ -196,6 +209,13 @@ pub fn summarize(
         objects: 0,
         bytes: 0,
         status: LocationStatus::default(),
+        object_lock: None,
+        versioning: None,
+        lock_retention: backend
+            .lock_retention()
+            .map(|r| format!("{} {} d", r.mode.as_str(), r.span.as_secs().div_ceil(86_400))),
+        bucket_lock: None,
+        warnings: Vec::new(),
     };
     let own = match own {
         Ok(l) => l,
@@ -205,6 +225,16 @@ pub fn summarize(
         }
     };
     s.reachable = true;
+    if let Some(c) = backend.object_lock() {
+        match c.bucket_lock() {
+            Ok(b) => {
+                s.object_lock = Some(b.describe());
+                s.bucket_lock = Some(b);
+            }
+            Err(e) => s.object_lock = Some(format!("unknown ({})", e.message())),
+        }
+        s.versioning = Some(c.versioning().unwrap_or_else(|e| format!("unknown ({})", e.message())));
+    }
     s.objects = own.len();
     s.bytes = own.values().sum();
     let here = repo.at(backend.clone());

@@ -309,6 +309,46 @@ impl RetentionPolicy {
         }
     }
 
+    /// The longest time any time-based rule keeps a snapshot after it was taken, rounded up
+    /// (a month counts 31 days, a year 366, a week 7; `keep_daily = n` keeps at most n days,
+    /// `keep_weekly = n` n weeks, and so on). Used to lock objects in an Object Lock bucket for
+    /// as long as a kept snapshot may need them.
+    ///
+    /// `keep_last` and `keep_tags` have no time bound (a snapshot kept only by them may live
+    /// forever); they are not counted, and `None` means no rule has a time bound at all.
+    pub fn longest_time_span(&self) -> Option<std::time::Duration> {
+        const HOUR: u64 = 3600;
+        const DAY: u64 = 24 * HOUR;
+        let counts = [
+            (self.keep_hourly, HOUR),
+            (self.keep_daily, DAY),
+            (self.keep_weekly, 7 * DAY),
+            (self.keep_monthly, 31 * DAY),
+            (self.keep_yearly, 366 * DAY),
+        ];
+        let spans = [
+            self.keep_within,
+            self.keep_within_hourly,
+            self.keep_within_daily,
+            self.keep_within_weekly,
+            self.keep_within_monthly,
+            self.keep_within_yearly,
+        ];
+        let from_counts = counts.iter().filter_map(|(n, unit)| n.map(|n| u64::from(n) * unit));
+        let from_spans = spans.iter().flatten().map(|d| {
+            u64::from(d.years) * 366 * DAY
+                + u64::from(d.months) * 31 * DAY
+                + u64::from(d.weeks) * 7 * DAY
+                + u64::from(d.days) * DAY
+                + u64::from(d.hours) * HOUR
+        });
+        from_counts
+            .chain(from_spans)
+            .filter(|s| *s > 0)
+            .max()
+            .map(std::time::Duration::from_secs)
+    }
+
     /// Whether the policy has no effective rule at all.
     ///
     /// Callers must refuse to run `forget` with an empty policy: "keep
@@ -1716,5 +1756,22 @@ mod tests {
             serde_json::to_string(&d).expect("serialize"),
             r#"{"id":"abc","keep":true,"reasons":["last 1"]}"#
         );
+    }
+
+    #[test]
+    fn longest_time_span_of_the_plan_is_thirty_days() {
+        let d = RetentionPolicy::plan_default().longest_time_span().unwrap();
+        assert_eq!(d.as_secs(), 30 * 86_400);
+        let p = RetentionPolicy {
+            keep_last: Some(3),
+            keep_monthly: Some(2),
+            ..RetentionPolicy::default()
+        };
+        assert_eq!(p.longest_time_span().unwrap().as_secs(), 62 * 86_400);
+        let only_last = RetentionPolicy {
+            keep_last: Some(3),
+            ..RetentionPolicy::default()
+        };
+        assert_eq!(only_last.longest_time_span(), None);
     }
 }

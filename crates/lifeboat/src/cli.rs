@@ -116,8 +116,10 @@ pub enum Command {
     Repair(RepairArgs),
     /// Copy to other locations whatever they lack (verified, resumable).
     Replicate(ReplicateArgs),
-    /// Show every location: reachability, newest snapshot, lag, size, last replication and check.
-    Locations,
+    /// Show every location: reachability, newest snapshot, lag, size, last replication and check,
+    /// and for S3 the bucket's Object Lock and versioning (with a warning when they fall short).
+    /// `--extend-locks` raises the Object Lock of objects kept snapshots still need.
+    Locations(LocationsArgs),
     /// Run the configured health checks; the exit code tells the worst alert level.
     Health(HealthArgs),
     /// Work with the config file.
@@ -130,6 +132,19 @@ pub enum Command {
     /// compares every table fingerprint and runs the checks (physical: and pg_amcheck).
     #[command(subcommand)]
     Verify(VerifyCommand),
+}
+
+/// `locations`.
+#[derive(Debug, Args)]
+pub struct LocationsArgs {
+    /// Instead of the table: on every S3 location that locks objects (object_lock = true),
+    /// raise the Object Lock retain-until of objects kept snapshots still need and whose lock
+    /// ends too early (snapshot manifests: snapshot time + lock span; everything else: newest
+    /// snapshot time + lock span; raised to that + 7 days). prune and forget --prune do this too.
+    /// Idempotent and cheap: what was set is recorded in the location, so only objects short of
+    /// their date cost a request.
+    #[arg(long)]
+    pub extend_locks: bool,
 }
 
 /// `replicate`.

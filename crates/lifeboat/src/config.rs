@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use lifeboat_repo::backend::{LocationOptions, S3Options, parse_rate};
+use lifeboat_repo::backend::{LocationOptions, LockMode, LockRetention, S3Options, parse_rate};
 use lifeboat_repo::retention::RetentionPolicy;
 use serde::Deserialize;
 
@@ -43,6 +43,8 @@ struct RawLocation {
     retry_timeout: Option<String>,
     #[serde(default)]
     object_lock: bool,
+    object_lock_mode: Option<String>,
+    object_lock_retain: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -302,6 +304,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
             )));
         }
     }
+    let retention = raw.retention.unwrap_or_else(RetentionPolicy::plan_default);
     let mut locations = Vec::new();
     let mut defined = raw.locations;
     if let Some(names) = &repo.locations {
@@ -320,7 +323,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
                     "repository.locations names {n:?} but there is no [locations.{n}] table"
                 )));
             };
-            locations.push(location(n, l).map_err(|m| bad(format!("locations.{n}: {m}")))?);
+            locations.push(location(n, l, &retention).map_err(|m| bad(format!("locations.{n}: {m}")))?);
         }
     }
     if let Some(n) = defined.keys().next() {
@@ -338,7 +341,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         pack_size_mib: repo.pack_size_mib,
         sources,
         db_sources,
-        retention: raw.retention.unwrap_or_else(RetentionPolicy::plan_default),
+        retention,
         checks,
     })
 }
@@ -394,7 +397,67 @@ fn db_source(name: &str, s: RawSource) -> std::result::Result<DbSource, String> 
     })
 }
 
-fn location(name: &str, l: RawLocation) -> std::result::Result<LocationOptions, String> {
+/// Prune's default grace period, part of the Object Lock span.
+const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// Margin added to the Object Lock span (clock skew, a prune that runs late).
+const LOCK_MARGIN: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The Object Lock settings of a location: `None` when it relies on the bucket's default
+/// retention (or has no Object Lock). Span = the retention policy's longest time span (or
+/// `object_lock_retain`) + the default prune grace (24 h) + a day of margin.
+/// What the retention policy needs an object locked for: its longest time span + the default
+/// prune grace (24 h) + a day of margin; `None` when no rule has a time bound.
+pub fn lock_span(policy: &RetentionPolicy) -> Option<std::time::Duration> {
+    policy.longest_time_span().map(|s| s + DEFAULT_GRACE + LOCK_MARGIN)
+}
+
+fn lock_retention(
+    l: &RawLocation,
+    policy: &RetentionPolicy,
+) -> std::result::Result<Option<LockRetention>, String> {
+    let mode = match l.object_lock_mode.as_deref() {
+        None | Some("governance") => LockMode::Governance,
+        Some("compliance") => LockMode::Compliance,
+        Some("bucket-default") => return Ok(None),
+        Some(m) => {
+            return Err(format!(
+                "object_lock_mode {m:?} (expected \"governance\", \"compliance\" or \"bucket-default\")"
+            ));
+        }
+    };
+    if !l.object_lock {
+        if l.object_lock_mode.is_some() || l.object_lock_retain.is_some() {
+            return Err("object_lock_mode and object_lock_retain need object_lock = true".into());
+        }
+        return Ok(None);
+    }
+    if !l.url.trim().starts_with("s3://") {
+        return Err("object_lock = true needs an s3:// location".into());
+    }
+    let base = match l.object_lock_retain.as_deref() {
+        Some(t) => t
+            .parse::<lifeboat_repo::retention::KeepDuration>()
+            .ok()
+            .and_then(|k| {
+                RetentionPolicy {
+                    keep_within: Some(k),
+                    ..RetentionPolicy::default()
+                }
+                .longest_time_span()
+            })
+            .ok_or_else(|| format!("object_lock_retain {t:?} is not a span (e.g. 90d, 6m, 1y)"))?,
+        None => policy.longest_time_span().ok_or(
+            "the retention policy has no time-based rule (only keep_last/keep_tags): set object_lock_retain = \"90d\" (how long to lock each object)",
+        )?,
+    };
+    Ok(Some(LockRetention {
+        mode,
+        span: base + DEFAULT_GRACE + LOCK_MARGIN,
+    }))
+}
+
+fn location(name: &str, l: RawLocation, policy: &RetentionPolicy) -> std::result::Result<LocationOptions, String> {
+    let lock_retention = lock_retention(&l, policy)?;
     let url = l.url.trim().to_string();
     if url.is_empty() {
         return Err("url is empty".into());
@@ -436,6 +499,7 @@ fn location(name: &str, l: RawLocation) -> std::result::Result<LocationOptions, 
             max_retries: l.max_retries,
             retry_timeout,
             object_lock: l.object_lock,
+            lock_retention,
         },
         upload_limit: l.upload_limit.as_deref().map(parse_rate).transpose()?,
         requests_per_second: l.requests_per_second,

@@ -56,6 +56,9 @@ pub const HEALTH_CRITICAL: u8 = 22;
 /// A location's credentials may not delete (append-only): prune and forget need the
 /// maintenance credential.
 pub const APPEND_ONLY: u8 = 23;
+/// The storage refused the credentials (S3 403/401: unknown access key, wrong secret, or a
+/// policy that does not allow the operation).
+pub const STORE_AUTH: u8 = 24;
 /// Interrupted (Ctrl-C).
 pub const INTERRUPTED: u8 = 130;
 
@@ -97,6 +100,7 @@ EXIT CODES
     21   health: worst failing check is urgent (e.g. response over 5 s, disk under 5 % free)
     22   health: worst failing check is critical (service down, certificate expired)
     23   append-only location: prune/forget need the maintenance credential
+    24   storage credentials refused (S3 403: InvalidAccessKeyId, SignatureDoesNotMatch, AccessDenied)
     130  interrupted";
 
 /// A failure that already knows its exit code and one-line message.
@@ -139,10 +143,13 @@ pub fn code_for(e: &RepoError) -> u8 {
         RepoError::RestoreRefused(_) | RepoError::UnsafeName { .. } => RESTORE_REFUSED,
         RepoError::Interrupted => INTERRUPTED,
         RepoError::AppendOnly { .. } => APPEND_ONLY,
-        RepoError::Backend(b)
-            if b.op == "delete" && b.kind == lifeboat_repo::backend::BackendErrorKind::PermissionDenied =>
-        {
-            APPEND_ONLY
+        RepoError::Backend(b) if b.kind == lifeboat_repo::backend::BackendErrorKind::PermissionDenied => {
+            // A refused delete with otherwise valid credentials is the append-only case; a
+            // bad key or secret is refused whatever the operation.
+            let bad_key = ["InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"]
+                .iter()
+                .any(|c| b.message().contains(c));
+            if b.op == "delete" && !bad_key { APPEND_ONLY } else { STORE_AUTH }
         }
         RepoError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => SOURCE_MISSING,
         RepoError::Io { .. } | RepoError::Backend(_) => FAILURE,

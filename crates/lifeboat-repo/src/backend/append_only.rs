@@ -57,4 +57,10 @@ impl Backend for AppendOnly {
     fn is_append_only(&self) -> bool {
         true
     }
+    fn object_lock(&self) -> Option<Arc<super::ObjectLockClient>> {
+        self.inner.object_lock()
+    }
+    fn lock_retention(&self) -> Option<super::LockRetention> {
+        self.inner.lock_retention()
+    }
 }

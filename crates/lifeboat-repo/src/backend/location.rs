@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::object_lock::LockMode;
 use super::{AppendOnly, Backend, BackendError, BackendErrorKind, ObjectStoreBackend, RateLimited, ReadAhead};
 
 /// S3 connection settings. Anything left `None` comes from the usual `AWS_*` environment
@@ -29,9 +30,22 @@ pub struct S3Options {
     pub max_retries: Option<usize>,
     /// Give up retrying one request after this long (default 60 s).
     pub retry_timeout: Option<Duration>,
-    /// The bucket has Object Lock with a default retention: send `Content-MD5` on writes, which
-    /// such a bucket requires.
+    /// The bucket has Object Lock: send `Content-MD5` on writes, which such a bucket requires,
+    /// and upload packs with one PUT.
     pub object_lock: bool,
+    /// Lock every immutable object lifeboat writes with this retention (a signed
+    /// `PutObjectRetention` after the write). `None`: rely on the bucket's default retention.
+    pub lock_retention: Option<LockRetention>,
+}
+
+/// How long and how hard lifeboat locks each object it writes (see docs/s3.md, "Object Lock").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockRetention {
+    /// GOVERNANCE or COMPLIANCE.
+    pub mode: LockMode,
+    /// Retain-until = write time + this span (the longest span the retention policy keeps, plus
+    /// the prune grace period, plus a day of margin).
+    pub span: Duration,
 }
 
 /// A location as configured.

@@ -11,6 +11,7 @@ mod append_only;
 mod content_md5;
 mod fallback;
 mod location;
+mod object_lock;
 mod object_store_backend;
 mod rate_limit;
 mod read_ahead;
@@ -21,7 +22,8 @@ use std::sync::Arc;
 pub use append_only::AppendOnly;
 pub use fallback::FallbackReader;
 pub(crate) use fallback::hash_named as fallback_hash_named;
-pub use location::{LocationOptions, S3Options, open_location, parse_rate};
+pub use location::{LocationOptions, LockRetention, S3Options, open_location, parse_rate};
+pub use object_lock::{BucketLock, LockMode, ObjectLockClient, Retention};
 pub use object_store_backend::ObjectStoreBackend;
 pub use rate_limit::RateLimited;
 pub use read_ahead::ReadAhead;
@@ -165,6 +167,15 @@ pub trait Backend: Send + Sync {
     /// The fallbacks recorded so far.
     fn fallbacks(&self) -> Vec<String> {
         Vec::new()
+    }
+    /// For an S3 location: signed Object Lock calls on its bucket (retention of objects, the
+    /// bucket's lock configuration). `None` for other stores.
+    fn object_lock(&self) -> Option<Arc<ObjectLockClient>> {
+        None
+    }
+    /// The retention this location sets on every object it writes, if any.
+    fn lock_retention(&self) -> Option<LockRetention> {
+        None
     }
 }
 

@@ -13,7 +13,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use super::location::{S3Options, read_profile};
 use super::{Backend, BackendError, BackendErrorKind, ObjectInfo, PutMode, Upload};
 
-fn runtime() -> &'static tokio::runtime::Runtime {
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -41,6 +41,16 @@ pub struct ObjectStoreBackend {
     /// pack per upload in flight): Object Lock buckets, where a single PUT carries `Content-MD5`
     /// for the whole object and gets the bucket's default retention on every store.
     single_put: bool,
+    /// S3 only: signed Object Lock calls on the bucket.
+    lock: Option<Arc<super::ObjectLockClient>>,
+    /// Lock every immutable object after writing it (see [`super::LockRetention`]).
+    retain: Option<super::LockRetention>,
+}
+
+/// Objects rewritten or removed in place, never locked: the prune lease and probes (`locks/`)
+/// and the location's own status records (`status/`).
+fn is_mutable(key: &str) -> bool {
+    key.starts_with("locks/") || key.starts_with("status/")
 }
 
 impl ObjectStoreBackend {
@@ -72,6 +82,8 @@ impl ObjectStoreBackend {
             parts_in_flight: 1,
             local_root: Some(root.canonicalize().unwrap_or_else(|_| root.to_path_buf())),
             single_put: false,
+            lock: None,
+            retain: None,
         })
     }
 
@@ -114,7 +126,7 @@ impl ObjectStoreBackend {
             .or_else(|| env("AWS_DEFAULT_REGION"))
             .or(prof.region)
             .unwrap_or_else(|| "us-east-1".into());
-        b = b.with_region(region);
+        b = b.with_region(&region);
         let endpoint = o
             .endpoint
             .clone()
@@ -152,6 +164,18 @@ impl ObjectStoreBackend {
             .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "5s")
             .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "120s");
         let s3 = b.build().map_err(|e| bad(chain(&e)))?;
+        let lock = super::object_lock::ObjectLockClient::new(
+            &super::object_lock::BucketAddress {
+                bucket,
+                prefix,
+                region: &region,
+                endpoint: endpoint.as_deref().map(|e| e.trim_end_matches('/')),
+                path_style,
+                allow_http: o.allow_http.unwrap_or(endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))),
+            },
+            s3.credentials().clone(),
+            location.clone(),
+        )?;
         let store: Arc<dyn ObjectStore> = if prefix.trim_matches('/').is_empty() {
             Arc::new(s3)
         } else {
@@ -169,6 +193,8 @@ impl ObjectStoreBackend {
             parts_in_flight: 2,
             local_root: None,
             single_put: o.object_lock,
+            lock: Some(Arc::new(lock)),
+            retain: if o.object_lock { o.lock_retention } else { None },
         })
     }
 
@@ -181,7 +207,24 @@ impl ObjectStoreBackend {
             parts_in_flight: 1,
             local_root: None,
             single_put: false,
+            lock: None,
+            retain: None,
         }
+    }
+
+    /// After a write: locks the object for the configured span, if this location locks objects.
+    fn lock_after_write(&self, key: &str) -> Result<(), BackendError> {
+        let (Some(lock), Some(r)) = (&self.lock, self.retain) else {
+            return Ok(());
+        };
+        if is_mutable(key) {
+            return Ok(());
+        }
+        let span = jiff::SignedDuration::try_from(r.span).unwrap_or(jiff::SignedDuration::MAX);
+        let until = jiff::Timestamp::now()
+            .checked_add(span)
+            .unwrap_or(jiff::Timestamp::MAX);
+        lock.put_retention(key, r.mode, until)
     }
 }
 
@@ -210,6 +253,21 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// `access denied: 403 Forbidden SignatureDoesNotMatch`: the status and, when the response had a
+/// body (HEAD responses have none), the S3 error code, without the long cause chain.
+fn denied_message(text: &str) -> String {
+    let status = ["401 Unauthorized", "403 Forbidden"]
+        .into_iter()
+        .find(|s| text.contains(s))
+        .unwrap_or("403 Forbidden");
+    let code = text
+        .split_once("<Code>")
+        .and_then(|(_, r)| r.split_once("</Code>"))
+        .map(|(c, _)| format!(" {}", c.trim()))
+        .unwrap_or_default();
+    format!("access denied: {status}{code} (check the access key, the secret and what they may do)")
+}
+
 fn convert(location: &str, op: &'static str, key: &str, e: object_store::Error) -> BackendError {
     let kind = match &e {
         object_store::Error::NotFound { .. } => BackendErrorKind::NotFound,
@@ -228,7 +286,8 @@ fn convert(location: &str, op: &'static str, key: &str, e: object_store::Error) 
         }
         BackendErrorKind::NotFound => "not found".to_string(),
         BackendErrorKind::AlreadyExists => "already exists".to_string(),
-        BackendErrorKind::Other | BackendErrorKind::PermissionDenied => chain(&e),
+        BackendErrorKind::PermissionDenied => denied_message(&chain(&e)),
+        BackendErrorKind::Other => chain(&e),
     };
     BackendError::new(location, op, key, kind, message).with_io(find_io(&e))
 }
@@ -305,7 +364,8 @@ impl Backend for ObjectStoreBackend {
         runtime()
             .block_on(self.store.put_opts(&p, PutPayload::from(data), mode.into()))
             .map(|_| ())
-            .map_err(|e| convert(&self.location, "put", key, e))
+            .map_err(|e| convert(&self.location, "put", key, e))?;
+        self.lock_after_write(key)
     }
 
     fn upload(&self, key: &str) -> Result<Box<dyn Upload>, BackendError> {
@@ -361,6 +421,14 @@ impl Backend for ObjectStoreBackend {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(convert(&self.location, "delete", key, e)),
         }
+    }
+
+    fn object_lock(&self) -> Option<Arc<super::ObjectLockClient>> {
+        self.lock.clone()
+    }
+
+    fn lock_retention(&self) -> Option<super::LockRetention> {
+        self.retain
     }
 }
 

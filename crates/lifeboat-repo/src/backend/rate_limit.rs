@@ -117,6 +117,12 @@ impl Backend for RateLimited {
     fn is_append_only(&self) -> bool {
         self.inner.is_append_only()
     }
+    fn object_lock(&self) -> Option<Arc<super::ObjectLockClient>> {
+        self.inner.object_lock()
+    }
+    fn lock_retention(&self) -> Option<super::LockRetention> {
+        self.inner.lock_retention()
+    }
 }
 
 struct LimitedUpload {

@@ -7,10 +7,11 @@ use anyhow::Result;
 use lifeboat_repo::Repository;
 use lifeboat_repo::backend::{Backend, FallbackReader};
 use lifeboat_repo::locations::{self, ReplicationStatus};
+use lifeboat_repo::object_lock::{self, ExtendReport};
 use lifeboat_repo::replicate::{self, Existing, ReplicateOptions, ReplicateProgress, ReplicateReport};
 
 use super::{Ctx, Loc};
-use crate::cli::{RepairLocationArgs, ReplicateArgs};
+use crate::cli::{LocationsArgs, RepairLocationArgs, ReplicateArgs};
 use crate::exit::{DAMAGED, FAILURE, OK, USAGE, fail};
 use crate::output;
 
@@ -230,8 +231,127 @@ pub fn repair(ctx: &Ctx, a: &RepairLocationArgs) -> Result<u8> {
     }
 }
 
-/// `lifeboat locations [--json]`.
-pub fn list(ctx: &Ctx) -> Result<u8> {
+/// The lock extension of one location (see [`lifeboat_repo::object_lock`]).
+#[derive(serde::Serialize)]
+pub struct LockExtension {
+    /// Location name.
+    pub location: String,
+    /// What was done, when the location could be reached.
+    pub report: Option<ExtendReport>,
+    /// Why not.
+    pub error: Option<String>,
+}
+
+impl LockExtension {
+    fn ok(&self) -> bool {
+        self.error.is_none() && self.report.as_ref().is_some_and(|r| r.errors.is_empty())
+    }
+}
+
+/// Raises the Object Lock of what kept snapshots still need, on every location that sets
+/// per-object locks. Cheap when nothing is due: one LIST per folder and one small GET.
+pub fn extend_locks(repo: &Repository, locs: &[Loc]) -> Vec<LockExtension> {
+    let now = jiff::Timestamp::now();
+    locs.iter()
+        .filter_map(|l| {
+            let b = l.backend.as_ref().ok()?;
+            if !object_lock::locks_objects(b.as_ref()) {
+                return None;
+            }
+            let (report, error) = match object_lock::extend_locks(&repo.at(b.clone()), now) {
+                Ok(r) => (Some(r), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            Some(LockExtension {
+                location: l.name().to_string(),
+                report,
+                error,
+            })
+        })
+        .collect()
+}
+
+/// Prints warnings (and, unless quiet, one line per location) for lock extensions.
+pub fn print_lock_extensions(ctx: &Ctx, exts: &[LockExtension]) {
+    for x in exts {
+        if let Some(e) = &x.error {
+            eprintln!("lifeboat: warning: location {}: locks not extended: {e}", x.location);
+        }
+        if let Some(r) = &x.report {
+            for e in &r.errors {
+                eprintln!("lifeboat: warning: location {}: lock not extended: {e}", x.location);
+            }
+            if !ctx.global.quiet && !ctx.global.json {
+                println!(
+                    "object lock on {}: {} object(s), {} asked, {} extended{}",
+                    x.location,
+                    r.objects,
+                    r.queried,
+                    r.extended,
+                    r.earliest_until
+                        .map(|t| format!(", earliest lock ends {}", t.strftime("%Y-%m-%d %H:%M")))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+}
+
+/// `lifeboat locations --extend-locks`.
+fn extend_command(ctx: &Ctx) -> Result<u8> {
+    let locs = ctx.open_locations()?;
+    if !locs
+        .iter()
+        .any(|l| l.backend.as_ref().is_ok_and(|b| object_lock::locks_objects(b.as_ref())))
+    {
+        return Err(fail(
+            USAGE,
+            "no location sets per-object locks (object_lock = true on an s3:// location, object_lock_mode not \"bucket-default\")",
+        ));
+    }
+    let repo = ctx.open()?;
+    let exts = extend_locks(&repo, &locs);
+    if ctx.global.json {
+        output::json(&exts);
+    } else {
+        print_lock_extensions(ctx, &exts);
+    }
+    Ok(if exts.iter().all(LockExtension::ok) { OK } else { FAILURE })
+}
+
+/// Warnings about a location's Object Lock: configured but missing on the bucket, or a bucket
+/// default retention shorter than the retention policy needs.
+fn lock_warnings(l: &Loc, s: &locations::LocationSummary, needed: Option<std::time::Duration>) -> Vec<String> {
+    let mut w = Vec::new();
+    let Some(bucket) = &s.bucket_lock else { return w };
+    let configured = l.opts.s3.object_lock;
+    if configured && !bucket.enabled {
+        w.push("object_lock = true but the bucket has no Object Lock: nothing protects the objects from deletion".into());
+    }
+    if !configured && bucket.enabled {
+        w.push("the bucket has Object Lock but object_lock is not set: the bucket refuses lifeboat's writes".into());
+    }
+    let per_object = l.opts.s3.lock_retention.is_some();
+    if configured && bucket.enabled && !per_object {
+        let days = bucket.default_days.unwrap_or(0);
+        if let Some(n) = needed {
+            let need_days = n.as_secs().div_ceil(86_400);
+            if days < need_days {
+                w.push(format!(
+                    "the bucket's default retention ({}) is shorter than the retention policy needs ({need_days} d: longest span + prune grace + 1 d), and object_lock_mode = \"bucket-default\" sets no per-object lock",
+                    if days == 0 { "none".to_string() } else { format!("{days} d") }
+                ));
+            }
+        }
+    }
+    w
+}
+
+/// `lifeboat locations [--json] [--extend-locks]`.
+pub fn list(ctx: &Ctx, a: &LocationsArgs) -> Result<u8> {
+    if a.extend_locks {
+        return extend_command(ctx);
+    }
     let locs = ctx.open_locations()?;
     let repo = ctx.open()?;
     let listings: Vec<std::result::Result<locations::Listing, String>> = locs
@@ -255,6 +375,15 @@ pub fn list(ctx: &Ctx) -> Result<u8> {
                 own.as_ref().map_err(|e| e.clone()),
                 reference,
             )
+        })
+        .collect();
+    let needed = crate::config::lock_span(&ctx.config.retention);
+    let rows: Vec<_> = rows
+        .into_iter()
+        .zip(&locs)
+        .map(|(mut s, l)| {
+            s.warnings = lock_warnings(l, &s, needed);
+            s
         })
         .collect();
     if ctx.global.json {
@@ -285,6 +414,11 @@ pub fn list(ctx: &Ctx) -> Result<u8> {
                     (false, Some(c)) => format!("{c:?}").to_lowercase(),
                     (false, None) => "not probed".into(),
                 },
+                match (&s.object_lock, &s.lock_retention) {
+                    (Some(b), Some(r)) => format!("{b}; sets {r}"),
+                    (Some(b), None) => b.clone(),
+                    (None, _) => "-".into(),
+                },
             ]
         })
         .collect();
@@ -299,12 +433,16 @@ pub fn list(ctx: &Ctx) -> Result<u8> {
             "Last replication",
             "Last check",
             "Writes",
+            "Object Lock",
         ],
         &table,
     );
     for s in &rows {
         if let Some(e) = &s.error {
             eprintln!("lifeboat: location {}: {e}", s.name);
+        }
+        for w in &s.warnings {
+            eprintln!("lifeboat: warning: location {}: {w}", s.name);
         }
     }
     Ok(OK)

@@ -7,7 +7,9 @@ use lifeboat_repo::replicate::{self, Existing};
 use lifeboat_repo::retention::{KeepDuration, RetentionPolicy};
 use lifeboat_repo::{RepoError, Repository};
 
-use super::locations::{Replication, after_write, replicate_into, union_source};
+use super::locations::{
+    Replication, after_write, extend_locks, print_lock_extensions, replicate_into, union_source,
+};
 use super::{Ctx, Loc, parse_duration};
 use crate::cli::{ForgetArgs, KeepArgs, PruneArgs, RepairArgs, RepairCommand, RepairLocationArgs};
 use crate::exit::{OK, USAGE, fail};
@@ -165,9 +167,16 @@ pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<u8> {
     } else {
         finish_deletion(ctx, &m)?
     };
+    let locks = if prune_report.is_some() {
+        extend_locks(repo, &m.locs)
+    } else {
+        Vec::new()
+    };
+    print_lock_extensions(ctx, &locks);
     if ctx.global.json {
         output::json(&serde_json::json!({
-            "policy": p, "dry_run": a.dry_run, "groups": groups, "wal": wal, "prune": prune_report, "replication": replication
+            "policy": p, "dry_run": a.dry_run, "groups": groups, "wal": wal, "prune": prune_report, "replication": replication,
+            "object_lock": locks
         }));
         return Ok(OK);
     }
@@ -268,12 +277,23 @@ pub fn prune(ctx: &Ctx, a: &PruneArgs) -> Result<u8> {
     } else {
         finish_deletion(ctx, &m)?
     };
+    let locks = if a.dry_run {
+        Vec::new()
+    } else {
+        extend_locks(&m.repo, &m.locs)
+    };
+    print_lock_extensions(ctx, &locks);
     if ctx.global.json {
-        if replication.is_empty() {
+        if replication.is_empty() && locks.is_empty() {
             output::json(&r);
         } else {
             let mut v = serde_json::to_value(&r)?;
-            v["replication"] = serde_json::to_value(&replication)?;
+            if !replication.is_empty() {
+                v["replication"] = serde_json::to_value(&replication)?;
+            }
+            if !locks.is_empty() {
+                v["object_lock"] = serde_json::to_value(&locks)?;
+            }
             output::json(&v);
         }
     }

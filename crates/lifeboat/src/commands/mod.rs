@@ -315,6 +315,6 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Wal(w) => wal::run(&ctx, w),
         Command::Verify(v) => pg_logical::verify(&ctx, v),
         Command::Replicate(a) => locations::replicate(&ctx, &a),
-        Command::Locations => locations::list(&ctx),
+        Command::Locations(a) => locations::list(&ctx, &a),
     }
 }
