@@ -13,7 +13,8 @@
 //!   conservative (a pack only old snapshots use is locked longer than strictly needed, until
 //!   prune deletes it) and needs no walk of the snapshot trees.
 //!
-//! An object short of its need is extended to `need + headroom` (7 days), so each live object
+//! An object short of its need by more than a day (the tolerance: objects are locked when
+//! written, a little before their snapshot's time) is extended to `need + headroom` (7 days), so each live object
 //! costs one `PutObjectRetention` a week at most, not one per run. What was set is remembered in
 //! the location's own `status/locks` record (sealed, never replicated), so a run asks S3 about an
 //! object's lock (`GetObjectRetention`) only once; later runs cost one LIST and one small GET.
@@ -31,6 +32,10 @@ const RECORD: &str = "status/locks";
 
 /// How far beyond its need an object's lock is extended, so extensions are weekly, not daily.
 pub const HEADROOM: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A lock this close to its need counts as enough: objects are locked when written, a little
+/// before their snapshot's time, and the span already includes a day of margin for this.
+pub const TOLERANCE: Duration = Duration::from_secs(24 * 3600);
 
 /// What lifeboat has set (or found) on each object: retain-until, seconds since the epoch.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -131,7 +136,7 @@ pub fn extend_locks(repo: &Repository, now: jiff::Timestamp) -> Result<ExtendRep
                     };
                     let out = match current {
                         Err(e) => (key.clone(), None, queried, false, Some(e.to_string())),
-                        Ok(cur) if cur >= need.as_second() || *need <= now => {
+                        Ok(cur) if cur >= need.as_second() - TOLERANCE.as_secs() as i64 || *need <= now => {
                             (key.clone(), Some(cur), queried, false, None)
                         }
                         Ok(_) => {

@@ -411,10 +411,7 @@ pub fn lock_span(policy: &RetentionPolicy) -> Option<std::time::Duration> {
     policy.longest_time_span().map(|s| s + DEFAULT_GRACE + LOCK_MARGIN)
 }
 
-fn lock_retention(
-    l: &RawLocation,
-    policy: &RetentionPolicy,
-) -> std::result::Result<Option<LockRetention>, String> {
+fn lock_retention(l: &RawLocation, policy: &RetentionPolicy) -> std::result::Result<Option<LockRetention>, String> {
     let mode = match l.object_lock_mode.as_deref() {
         None | Some("governance") => LockMode::Governance,
         Some("compliance") => LockMode::Compliance,
@@ -581,6 +578,45 @@ mod tests {
             let e = parse(bad, Path::new("x.toml")).unwrap_err().to_string();
             assert!(e.contains("sources."), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn object_lock_span_follows_the_policy() {
+        let loc = "[repository]\nlocations = [\"a\"]\n[locations.a]\nurl = \"s3://bkt/pre\"\nobject_lock = true\n";
+        let c = parse(loc, Path::new("x.toml")).unwrap();
+        let r = c.locations[0].s3.lock_retention.unwrap();
+        assert_eq!(r.mode, LockMode::Governance);
+        assert_eq!(r.span.as_secs(), 32 * 86_400, "30 d policy + 24 h grace + 1 d margin");
+        let t = format!("{loc}object_lock_mode = \"compliance\"\n[retention]\nkeep_monthly = 3\n");
+        let r = parse(&t, Path::new("x.toml")).unwrap().locations[0]
+            .s3
+            .lock_retention
+            .unwrap();
+        assert_eq!((r.mode, r.span.as_secs()), (LockMode::Compliance, (93 + 2) * 86_400));
+        let t = format!("{loc}object_lock_mode = \"bucket-default\"\n");
+        assert!(
+            parse(&t, Path::new("x.toml")).unwrap().locations[0]
+                .s3
+                .lock_retention
+                .is_none()
+        );
+        for (bad, needle) in [
+            (format!("{loc}object_lock_mode = \"strict\"\n"), "object_lock_mode"),
+            (format!("{loc}[retention]\nkeep_last = 3\n"), "object_lock_retain"),
+            (
+                "[repository]\nlocations = [\"a\"]\n[locations.a]\nurl = \"/x\"\nobject_lock = true\n".into(),
+                "s3://",
+            ),
+        ] {
+            let e = parse(&bad, Path::new("x.toml")).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+        let t = format!("{loc}object_lock_retain = \"90d\"\n[retention]\nkeep_last = 3\n");
+        let r = parse(&t, Path::new("x.toml")).unwrap().locations[0]
+            .s3
+            .lock_retention
+            .unwrap();
+        assert_eq!(r.span.as_secs(), 92 * 86_400);
     }
 
     #[test]

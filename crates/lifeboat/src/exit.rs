@@ -146,10 +146,19 @@ pub fn code_for(e: &RepoError) -> u8 {
         RepoError::Backend(b) if b.kind == lifeboat_repo::backend::BackendErrorKind::PermissionDenied => {
             // A refused delete with otherwise valid credentials is the append-only case; a
             // bad key or secret is refused whatever the operation.
-            let bad_key = ["InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"]
-                .iter()
-                .any(|c| b.message().contains(c));
-            if b.op == "delete" && !bad_key { APPEND_ONLY } else { STORE_AUTH }
+            let bad_key = [
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "InvalidToken",
+                "ExpiredToken",
+            ]
+            .iter()
+            .any(|c| b.message().contains(c));
+            if b.op == "delete" && !bad_key {
+                APPEND_ONLY
+            } else {
+                STORE_AUTH
+            }
         }
         RepoError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => SOURCE_MISSING,
         RepoError::Io { .. } | RepoError::Backend(_) => FAILURE,

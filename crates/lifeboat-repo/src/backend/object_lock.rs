@@ -146,33 +146,41 @@ impl ObjectLockClient {
         let body = format!(
             "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>{}</Mode><RetainUntilDate>{}</RetainUntilDate></Retention>",
             mode.as_str(),
-            until.round(jiff::Unit::Second).unwrap_or(until).strftime("%Y-%m-%dT%H:%M:%SZ")
+            until
+                .round(jiff::Unit::Second)
+                .unwrap_or(until)
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
         );
-        self.call("put-retention", key, http::Method::PUT, &self.object_url(key, "retention"), body.into_bytes())
-            .map(|_| ())
+        self.call(
+            "put-retention",
+            key,
+            http::Method::PUT,
+            &self.object_url(key, "retention"),
+            body.into_bytes(),
+        )
+        .map(|_| ())
     }
 
-    /// The lock of `key`'s current version, or `None` when it has none.
+    /// The lock of `key`'s current version, or `None` when it has none. Read from the object's
+    /// HEAD (`x-amz-object-lock-mode` and `-retain-until-date`, sent to callers allowed
+    /// `s3:GetObjectRetention`), which every store with Object Lock answers.
     pub fn get_retention(&self, key: &str) -> Result<Option<Retention>, BackendError> {
-        let url = self.object_url(key, "retention");
-        match self.call("get-retention", key, http::Method::GET, &url, Vec::new()) {
-            Ok(body) => Ok(parse_retention(&body)),
-            // S3 answers 404 NoSuchObjectLockConfiguration for a version without a lock.
-            Err(e) if e.kind == BackendErrorKind::NotFound && e.message().contains("NoSuchObjectLockConfiguration") => {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+        let url = format!("{}/{}", self.bucket_url, encode_path(&format!("{}{key}", self.prefix)));
+        let (headers, _) = self.call("get-retention", key, http::Method::HEAD, &url, Vec::new())?;
+        let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+        Ok(h("x-amz-object-lock-mode")
+            .and_then(|m| LockMode::parse(&m.to_ascii_uppercase()))
+            .zip(h("x-amz-object-lock-retain-until-date").and_then(|t| t.parse::<jiff::Timestamp>().ok()))
+            .map(|(mode, until)| Retention { mode, until }))
     }
 
     /// The bucket's Object Lock configuration.
     pub fn bucket_lock(&self) -> Result<BucketLock, BackendError> {
         let url = format!("{}/?object-lock", self.bucket_url);
         match self.call("get-object-lock-configuration", "", http::Method::GET, &url, Vec::new()) {
-            Ok(body) => Ok(parse_bucket_lock(&body)),
+            Ok((_, body)) => Ok(parse_bucket_lock(&body)),
             Err(e)
-                if e.kind == BackendErrorKind::NotFound
-                    && e.message().contains("ObjectLockConfigurationNotFound") =>
+                if e.kind == BackendErrorKind::NotFound && e.message().contains("ObjectLockConfigurationNotFound") =>
             {
                 Ok(BucketLock {
                     enabled: false,
@@ -187,12 +195,16 @@ impl ObjectLockClient {
     /// The bucket's versioning state: `Enabled`, `Suspended` or `never enabled`.
     pub fn versioning(&self) -> Result<String, BackendError> {
         let url = format!("{}/?versioning", self.bucket_url);
-        let body = self.call("get-bucket-versioning", "", http::Method::GET, &url, Vec::new())?;
+        let (_, body) = self.call("get-bucket-versioning", "", http::Method::GET, &url, Vec::new())?;
         Ok(tag(&body, "Status").unwrap_or("never enabled").to_string())
     }
 
     fn object_url(&self, key: &str, sub: &str) -> String {
-        format!("{}/{}?{sub}", self.bucket_url, encode_path(&format!("{}{key}", self.prefix)))
+        format!(
+            "{}/{}?{sub}",
+            self.bucket_url,
+            encode_path(&format!("{}{key}", self.prefix))
+        )
     }
 
     /// One signed request, retried up to three times on network errors and 5xx; returns the
@@ -204,7 +216,7 @@ impl ObjectLockClient {
         method: http::Method,
         url: &str,
         body: Vec<u8>,
-    ) -> Result<String, BackendError> {
+    ) -> Result<(http::HeaderMap, String), BackendError> {
         let err = |kind, m: String| BackendError::new(&self.location, op, key, kind, m);
         let mut last = String::new();
         for attempt in 0..4u32 {
@@ -232,12 +244,13 @@ impl ObjectLockClient {
                     .map_err(|e| e.to_string())?;
                 let resp = self.http.execute(req).await.map_err(|e| e.to_string())?;
                 let status = resp.status();
+                let headers = resp.headers().clone();
                 let text = resp.into_body().bytes().await.map_err(|e| e.to_string())?;
-                Ok::<_, String>((status, String::from_utf8_lossy(&text).into_owned()))
+                Ok::<_, String>((status, headers, String::from_utf8_lossy(&text).into_owned()))
             });
             match result {
-                Ok((status, text)) if status.is_success() => return Ok(text),
-                Ok((status, text)) => {
+                Ok((status, headers, text)) if status.is_success() => return Ok((headers, text)),
+                Ok((status, _, text)) => {
                     let code = tag(&text, "Code").unwrap_or("");
                     let msg = format!("{} {code}", status.as_u16()).trim_end().to_string();
                     let kind = match status.as_u16() {
@@ -280,12 +293,6 @@ fn tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
     Some(xml[start..end].trim())
 }
 
-fn parse_retention(xml: &str) -> Option<Retention> {
-    let mode = LockMode::parse(tag(xml, "Mode")?)?;
-    let until: jiff::Timestamp = tag(xml, "RetainUntilDate")?.parse().ok()?;
-    Some(Retention { mode, until })
-}
-
 fn parse_bucket_lock(xml: &str) -> BucketLock {
     let days = tag(xml, "Days")
         .and_then(|d| d.parse::<u64>().ok())
@@ -303,12 +310,6 @@ mod tests {
 
     #[test]
     fn responses_parse() {
-        let r = parse_retention(
-            "<?xml version=\"1.0\"?><Retention><Mode>COMPLIANCE</Mode><RetainUntilDate>2027-01-02T03:04:05.000Z</RetainUntilDate></Retention>",
-        )
-        .unwrap();
-        assert_eq!(r.mode, LockMode::Compliance);
-        assert_eq!(r.until.to_string(), "2027-01-02T03:04:05Z");
         let b = parse_bucket_lock(
             "<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention><Mode>GOVERNANCE</Mode><Days>32</Days></DefaultRetention></Rule></ObjectLockConfiguration>",
         );
@@ -317,7 +318,9 @@ mod tests {
             "<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention><Mode>COMPLIANCE</Mode><Years>1</Years></DefaultRetention></Rule></ObjectLockConfiguration>",
         );
         assert_eq!(y.default_days, Some(365));
-        let none = parse_bucket_lock("<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled></ObjectLockConfiguration>");
+        let none = parse_bucket_lock(
+            "<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled></ObjectLockConfiguration>",
+        );
         assert_eq!(none.describe(), "enabled, no default retention");
     }
 

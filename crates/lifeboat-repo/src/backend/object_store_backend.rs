@@ -171,7 +171,9 @@ impl ObjectStoreBackend {
                 region: &region,
                 endpoint: endpoint.as_deref().map(|e| e.trim_end_matches('/')),
                 path_style,
-                allow_http: o.allow_http.unwrap_or(endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))),
+                allow_http: o
+                    .allow_http
+                    .unwrap_or(endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))),
             },
             s3.credentials().clone(),
             location.clone(),
@@ -221,9 +223,7 @@ impl ObjectStoreBackend {
             return Ok(());
         }
         let span = jiff::SignedDuration::try_from(r.span).unwrap_or(jiff::SignedDuration::MAX);
-        let until = jiff::Timestamp::now()
-            .checked_add(span)
-            .unwrap_or(jiff::Timestamp::MAX);
+        let until = jiff::Timestamp::now().checked_add(span).unwrap_or(jiff::Timestamp::MAX);
         lock.put_retention(key, r.mode, until)
     }
 }
@@ -275,6 +275,14 @@ fn convert(location: &str, op: &'static str, key: &str, e: object_store::Error) 
             BackendErrorKind::AlreadyExists
         }
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+            BackendErrorKind::PermissionDenied
+        }
+        // Some requests (listing) report a refusal as a generic error carrying the status.
+        _ if {
+            let t = chain(&e);
+            t.contains("403 Forbidden") || t.contains("401 Unauthorized")
+        } =>
+        {
             BackendErrorKind::PermissionDenied
         }
         _ => BackendErrorKind::Other,
@@ -411,6 +419,24 @@ impl Backend for ObjectStoreBackend {
         match runtime().block_on(self.store.head(&p)) {
             Ok(m) => Ok(Some(m.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e @ object_store::Error::PermissionDenied { .. }) => {
+                // A refused HEAD has no body, so no S3 error code: ask once more with a GET,
+                // whose refusal says why (InvalidAccessKeyId, SignatureDoesNotMatch, AccessDenied).
+                let first = convert(&self.location, "head", key, e);
+                match runtime().block_on(self.store.get_range(&p, 0..1)) {
+                    Err(g @ object_store::Error::PermissionDenied { .. }) => {
+                        let why = convert(&self.location, "head", key, g);
+                        Err(
+                            if why.message().contains(" (check") && why.message() != first.message() {
+                                why
+                            } else {
+                                first
+                            },
+                        )
+                    }
+                    _ => Err(first),
+                }
+            }
             Err(e) => Err(convert(&self.location, "head", key, e)),
         }
     }

@@ -316,7 +316,11 @@ fn extend_command(ctx: &Ctx) -> Result<u8> {
     } else {
         print_lock_extensions(ctx, &exts);
     }
-    Ok(if exts.iter().all(LockExtension::ok) { OK } else { FAILURE })
+    Ok(if exts.iter().all(LockExtension::ok) {
+        OK
+    } else {
+        FAILURE
+    })
 }
 
 /// Warnings about a location's Object Lock: configured but missing on the bucket, or a bucket
@@ -326,7 +330,9 @@ fn lock_warnings(l: &Loc, s: &locations::LocationSummary, needed: Option<std::ti
     let Some(bucket) = &s.bucket_lock else { return w };
     let configured = l.opts.s3.object_lock;
     if configured && !bucket.enabled {
-        w.push("object_lock = true but the bucket has no Object Lock: nothing protects the objects from deletion".into());
+        w.push(
+            "object_lock = true but the bucket has no Object Lock: nothing protects the objects from deletion".into(),
+        );
     }
     if !configured && bucket.enabled {
         w.push("the bucket has Object Lock but object_lock is not set: the bucket refuses lifeboat's writes".into());

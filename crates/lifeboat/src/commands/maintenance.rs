@@ -7,9 +7,7 @@ use lifeboat_repo::replicate::{self, Existing};
 use lifeboat_repo::retention::{KeepDuration, RetentionPolicy};
 use lifeboat_repo::{RepoError, Repository};
 
-use super::locations::{
-    Replication, after_write, extend_locks, print_lock_extensions, replicate_into, union_source,
-};
+use super::locations::{Replication, after_write, extend_locks, print_lock_extensions, replicate_into, union_source};
 use super::{Ctx, Loc, parse_duration};
 use crate::cli::{ForgetArgs, KeepArgs, PruneArgs, RepairArgs, RepairCommand, RepairLocationArgs};
 use crate::exit::{OK, USAGE, fail};

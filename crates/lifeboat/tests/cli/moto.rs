@@ -120,6 +120,112 @@ wait"#;
         name
     }
 
+    /// Creates a bucket with Object Lock enabled (and so versioning) and, when given, a
+    /// default retention `(mode, days)`; returns its name.
+    pub fn lock_bucket(&self, stem: &str, default: Option<(&str, u32)>) -> String {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let name = format!("{stem}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let (code, body) = self
+            .request(
+                "PUT",
+                &format!("/{name}"),
+                &[("x-amz-bucket-object-lock-enabled", "true")],
+                b"",
+            )
+            .expect("create bucket");
+        assert_eq!(code, 200, "create bucket {name}: {}", String::from_utf8_lossy(&body));
+        if let Some((mode, days)) = default {
+            let rule = format!(
+                "<ObjectLockConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention><Mode>{mode}</Mode><Days>{days}</Days></DefaultRetention></Rule></ObjectLockConfiguration>"
+            );
+            let (code, body) = self
+                .request("PUT", &format!("/{name}?object-lock"), &[], rule.as_bytes())
+                .expect("lock config");
+            assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        }
+        name
+    }
+
+    /// An object's Object Lock (mode, retain-until) from its HEAD, if it has one.
+    pub fn retention(&self, bucket: &str, key: &str) -> Option<(String, jiff::Timestamp)> {
+        let h = self.head_headers(bucket, key);
+        let field = |name: &str| {
+            h.lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+        };
+        let mode = field("x-amz-object-lock-mode:")?;
+        let until = field("x-amz-object-lock-retain-until-date:")?
+            .to_uppercase()
+            .parse()
+            .ok()?;
+        Some((mode, until))
+    }
+
+    /// The version ids of `key` (ListObjectVersions).
+    pub fn versions(&self, bucket: &str, key: &str) -> Vec<String> {
+        let (code, body) = self
+            .request("GET", &format!("/{bucket}?versions&prefix={key}"), &[], b"")
+            .expect("list versions");
+        assert_eq!(code, 200);
+        String::from_utf8_lossy(&body)
+            .split("<VersionId>")
+            .skip(1)
+            .filter_map(|s| s.split("</VersionId>").next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Turns on moto's IAM authentication (signatures and policies are checked from now on,
+    /// for every request) after creating a user allowed `s3:*`; returns its (key id, secret).
+    /// Also creates a user without any policy, whose key id is returned third. Only for a
+    /// dedicated server: the shared one must stay open.
+    pub fn enable_auth(&self) -> (String, String, String, String) {
+        let iam = |form: &str| -> String {
+            let (code, body) = self
+                .request(
+                    "POST",
+                    "/",
+                    &[
+                        ("Content-Type", "application/x-www-form-urlencoded"),
+                        (
+                            "Authorization",
+                            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=00",
+                        ),
+                    ],
+                    format!("{form}&Version=2010-05-08").as_bytes(),
+                )
+                .expect("iam");
+            let text = String::from_utf8_lossy(&body).to_string();
+            assert_eq!(code, 200, "{form}: {text}");
+            text
+        };
+        let between = |t: &str, tag: &str| -> String {
+            t.split(&format!("<{tag}>"))
+                .nth(1)
+                .and_then(|r| r.split(&format!("</{tag}>")).next())
+                .expect(tag)
+                .to_string()
+        };
+        let policy = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%7B%22Effect%22%3A%22Allow%22%2C%22Action%22%3A%22s3%3A*%22%2C%22Resource%22%3A%22*%22%7D%5D%7D";
+        iam("Action=CreateUser&UserName=backup");
+        let k = iam("Action=CreateAccessKey&UserName=backup");
+        iam(&format!(
+            "Action=PutUserPolicy&UserName=backup&PolicyName=all&PolicyDocument={policy}"
+        ));
+        iam("Action=CreateUser&UserName=nobody");
+        let n = iam("Action=CreateAccessKey&UserName=nobody");
+        let (code, body) = self
+            .request("POST", "/moto-api/reset-auth", &[("Content-Type", "text/plain")], b"0")
+            .expect("reset-auth");
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        (
+            between(&k, "AccessKeyId"),
+            between(&k, "SecretAccessKey"),
+            between(&n, "AccessKeyId"),
+            between(&n, "SecretAccessKey"),
+        )
+    }
+
     /// One unsigned HTTP/1.1 request (moto does not check signatures); returns status and body.
     pub fn request(
         &self,
