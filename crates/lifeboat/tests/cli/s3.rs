@@ -510,7 +510,7 @@ fn object_lock_bucket_locks_every_object_and_prune_only_hides_versions() {
     let t = Multi::new(&[(
         "primary",
         format!(
-            "{}\nobject_lock = true",
+            "{}\nobject_lock = true\nobject_lock_mode = \"bucket-default\"",
             s3_location(&m.endpoint(), &bucket, "us-east-1")
         ),
     )]);
