@@ -28,6 +28,10 @@ pub use object_store_backend::ObjectStoreBackend;
 pub use rate_limit::RateLimited;
 pub use read_ahead::ReadAhead;
 
+/// How the message of a request the store refused (403/401) begins, so callers that only kept
+/// the text can still tell refused credentials from other failures.
+pub const ACCESS_DENIED: &str = "access denied: ";
+
 /// What kind of failure a backend reported; callers branch on this, people read the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendErrorKind {

@@ -179,8 +179,11 @@ impl ObjectLockClient {
         let url = format!("{}/?object-lock", self.bucket_url);
         match self.call("get-object-lock-configuration", "", http::Method::GET, &url, Vec::new()) {
             Ok((_, body)) => Ok(parse_bucket_lock(&body)),
+            // No configuration, or a store that does not implement Object Lock at all.
             Err(e)
-                if e.kind == BackendErrorKind::NotFound && e.message().contains("ObjectLockConfigurationNotFound") =>
+                if (e.kind == BackendErrorKind::NotFound
+                    && e.message().contains("ObjectLockConfigurationNotFound"))
+                    || e.message().starts_with("501") =>
             {
                 Ok(BucketLock {
                     enabled: false,
@@ -258,7 +261,8 @@ impl ObjectLockClient {
                         404 => BackendErrorKind::NotFound,
                         _ => BackendErrorKind::Other,
                     };
-                    if status.is_server_error() || code == "SlowDown" {
+                    // 501 NotImplemented (a store without Object Lock) is an answer, not a fault.
+                    if matches!(status.as_u16(), 500 | 502 | 503 | 504) || code == "SlowDown" {
                         last = msg;
                         continue;
                     }

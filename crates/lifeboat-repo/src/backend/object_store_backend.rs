@@ -265,7 +265,10 @@ fn denied_message(text: &str) -> String {
         .and_then(|(_, r)| r.split_once("</Code>"))
         .map(|(c, _)| format!(" {}", c.trim()))
         .unwrap_or_default();
-    format!("access denied: {status}{code} (check the access key, the secret and what they may do)")
+    format!(
+        "{}{status}{code} (check the access key, the secret and what they may do)",
+        super::ACCESS_DENIED
+    )
 }
 
 fn convert(location: &str, op: &'static str, key: &str, e: object_store::Error) -> BackendError {

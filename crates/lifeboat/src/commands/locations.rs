@@ -327,8 +327,13 @@ fn extend_command(ctx: &Ctx) -> Result<u8> {
 /// default retention shorter than the retention policy needs.
 fn lock_warnings(l: &Loc, s: &locations::LocationSummary, needed: Option<std::time::Duration>) -> Vec<String> {
     let mut w = Vec::new();
-    let Some(bucket) = &s.bucket_lock else { return w };
     let configured = l.opts.s3.object_lock;
+    let Some(bucket) = &s.bucket_lock else {
+        if configured && let Some(o) = &s.object_lock {
+            w.push(format!("cannot verify the bucket's Object Lock: {o}"));
+        }
+        return w;
+    };
     if configured && !bucket.enabled {
         w.push(
             "object_lock = true but the bucket has no Object Lock: nothing protects the objects from deletion".into(),

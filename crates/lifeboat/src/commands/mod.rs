@@ -25,7 +25,7 @@ use lifeboat_repo::{RepoError, Repository};
 
 use crate::cli::{Cli, Command, Global};
 use crate::config::{self, Config};
-use crate::exit::{FAILURE, NO_REPOSITORY, USAGE, fail};
+use crate::exit::{FAILURE, NO_REPOSITORY, STORE_AUTH, USAGE, fail};
 use crate::secrets::{self, PassphraseSources};
 
 /// What every command needs, resolved once.
@@ -191,6 +191,7 @@ impl Ctx {
             return Ok((repo, locs, 0));
         }
         let mut why = Vec::new();
+        let mut refused = false;
         for (i, l) in locs.iter().enumerate() {
             match l.probe() {
                 Ok(true) => {
@@ -206,11 +207,15 @@ impl Ctx {
                     return Ok((repo, locs, i));
                 }
                 Ok(false) => why.push(format!("{}: no repository there", l.name())),
-                Err(e) => why.push(format!("{}: {e}", l.name())),
+                Err(e) => {
+                    refused |= e.contains(lifeboat_repo::backend::ACCESS_DENIED);
+                    why.push(format!("{}: {e}", l.name()))
+                }
             }
         }
+        // Credentials refused somewhere and nothing else worked: say so with its own code.
         Err(fail(
-            NO_REPOSITORY,
+            if refused { STORE_AUTH } else { NO_REPOSITORY },
             format!("no location holds the repository: {}", why.join("; ")),
         ))
     }

@@ -17,12 +17,68 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// A running moto server.
+/// A running moto server, or (opt-in, see [`garage`]) the Garage server of `.ci/garage-tests.sh`.
 pub struct Moto {
     /// Its port on 127.0.0.1.
     pub port: u16,
-    pid: u32,
-    watchdog: Child,
+    /// moto's pid and its watchdog shell; `None` for Garage, which the job runs.
+    proc: Option<(u32, Child)>,
+}
+
+/// The Garage server the S3 tests run against instead of moto, when `.ci/garage-tests.sh` says
+/// so: `LIFEBOAT_TEST_GARAGE_ENDPOINT` (`http://127.0.0.1:PORT`), `LIFEBOAT_TEST_GARAGE_CONFIG`
+/// (its garage.toml, for creating buckets with the `garage` CLI) and `LIFEBOAT_TEST_GARAGE_KEY`
+/// (the key name allowed on new buckets; its id and secret are in `AWS_ACCESS_KEY_ID` and
+/// `AWS_SECRET_ACCESS_KEY`).
+pub struct Garage {
+    /// S3 endpoint.
+    pub endpoint: String,
+    config: String,
+    key: String,
+}
+
+/// `Some` when the S3 tests run against Garage.
+pub fn garage() -> Option<&'static Garage> {
+    static G: OnceLock<Option<Garage>> = OnceLock::new();
+    G.get_or_init(|| {
+        let endpoint = std::env::var("LIFEBOAT_TEST_GARAGE_ENDPOINT").ok()?;
+        Some(Garage {
+            endpoint,
+            config: std::env::var("LIFEBOAT_TEST_GARAGE_CONFIG").expect("LIFEBOAT_TEST_GARAGE_CONFIG"),
+            key: std::env::var("LIFEBOAT_TEST_GARAGE_KEY").expect("LIFEBOAT_TEST_GARAGE_KEY"),
+        })
+    })
+    .as_ref()
+}
+
+/// True (after printing why) when running against Garage and the test needs something only moto
+/// offers; the test then returns early.
+pub fn moto_only(reason: &str) -> bool {
+    if garage().is_some() {
+        eprintln!("skipped on Garage: {reason}");
+        return true;
+    }
+    false
+}
+
+/// The region to sign with: Garage accepts only its own (`garage`).
+pub fn region(r: &str) -> &str {
+    if garage().is_some() { "garage" } else { r }
+}
+
+/// A signed client for one bucket (Garage checks signatures, unlike moto).
+fn signed(bucket: &str) -> lifeboat_repo::backend::ObjectStoreBackend {
+    let g = garage().expect("garage");
+    lifeboat_repo::backend::ObjectStoreBackend::s3(
+        bucket,
+        format!("garage {bucket}"),
+        &lifeboat_repo::backend::S3Options {
+            region: Some("garage".into()),
+            endpoint: Some(g.endpoint.clone()),
+            ..Default::default()
+        },
+    )
+    .expect("garage client")
 }
 
 /// Free port on loopback (bound, then released for the server).
@@ -42,7 +98,7 @@ fn moto_available() -> bool {
 /// `Some(())` when S3 tests should run; `None` when explicitly skipped. Panics when moto is
 /// missing and skipping was not asked for.
 pub fn s3_tests_enabled() -> Option<()> {
-    if moto_available() {
+    if garage().is_some() || moto_available() {
         return Some(());
     }
     if std::env::var("LIFEBOAT_SKIP_S3_TESTS").as_deref() == Ok("1") {
@@ -60,11 +116,26 @@ impl Moto {
     /// The server shared by every test of this binary.
     pub fn shared() -> &'static Moto {
         static M: OnceLock<Moto> = OnceLock::new();
-        M.get_or_init(Moto::start)
+        M.get_or_init(|| match garage() {
+            Some(g) => Moto {
+                port: g
+                    .endpoint
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.trim_end_matches('/').parse().ok())
+                    .expect("port in LIFEBOAT_TEST_GARAGE_ENDPOINT"),
+                proc: None,
+            },
+            None => Moto::start(),
+        })
     }
 
-    /// A dedicated server (stopped on drop).
+    /// A dedicated server (stopped on drop). moto only.
     pub fn start() -> Moto {
+        assert!(
+            garage().is_none(),
+            "a dedicated server needs moto (skip this test on Garage)"
+        );
         let port = free_port();
         // The shell starts moto, prints its pid, and stops it when this test process exits or
         // when the shell itself is terminated.
@@ -88,7 +159,10 @@ wait"#;
             .read_line(&mut line)
             .expect("moto pid");
         let pid: u32 = line.trim().parse().expect("moto pid");
-        let m = Moto { port, pid, watchdog };
+        let m = Moto {
+            port,
+            proc: Some((pid, watchdog)),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok((200, _)) = m.request("GET", "/", &[], b"") {
@@ -113,6 +187,26 @@ wait"#;
     pub fn bucket(&self, stem: &str) -> String {
         static N: AtomicU64 = AtomicU64::new(0);
         let name = format!("{stem}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        if let Some(g) = garage() {
+            for args in [
+                vec!["bucket", "create", &name],
+                vec![
+                    "bucket", "allow", "--read", "--write", "--owner", &name, "--key", &g.key,
+                ],
+            ] {
+                let out = Command::new("garage")
+                    .args(["-c", &g.config])
+                    .args(&args)
+                    .output()
+                    .expect("run garage");
+                assert!(
+                    out.status.success(),
+                    "garage {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            return name;
+        }
         let (code, body) = self
             .request("PUT", &format!("/{name}"), &[], b"")
             .expect("create bucket");
@@ -284,6 +378,19 @@ wait"#;
 
     /// Object keys under `prefix` in `bucket` (unsigned ListObjectsV2; small buckets only).
     pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        if garage().is_some() {
+            use lifeboat_repo::backend::Backend;
+            let dir = prefix.rsplit_once('/').map_or("", |(d, _)| d);
+            let mut keys: Vec<String> = signed(bucket)
+                .list(dir)
+                .expect("list")
+                .into_iter()
+                .map(|o| o.key)
+                .filter(|k| k.starts_with(prefix))
+                .collect();
+            keys.sort();
+            return keys;
+        }
         let (code, body) = self
             .request("GET", &format!("/{bucket}?list-type=2&prefix={prefix}"), &[], b"")
             .expect("list");
@@ -298,6 +405,10 @@ wait"#;
 
     /// Reads an object.
     pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        if garage().is_some() {
+            use lifeboat_repo::backend::Backend;
+            return signed(bucket).get(key).expect("get");
+        }
         let (code, body) = self.request("GET", &format!("/{bucket}/{key}"), &[], b"").expect("get");
         assert_eq!(code, 200, "get {key}");
         body
@@ -305,6 +416,10 @@ wait"#;
 
     /// Replaces an object.
     pub fn put(&self, bucket: &str, key: &str, data: &[u8]) {
+        if garage().is_some() {
+            use lifeboat_repo::backend::{Backend, PutMode};
+            return signed(bucket).put(key, data.to_vec(), PutMode::Overwrite).expect("put");
+        }
         let (code, _) = self
             .request("PUT", &format!("/{bucket}/{key}"), &[], data)
             .expect("put");
@@ -313,6 +428,10 @@ wait"#;
 
     /// Deletes an object.
     pub fn delete(&self, bucket: &str, key: &str) {
+        if garage().is_some() {
+            use lifeboat_repo::backend::Backend;
+            return signed(bucket).delete(key).expect("delete");
+        }
         let (code, _) = self
             .request("DELETE", &format!("/{bucket}/{key}"), &[], b"")
             .expect("delete");
@@ -335,9 +454,11 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.pid.to_string()).status();
-        let _ = self.watchdog.kill();
-        let _ = self.watchdog.wait();
+        if let Some((pid, watchdog)) = &mut self.proc {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
     }
 }
 
