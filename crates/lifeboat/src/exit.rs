@@ -100,7 +100,8 @@ EXIT CODES
     21   health: worst failing check is urgent (e.g. response over 5 s, disk under 5 % free)
     22   health: worst failing check is critical (service down, certificate expired)
     23   append-only location: prune/forget need the maintenance credential
-    24   storage credentials refused (S3 403: InvalidAccessKeyId, SignatureDoesNotMatch, AccessDenied)
+    24   storage refused the credentials (S3 403: InvalidAccessKeyId, SignatureDoesNotMatch,
+         AccessDenied)
     130  interrupted";
 
 /// A failure that already knows its exit code and one-line message.
