@@ -255,7 +255,10 @@ impl ObjectLockClient {
                 Ok((status, headers, text)) if status.is_success() => return Ok((headers, text)),
                 Ok((status, _, text)) => {
                     let code = tag(&text, "Code").unwrap_or("");
-                    let msg = format!("{} {code}", status.as_u16()).trim_end().to_string();
+                    let mut msg = format!("{} {code}", status.as_u16()).trim_end().to_string();
+                    if status.as_u16() == 501 {
+                        msg.push_str(" (this store has no S3 Object Lock: remove object_lock from the location)");
+                    }
                     let kind = match status.as_u16() {
                         401 | 403 => BackendErrorKind::PermissionDenied,
                         404 => BackendErrorKind::NotFound,
