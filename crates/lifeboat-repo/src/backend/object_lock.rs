@@ -84,7 +84,9 @@ impl BucketLock {
 /// Signed Object Lock calls against one bucket (and the location's prefix inside it).
 #[derive(Debug)]
 pub struct ObjectLockClient {
-    http: HttpClient,
+    /// Built on first use: most commands never make an Object Lock call.
+    http: std::sync::OnceLock<Result<HttpClient, String>>,
+    options: object_store::ClientOptions,
     credentials: AwsCredentialProvider,
     region: String,
     /// `https://host[/bucket]`, without a trailing slash: the bucket's base URL.
@@ -114,9 +116,6 @@ impl ObjectLockClient {
             .with_allow_http(addr.allow_http)
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(Duration::from_secs(60));
-        let http = ReqwestConnector::default()
-            .connect(&options)
-            .map_err(|e| BackendError::new(&location, "open", "", BackendErrorKind::Other, e.to_string()))?;
         let bucket_url = match (addr.endpoint, addr.path_style) {
             (Some(e), true) => format!("{}/{}", e.trim_end_matches('/'), addr.bucket),
             // Like object_store: a virtual-hosted custom endpoint already names the bucket.
@@ -126,7 +125,8 @@ impl ObjectLockClient {
         };
         let prefix = addr.prefix.trim_matches('/');
         Ok(ObjectLockClient {
-            http,
+            http: std::sync::OnceLock::new(),
+            options,
             credentials,
             region: addr.region.to_string(),
             bucket_url,
@@ -221,6 +221,15 @@ impl ObjectLockClient {
         body: Vec<u8>,
     ) -> Result<(http::HeaderMap, String), BackendError> {
         let err = |kind, m: String| BackendError::new(&self.location, op, key, kind, m);
+        let http = self
+            .http
+            .get_or_init(|| {
+                ReqwestConnector::default()
+                    .connect(&self.options)
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| err(BackendErrorKind::Other, e.clone()))?;
         let mut last = String::new();
         for attempt in 0..4u32 {
             if attempt > 0 {
@@ -245,7 +254,7 @@ impl ObjectLockClient {
                 AwsAuthorizer::new(&cred, "s3", &self.region)
                     .try_authorize(&mut req, None)
                     .map_err(|e| e.to_string())?;
-                let resp = self.http.execute(req).await.map_err(|e| e.to_string())?;
+                let resp = http.execute(req).await.map_err(|e| e.to_string())?;
                 let status = resp.status();
                 let headers = resp.headers().clone();
                 let text = resp.into_body().bytes().await.map_err(|e| e.to_string())?;
