@@ -249,9 +249,14 @@ pub struct WalPushArgs {
     /// Local spool for push markers (default: <cache dir>/wal/<repository>-<system id>).
     #[arg(long, env = "LIFEBOAT_WAL_SPOOL", value_name = "DIR")]
     pub spool: Option<PathBuf>,
-    /// Store at most this many ready segments per call.
+    /// Store at most this many ready segments per call (and per commit of the background
+    /// pusher, at most 8). 1: only the segment asked for, never a background pusher.
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub batch: usize,
+    /// Never start or wait for the background pusher: store the segment (and a batch of ready
+    /// ones) in this process. Environment: LIFEBOAT_WAL_PUSH_SYNC=1.
+    #[arg(long, env = "LIFEBOAT_WAL_PUSH_SYNC", value_parser = clap::builder::BoolishValueParser::new())]
+    pub sync: bool,
     /// Archive backlog (segments waiting in pg_wal) above which a failure is critical.
     #[arg(long, env = "LIFEBOAT_WAL_QUEUE_MAX", default_value_t = 256, value_name = "SEGMENTS")]
     pub queue_max: usize,
