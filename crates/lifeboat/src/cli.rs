@@ -173,7 +173,8 @@ pub enum VerifyCommand {
     /// Restore test of a PostgreSQL source's snapshot (default: its latest), recorded in the
     /// repository (shown by `snapshots` as verified). Logical: restore into a throwaway cluster
     /// (or the source's `scratch_url`), compare every table's fingerprint with the one stored at
-    /// backup time, run the source's `checks`. Physical: restore into a throwaway cluster,
+    /// backup time, run the source's `checks`. Physical: restore into a throwaway cluster (always:
+    /// a data directory cannot be restored into a running server, so `scratch_url` is ignored),
     /// recover with WAL from the repository to the backup's end, fingerprint every table (kept in
     /// the record; later tests must match), run the `checks` and `pg_amcheck`. Exit 18 when
     /// anything differs or fails.

@@ -128,12 +128,16 @@ fn push(ctx: &Ctx, a: &WalPushArgs) -> Result<u8> {
     let sysid = wal::system_identifier(&dir)?;
     let ns = physical::wal_namespace(&sysid);
     let spool = spool(ctx, &a.spool, &sysid)?;
-    if std::env::var_os(PUSHER_ENV).is_some() {
-        return run_pusher(ctx, a, &path, &ns, &spool);
+    // The pusher then answers for its own segment like any synchronous call, so a
+    // LIFEBOAT_WAL_PUSHER set by mistake in archive_command's environment cannot acknowledge a
+    // segment that is not stored.
+    let is_pusher = std::env::var_os(PUSHER_ENV).is_some();
+    if is_pusher {
+        let _ = run_pusher(ctx, a, &path, &ns, &spool);
     }
     let report = match wal::push_fast_path(&spool, &path)? {
         Some(r) => Ok(r),
-        None => match via_pusher(a, &path, &spool)? {
+        None => match if is_pusher { None } else { via_pusher(a, &path, &spool)? } {
             Some(r) => Ok(r),
             None => match ctx.open() {
                 Ok(repo) => wal::push(&repo, &ns, &spool, &path, a.batch.max(1)).map_err(|e| match e {
@@ -241,9 +245,9 @@ fn start_pusher(spool: &Spool) -> Result<()> {
     Ok(())
 }
 
-/// The background pusher's body: stores every unmarked ready segment, then exits. A failure
-/// is written to `<spool>/pusher.error` (calls then archive in their own process for a while).
-fn run_pusher(ctx: &Ctx, a: &WalPushArgs, path: &Path, ns: &str, spool: &Spool) -> Result<u8> {
+/// The background pusher's body: stores every unmarked ready segment. A failure is written to
+/// `<spool>/pusher.error` (calls then archive in their own process for a while).
+fn run_pusher(ctx: &Ctx, a: &WalPushArgs, path: &Path, ns: &str, spool: &Spool) -> Result<()> {
     let wal_dir = path.parent().unwrap_or(Path::new("."));
     let commit = a.batch.clamp(1, wal_ahead::COMMIT);
     let r = ctx
@@ -264,7 +268,7 @@ fn run_pusher(ctx: &Ctx, a: &WalPushArgs, path: &Path, ns: &str, spool: &Spool) 
                     format!("; refused (different content stored): {}", rep.refused.join(", "))
                 }
             );
-            Ok(OK)
+            Ok(())
         }
         Err(e) => {
             let why = crate::one_line(&e);
