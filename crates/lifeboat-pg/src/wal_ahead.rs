@@ -176,7 +176,17 @@ pub fn push_ahead(
             if let Some(h) = in_flight.take() {
                 tally(&mut rep, spool, join(h)?);
             }
-            in_flight = Some(sc.spawn(move || batch.commit(spool)));
+            in_flight = Some(sc.spawn(move || {
+                let outcomes = batch.commit(spool)?;
+                // A file that could not be read is not the pusher's to report: its call
+                // stores it itself instead of waiting for the pusher to end.
+                for (n, _) in &names {
+                    if !outcomes.iter().any(|o| o.name == *n) {
+                        note_refused(spool, n);
+                    }
+                }
+                Ok(outcomes)
+            }));
         }
         Ok::<(), PgError>(())
     })?;
@@ -186,6 +196,15 @@ pub fn push_ahead(
         trim_refused(spool, oldest);
     }
     Ok(rep)
+}
+
+/// Tells the waiting call for `name` to store its segment itself (`<spool>/refused/<name>`).
+fn note_refused(spool: &Spool, name: &str) {
+    let p = spool.refused(name);
+    if let Some(d) = p.parent() {
+        let _ = std::fs::create_dir_all(d);
+    }
+    let _ = std::fs::write(&p, b"");
 }
 
 fn join(h: std::thread::ScopedJoinHandle<'_, Result<Vec<PutOutcome>>>) -> Result<Vec<PutOutcome>> {
@@ -201,11 +220,7 @@ fn tally(rep: &mut AheadReport, spool: &Spool, outcomes: Vec<PutOutcome>) {
                 rep.bytes += o.size;
             }
             PutStatus::Conflict => {
-                let p = spool.refused(&o.name);
-                if let Some(d) = p.parent() {
-                    let _ = std::fs::create_dir_all(d);
-                }
-                let _ = std::fs::write(&p, b"");
+                note_refused(spool, &o.name);
                 rep.refused.push(o.name);
             }
         }
@@ -310,12 +325,18 @@ mod tests {
         )
         .unwrap();
 
-        assert_eq!(unmarked_ready(&wal, &spool).len(), 5);
+        // Segment 6 is marked ready but cannot be read.
+        let gone = "000000010000000000000006";
+        std::fs::write(wal.join("archive_status").join(format!("{gone}.ready")), b"").unwrap();
+
+        assert_eq!(unmarked_ready(&wal, &spool).len(), 6);
         let rep = push_ahead(&r, ns, &spool, &wal, 2).unwrap();
         assert_eq!(rep.marked, 4);
         assert_eq!(rep.refused, [names[3].clone()]);
-        assert_eq!(rep.commits, 3, "2 + 2 + 1 segments");
-        assert_eq!(unmarked_ready(&wal, &spool), [names[3].clone()]);
+        assert_eq!(rep.commits, 3, "2 + 2 + 2 segments");
+        assert_eq!(unmarked_ready(&wal, &spool), [names[3].clone(), gone.to_string()]);
+        // Both are left to their calls, which do not wait for the pusher to end.
+        assert!(spool.refused(&names[3]).exists() && spool.refused(gone).exists());
         // No pusher runs: a waiting call gets its marker, or None for the refused one.
         let limit = Duration::from_secs(5);
         assert!(wait_for_marker(&spool, &wal.join(&names[0]), limit).unwrap().is_some());
