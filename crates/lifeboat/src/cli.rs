@@ -195,8 +195,10 @@ pub struct VerifyRestoreArgs {
 #[derive(Debug, Subcommand)]
 pub enum WalCommand {
     /// Store a WAL segment (archive_command = 'lifeboat wal push %p'). Idempotent; a different
-    /// segment under a stored name is refused (exit 15). Also stores other segments already
-    /// marked ready, so later calls return at once.
+    /// segment under a stored name is refused (exit 15). With a backlog of ready segments it
+    /// starts one background pusher that stores them ahead (log: <spool>/pusher.log) and waits
+    /// for its own segment; later calls return as soon as theirs is stored. Exit 0 only once the
+    /// segment is durably in the repository.
     Push(WalPushArgs),
     /// Restore a WAL segment (restore_command = 'lifeboat wal fetch %f %p'), prefetching the next
     /// ones into a local spool.
