@@ -18,7 +18,7 @@
 //! stream` carry a BLAKE3 of the content instead of a stamp.) Security trade-off: none — the
 //! fast path holds no key and learns nothing it could not read from pg_wal itself.
 //!
-//! With a backlog, the work moves to one background pusher that the calls wait for
+//! With `--background`, a backlog goes to one background pusher that the calls wait for
 //! ([`crate::wal_ahead`]): the archiver's per-call cost then overlaps with the pusher's.
 //!
 //! Segments are stored in fixed 1 MiB chunks with a fast zstd level ([`wal_options`]), so the

@@ -3,7 +3,8 @@
 //! PostgreSQL's archiver runs `archive_command` once per segment and waits for it, so a backlog
 //! (a bulk load, a burst of writes, an archive that was down) is worked off one process at a
 //! time: each call pays the process start, and the calls themselves use one core. Like
-//! pgBackRest's asynchronous archive-push, when `lifeboat wal push` finds at least two segments
+//! pgBackRest's asynchronous archive-push, when `lifeboat wal push --background` finds at least
+//! two segments
 //! marked `.ready` that are not stored yet, it starts one *pusher* in the background and waits
 //! for its own segment's marker. The pusher stores every ready segment in name order, a few per
 //! commit (packs, index segment, manifests; then the markers), until none is left, and exits.

@@ -195,10 +195,10 @@ pub struct VerifyRestoreArgs {
 #[derive(Debug, Subcommand)]
 pub enum WalCommand {
     /// Store a WAL segment (archive_command = 'lifeboat wal push %p'). Idempotent; a different
-    /// segment under a stored name is refused (exit 15). With a backlog of ready segments it
-    /// starts one background pusher that stores them ahead (log: <spool>/pusher.log) and waits
-    /// for its own segment; later calls return as soon as theirs is stored. Exit 0 only once the
-    /// segment is durably in the repository.
+    /// segment under a stored name is refused (exit 15). Also stores other segments already
+    /// marked ready, so later calls return at once (with --background: hands them to one
+    /// background pusher and waits for its own). Exit 0 only once the segment is durably in the
+    /// repository.
     Push(WalPushArgs),
     /// Restore a WAL segment (restore_command = 'lifeboat wal fetch %f %p'), prefetching the next
     /// ones into a local spool.
@@ -253,13 +253,14 @@ pub struct WalPushArgs {
     #[arg(long, env = "LIFEBOAT_WAL_SPOOL", value_name = "DIR")]
     pub spool: Option<PathBuf>,
     /// Store at most this many ready segments per call (and per commit of the background
-    /// pusher, at most 8). 1: only the segment asked for, never a background pusher.
+    /// pusher, at most 8). 1: only the segment asked for, no background pusher.
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub batch: usize,
-    /// Never start or wait for the background pusher: store the segment (and a batch of ready
-    /// ones) in this process. Environment: LIFEBOAT_WAL_PUSH_SYNC=1.
-    #[arg(long, env = "LIFEBOAT_WAL_PUSH_SYNC", value_parser = clap::builder::BoolishValueParser::new())]
-    pub sync: bool,
+    /// With a backlog of ready segments, hand it to one background pusher and wait for this
+    /// segment's marker (like pgBackRest's asynchronous archive-push) instead of storing a batch
+    /// in this process. Environment: LIFEBOAT_WAL_PUSH_BACKGROUND=1.
+    #[arg(long, env = "LIFEBOAT_WAL_PUSH_BACKGROUND", value_parser = clap::builder::BoolishValueParser::new())]
+    pub background: bool,
     /// Archive backlog (segments waiting in pg_wal) above which a failure is critical.
     #[arg(long, env = "LIFEBOAT_WAL_QUEUE_MAX", default_value_t = 256, value_name = "SEGMENTS")]
     pub queue_max: usize,

@@ -199,10 +199,10 @@ fn push(ctx: &Ctx, a: &WalPushArgs) -> Result<u8> {
 
 /// Answers the call through the background pusher when there is a backlog (see
 /// lifeboat_pg::wal_ahead): starts one if none runs, then waits for this segment's marker.
-/// `None`: store the segment in this process (no backlog, `--sync`, `--batch 1`, the pusher
-/// failed recently, refused this segment or ended without it).
+/// `None`: store the segment in this process (no `--background`, no backlog, `--batch 1`, the
+/// pusher failed recently, refused this segment or ended without it).
 fn via_pusher(a: &WalPushArgs, path: &Path, spool: &Spool) -> Result<Option<PushReport>> {
-    if a.sync || a.batch < 2 || !wal_ahead::is_ready(path) {
+    if !a.background || a.batch < 2 || !wal_ahead::is_ready(path) {
         return Ok(None);
     }
     if !wal_ahead::pusher_running(spool) {

@@ -1,5 +1,5 @@
-//! `wal push` driven the way PostgreSQL's archiver drives it (one call per segment, in name
-//! order, `.ready` renamed to `.done` after each success) with a backlog: the background pusher
+//! `wal push --background` driven the way PostgreSQL's archiver drives it (one call per segment,
+//! in name order, `.ready` renamed to `.done` after each success) with a backlog: the pusher
 //! stores ahead, every call returns only once its own segment is proven stored, and a conflict
 //! is still reported by the call for that segment (exit 15) with nothing overwritten.
 
@@ -41,7 +41,7 @@ fn a_backlog_is_pushed_ahead_and_each_call_waits_for_its_segment() {
     let seg = format!("pg_wal/{}", names[4]);
     let other_cache = env.path("other-cache");
     env.run_env(
-        &["wal", "push", &seg, "--sync", "--data-dir", other.to_str().unwrap()],
+        &["wal", "push", &seg, "--data-dir", other.to_str().unwrap()],
         &[("LIFEBOAT_CACHE_DIR", other_cache.as_os_str())],
     )
     .ok();
@@ -56,7 +56,7 @@ fn a_backlog_is_pushed_ahead_and_each_call_waits_for_its_segment() {
     // Answered by a marker the pusher wrote (waiting for it, or finding it already there).
     let mut by_marker = 0;
     for (i, n) in names.iter().enumerate() {
-        let r = push(&env, &data, n, &[]);
+        let r = push(&env, &data, n, &["--background"]);
         if i == 4 {
             r.expect_code(15).one_line_error(&["different content"]);
             continue; // PostgreSQL would retry it forever; the test moves on
@@ -112,19 +112,25 @@ fn a_backlog_is_pushed_ahead_and_each_call_waits_for_its_segment() {
 }
 
 #[test]
-fn without_a_backlog_or_with_sync_no_pusher_starts() {
+fn without_background_or_a_backlog_no_pusher_starts() {
     let env = Env::with_repo(&[]);
     let data = data_dir(&env, "data");
     let a = "000000010000000000000001";
     let b = "000000010000000000000002";
+    let c = "000000010000000000000003";
+    // One ready segment: nothing to push ahead.
     segment(&data, a, &random_bytes(1 << 20, 1));
-    let r = push(&env, &data, a, &[]);
+    let r = push(&env, &data, a, &["--background"]);
     r.ok();
     assert_eq!(r.json()["background"], false);
+    // A backlog without --background: stored as one batch by the call itself.
     segment(&data, b, &random_bytes(1 << 20, 2));
-    let r = push(&env, &data, b, &["--sync"]);
+    segment(&data, c, &random_bytes(1 << 20, 3));
+    let r = push(&env, &data, b, &[]);
     r.ok();
-    assert_eq!(r.json()["background"], false);
+    let j = r.json();
+    assert_eq!(j["background"], false);
+    assert_eq!(j["stored"].as_array().map(Vec::len), Some(2), "{j}");
     let spool_has_log = std::fs::read_dir(env.cache.join("wal"))
         .unwrap()
         .flatten()
