@@ -4,9 +4,8 @@
 //! (a bulk load, a burst of writes, an archive that was down) is worked off one process at a
 //! time: each call pays the process start, and the calls themselves use one core. Like
 //! pgBackRest's asynchronous archive-push, when `lifeboat wal push --background` finds at least
-//! two segments
-//! marked `.ready` that are not stored yet, it starts one *pusher* in the background and waits
-//! for its own segment's marker. The pusher stores every ready segment in name order, a few per
+//! two segments marked `.ready` that are not stored yet, it starts one *pusher* in the
+//! background and waits for its own segment's marker. The pusher stores every ready segment in name order, a few per
 //! commit (packs, index segment, manifests; then the markers), until none is left, and exits.
 //! Meanwhile the archiver's calls are answered by the markers as soon as their segment is
 //! committed, so the calls' own cost overlaps with the pusher's hashing, compression and
