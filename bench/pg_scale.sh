@@ -10,6 +10,11 @@
 #                     real segments (the cluster's own WAL: bulk load, then pgbench with
 #                     checkpoints), driven like PostgreSQL's archiver: one archive_command per
 #                     segment through /bin/sh, in name order, .ready renamed to .done after it.
+#   RPO               under pgbench writes plus a ticker (a row with its commit time every 20 ms),
+#                     the server is lost (pg_ctl stop -m immediate), restored from the repository
+#                     with WAL replay (restore db latest --start); RPO = time of the loss - newest
+#                     tick restored. Once with archive_command alone (archive_timeout = 1), once
+#                     with `lifeboat wal stream --interval 500ms` (archive_timeout = 0).
 #
 # Runs unattended as root (the cluster and every PostgreSQL/pgBackRest program run as the
 # postgres user); installs the Debian package pgbackrest with apt-get when it is missing.
@@ -20,7 +25,7 @@
 # Environment: PG_SCALE (50), LOAD_SECS (20, pgbench before the incremental), BENCH_DIR (a new
 # /var/tmp/lifeboat-pgscale.XXXXXX, or under /dev/shm when /var/tmp has less than 12 GB free:
 # then fsync costs nothing and the figures measure CPU, not the disk), LIFEBOAT_BIN
-# (<workspace>/target/release/lifeboat), COMPARE_BIN (another lifeboat build whose wal push is
+# (<workspace>/target/release/lifeboat), RPO_LOAD_SECS (10, writes before each loss), COMPARE_BIN (another lifeboat build whose wal push is
 # also timed on the same segments, e.g. an older release), LIFEBOAT_PG_BIN, KEEP=1 keeps the
 # work dir.
 set -euo pipefail
@@ -186,6 +191,9 @@ fake() { # fresh fake data folder with every stashed segment ready
   # Hard links: neither tool writes to a segment it archives.
   for s in $SEGS; do run ln "$DIR/stash/$s" "$DIR/fake/pg_wal/$s"; run touch "$DIR/fake/pg_wal/archive_status/$s.ready"; done
   sync
+  # In the page cache, as a segment the archiver is handed has just been written (the VM's
+  # reclaim evicts the stash meanwhile, which made the first pusher timed read from the disk).
+  cat "$DIR"/fake/pg_wal/0* >/dev/null
 }
 push_rate() { # label command
   fake
@@ -212,4 +220,41 @@ BRS=$(push_rate "pgbackrest archive-push (sync)" "pgbackrest --config=$DIR/pgbr-
 BRA=$(push_rate "pgbackrest archive-push (async, process-max 2)" "pgbackrest --config=$DIR/pgbr-async.conf --stanza=bench --pg1-path=$DIR/fake archive-push %p")
 echo "lifeboat / pgbackrest sync: $(ratio "$LBP" "$BRS") x, lifeboat / pgbackrest async: $(ratio "$LBP" "$BRA") x (segments/s, higher is better for lifeboat)"
 echo "push repositories: lifeboat $(du -sh "$DIR/repo-push" | cut -f1), pgbackrest sync $(du -sh "$DIR/pgbr-push" | cut -f1)"
+
+# RPO: archive_command alone, then wal stream. The cluster archives into lifeboat only from now.
+RPO_SECS="${RPO_LOAD_SECS:-10}"
+run sh -c "cat > $DIR/tick.sql" <<'SQL'
+INSERT INTO ticks DEFAULT VALUES;
+SQL
+sql "CREATE TABLE ticks (at timestamptz DEFAULT clock_timestamp())" >/dev/null
+sql "ALTER SYSTEM SET archive_command = 'LIFEBOAT_REPO=$LIFEBOAT_REPO LIFEBOAT_PASSWORD_FILE=$LIFEBOAT_PASSWORD_FILE LIFEBOAT_CACHE_DIR=$LIFEBOAT_CACHE_DIR $LB --quiet wal push %p'" >/dev/null
+rpo_run() { # label archive_timeout [stream]
+  local label=$1 timeout=$2 stream=${3:-} pids=() loss last rport rdir="$DIR/rpo-restored"
+  sql "ALTER SYSTEM SET archive_timeout = $timeout" >/dev/null; sql "SELECT pg_reload_conf()" >/dev/null
+  caught_up
+  if [ -n "$stream" ]; then
+    run "$LB" --config "$DIR/phys.toml" --quiet wal stream --interval 500ms >"$DIR/stream.log" 2>&1 & pids+=($!)
+    for _ in $(seq 1 100); do
+      [ "$(sql "SELECT count(*) FROM pg_stat_replication")" = 1 ] && break; sleep 0.2
+    done
+  fi
+  run "$PGBIN/pgbench" -n -c 2 -j 1 -T $((RPO_SECS + 30)) "$URL" >/dev/null 2>&1 & pids+=($!)
+  run "$PGBIN/pgbench" -n -c 1 -R 50 -T $((RPO_SECS + 30)) -f "$DIR/tick.sql" "$URL" >/dev/null 2>&1 & pids+=($!)
+  sleep "$RPO_SECS"
+  run "$PGBIN/pg_ctl" -D "$DIR/data" stop -m immediate >/dev/null
+  loss=$(now)
+  sleep 1 # what a stream host would still store after the server is gone
+  kill "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true
+  rport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  run "$LB" --config "$DIR/phys.toml" --quiet restore db latest --data-dir "$rdir" --start --no-archive \
+    --port "$rport" --socket-dir "$DIR" --start-timeout 300s >/dev/null 2>"$DIR/last.err" || { cat "$DIR/last.err" >&2; exit 1; }
+  last=$(run "$PGBIN/psql" -XAtq -d "postgres://postgres@127.0.0.1:$rport/postgres" -c "SELECT extract(epoch FROM max(at)) FROM ticks")
+  run "$PGBIN/pg_ctl" -D "$rdir" stop -m fast >/dev/null; rm -rf "$rdir"
+  run "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" start -w >/dev/null # crash recovery
+  secs "$last" "$loss"
+}
+RPO_ARCH=$(rpo_run "archive_command" 1)
+RPO_STREAM=$(rpo_run "wal stream" 0 stream)
+echo
+echo "RPO under pgbench writes (${RPO_SECS}s of load, then the server is lost): archive_command with archive_timeout = 1: ${RPO_ARCH}s; wal stream --interval 500ms: ${RPO_STREAM}s"
 echo "(work dir $DIR on $(df -P "$DIR" | awk 'NR==2 {print $1}'))"

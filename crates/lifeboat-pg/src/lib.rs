@@ -5,7 +5,7 @@
 //! passwords off command lines ([`conn`]), SQL through `psql` ([`client`]), and throwaway
 //! clusters for restore tests and for every test ([`cluster`]); logical backups and restores
 //! ([`logical`]) with table [`fingerprint`]s, and restore tests ([`verify`], [`verify_physical`]); physical backups
-//! ([`physical`]), WAL archiving ([`wal`], [`stream`], [`wal_check`], [`wal_retention`]) and
+//! ([`physical`]), WAL archiving ([`wal`], [`wal_ahead`], [`stream`], [`wal_check`], [`wal_retention`]) and
 //! point-in-time restore ([`restore`]).
 
 pub mod client;
@@ -22,6 +22,7 @@ pub mod tools;
 pub mod verify;
 pub mod verify_physical;
 pub mod wal;
+pub mod wal_ahead;
 pub mod wal_check;
 pub mod wal_names;
 pub mod wal_retention;

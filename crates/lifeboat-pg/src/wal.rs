@@ -18,6 +18,9 @@
 //! stream` carry a BLAKE3 of the content instead of a stamp.) Security trade-off: none — the
 //! fast path holds no key and learns nothing it could not read from pg_wal itself.
 //!
+//! With `--background`, a backlog goes to one background pusher that the calls wait for
+//! ([`crate::wal_ahead`]): the archiver's per-call cost then overlaps with the pusher's.
+//!
 //! Segments are stored in fixed 1 MiB chunks with a fast zstd level ([`wal_options`]), so the
 //! calling thread only reads and every core hashes, compresses and encrypts.
 //!
@@ -72,6 +75,9 @@ pub struct PushReport {
     pub already_stored: Vec<String>,
     /// True when the asked segment was confirmed by its local marker (repository not opened).
     pub fast_path: bool,
+    /// True when the marker was written by the background pusher this call waited for
+    /// ([`crate::wal_ahead`]).
+    pub background: bool,
     /// Bytes of WAL handled.
     pub bytes: u64,
 }
@@ -103,7 +109,7 @@ impl Spool {
         &self.dir
     }
 
-    fn marker(&self, name: &str) -> PathBuf {
+    pub(crate) fn marker(&self, name: &str) -> PathBuf {
         self.dir.join("pushed").join(name)
     }
 
@@ -254,37 +260,14 @@ pub fn push(
             }
         }
     }
-    let mut w = NamedWriter::with_options(repo, Default::default(), wal_options(repo));
-    let mut stamps = Vec::new();
-    for (i, (n, p)) in names.iter().enumerate() {
-        let (f, stamp) = match std::fs::File::open(p).and_then(|f| {
-            let m = f.metadata()?;
-            Ok((f, FileStamp::of(&m)))
-        }) {
-            Ok(x) => x,
-            // A batched segment may have been archived and recycled meanwhile: skip it.
-            Err(_) if i > 0 => continue,
-            Err(e) => return Err(PgError::io(p, e).into()),
-        };
-        // Read in whole chunks straight into the buffers the workers hash and seal (no
-        // BufReader: it would only add a copy).
-        let mut f = f;
-        let meta = serde_json::json!({"kind": if is_history(n) { "history" } else { "wal" }});
-        w.add(namespace, n, &mut f, Some(meta)).map_err(PgError::from)?;
-        stamps.push((n.clone(), stamp));
-    }
-    let outcomes = w.finish().map_err(PgError::from)?;
+    let outcomes = store_and_mark(repo, namespace, spool, &names, true)?;
     let mut rep = PushReport {
         name: name.clone(),
         ..Default::default()
     };
     for o in outcomes {
-        let stamp = stamps.iter().find(|(n, _)| *n == o.name).map(|(_, st)| *st);
         match o.status {
             PutStatus::Stored | PutStatus::AlreadyStored => {
-                if let Some(st) = stamp {
-                    spool.mark(&o.name, o.size, None, Some(st));
-                }
                 rep.bytes += o.size;
                 if o.status == PutStatus::Stored {
                     rep.stored.push(o.name);
@@ -303,6 +286,72 @@ pub fn push(
     Ok(rep)
 }
 
+/// Stores the files `names` (name, path) with one set of packs and one index segment, then
+/// marks each one stored (or found already stored) with the stamp it had when it was opened:
+/// packs, index and manifest are durable before any marker exists. A file that cannot be
+/// opened fails the call when it is the first one and `first_required`, else it is skipped (a
+/// batched segment may have been archived and recycled meanwhile).
+pub(crate) fn store_and_mark(
+    repo: &Repository,
+    namespace: &str,
+    spool: &Spool,
+    names: &[(String, PathBuf)],
+    first_required: bool,
+) -> Result<Vec<named::PutOutcome>> {
+    Batch::read(repo, namespace, names, first_required)?.commit(spool)
+}
+
+/// Segments read and handed to the workers, not yet committed: [`Batch::commit`] may run on
+/// another thread while the next batch is read (the background pusher overlaps a commit's
+/// syncs with the next batch's hashing and compression).
+pub(crate) struct Batch {
+    writer: NamedWriter,
+    stamps: Vec<(String, FileStamp)>,
+}
+
+impl Batch {
+    /// Reads every file of `names` into a new writer (see [`store_and_mark`]).
+    pub(crate) fn read(
+        repo: &Repository,
+        namespace: &str,
+        names: &[(String, PathBuf)],
+        first_required: bool,
+    ) -> Result<Batch> {
+        let mut writer = NamedWriter::with_options(repo, Default::default(), wal_options(repo));
+        let mut stamps = Vec::new();
+        for (i, (n, p)) in names.iter().enumerate() {
+            let (f, stamp) = match std::fs::File::open(p).and_then(|f| {
+                let m = f.metadata()?;
+                Ok((f, FileStamp::of(&m)))
+            }) {
+                Ok(x) => x,
+                Err(e) if i == 0 && first_required => return Err(PgError::io(p, e)),
+                Err(_) => continue,
+            };
+            // Read in whole chunks straight into the buffers the workers hash and seal (no
+            // BufReader: it would only add a copy).
+            let mut f = f;
+            let meta = serde_json::json!({"kind": if is_history(n) { "history" } else { "wal" }});
+            writer.add(namespace, n, &mut f, Some(meta))?;
+            stamps.push((n.clone(), stamp));
+        }
+        Ok(Batch { writer, stamps })
+    }
+
+    /// Stores packs, index segment and manifests, then writes the markers.
+    pub(crate) fn commit(self, spool: &Spool) -> Result<Vec<named::PutOutcome>> {
+        let outcomes = self.writer.finish()?;
+        for o in &outcomes {
+            if matches!(o.status, PutStatus::Stored | PutStatus::AlreadyStored)
+                && let Some((_, st)) = self.stamps.iter().find(|(n, _)| *n == o.name)
+            {
+                spool.mark(&o.name, o.size, None, Some(*st));
+            }
+        }
+        Ok(outcomes)
+    }
+}
+
 /// Error of [`push`]: a conflict is distinct from every other failure (its own exit code).
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
@@ -315,7 +364,7 @@ pub enum PushError {
 }
 
 /// Names of other segments marked ready in `pg_wal/archive_status`, oldest first.
-fn ready_segments(wal_dir: &Path, except: &str, max: usize) -> Vec<String> {
+pub(crate) fn ready_segments(wal_dir: &Path, except: &str, max: usize) -> Vec<String> {
     if max == 0 {
         return Vec::new();
     }

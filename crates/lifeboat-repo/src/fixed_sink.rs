@@ -46,17 +46,29 @@ struct PackJob {
 }
 
 /// Buffers travel back to where they are filled, so a batch of segments allocates a few chunks'
-/// worth of memory once instead of fresh (page-faulting, zeroed) pages for every chunk.
+/// worth of memory once instead of fresh (page-faulting, zeroed) pages for every chunk. The
+/// pools are process-wide and outlive a sink: the background WAL pusher starts a sink per
+/// commit, and each would otherwise fault in its buffers again. At most [`POOL_MAX`] buffers
+/// are kept per pool; more are freed.
 #[derive(Clone)]
 struct Pool {
     tx: Sender<Vec<u8>>,
     rx: Receiver<Vec<u8>>,
 }
 
+/// Buffers kept per pool: about what two sinks have in flight on two cores.
+const POOL_MAX: usize = 16;
+
 impl Pool {
     fn new() -> Pool {
-        let (tx, rx) = unbounded();
+        let (tx, rx) = bounded(POOL_MAX);
         Pool { tx, rx }
+    }
+
+    /// The pool of chunk buffers and the pool of sealed-blob buffers.
+    fn shared() -> (Pool, Pool) {
+        static POOLS: std::sync::OnceLock<(Pool, Pool)> = std::sync::OnceLock::new();
+        POOLS.get_or_init(|| (Pool::new(), Pool::new())).clone()
     }
 
     fn take(&self) -> Vec<u8> {
@@ -64,7 +76,7 @@ impl Pool {
     }
 
     fn give(&self, v: Vec<u8>) {
-        let _ = self.tx.send(v);
+        let _ = self.tx.try_send(v); // full: dropped
     }
 }
 
@@ -130,7 +142,7 @@ impl FixedSink {
         let (tx, rx) = bounded::<Job>(n * 2);
         let (pack_tx, pack_rx) = bounded::<PackJob>(n * 2);
         let (ids_tx, ids_rx) = unbounded::<(usize, Id)>();
-        let (chunks, sealed) = (Pool::new(), Pool::new());
+        let (chunks, sealed) = Pool::shared();
         let workers = (0..n)
             .map(|_| {
                 let (rx, pack_tx, ids_tx) = (rx.clone(), pack_tx.clone(), ids_tx.clone());

@@ -188,7 +188,8 @@ pub enum VerifyCommand {
     /// Restore test of a PostgreSQL source's snapshot (default: its latest), recorded in the
     /// repository (shown by `snapshots` as verified). Logical: restore into a throwaway cluster
     /// (or the source's `scratch_url`), compare every table's fingerprint with the one stored at
-    /// backup time, run the source's `checks`. Physical: restore into a throwaway cluster,
+    /// backup time, run the source's `checks`. Physical: restore into a throwaway cluster (always:
+    /// a data directory cannot be restored into a running server, so `scratch_url` is ignored),
     /// recover with WAL from the repository to the backup's end, fingerprint every table (kept in
     /// the record; later tests must match), run the `checks` and `pg_amcheck`. Exit 18 when
     /// anything differs or fails.
@@ -210,7 +211,9 @@ pub struct VerifyRestoreArgs {
 pub enum WalCommand {
     /// Store a WAL segment (archive_command = 'lifeboat wal push %p'). Idempotent; a different
     /// segment under a stored name is refused (exit 15). Also stores other segments already
-    /// marked ready, so later calls return at once.
+    /// marked ready, so later calls return at once (with --background: hands them to one
+    /// background pusher and waits for its own). Exit 0 only once the segment is durably in the
+    /// repository.
     Push(WalPushArgs),
     /// Restore a WAL segment (restore_command = 'lifeboat wal fetch %f %p'), prefetching the next
     /// ones into a local spool.
@@ -264,9 +267,15 @@ pub struct WalPushArgs {
     /// Local spool for push markers (default: <cache dir>/wal/<repository>-<system id>).
     #[arg(long, env = "LIFEBOAT_WAL_SPOOL", value_name = "DIR")]
     pub spool: Option<PathBuf>,
-    /// Store at most this many ready segments per call.
+    /// Store at most this many ready segments per call (and per commit of the background
+    /// pusher, at most 8). 1: only the segment asked for, no background pusher.
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub batch: usize,
+    /// With a backlog of ready segments, hand it to one background pusher and wait for this
+    /// segment's marker (like pgBackRest's asynchronous archive-push) instead of storing a batch
+    /// in this process. Environment: LIFEBOAT_WAL_PUSH_BACKGROUND=1.
+    #[arg(long, env = "LIFEBOAT_WAL_PUSH_BACKGROUND", value_parser = clap::builder::BoolishValueParser::new())]
+    pub background: bool,
     /// Archive backlog (segments waiting in pg_wal) above which a failure is critical.
     #[arg(long, env = "LIFEBOAT_WAL_QUEUE_MAX", default_value_t = 256, value_name = "SEGMENTS")]
     pub queue_max: usize,

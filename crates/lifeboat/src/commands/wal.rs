@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use lifeboat_pg::wal::{self, PushError, Spool};
-use lifeboat_pg::{physical, wal_check};
+use lifeboat_pg::wal::{self, PushError, PushReport, Spool};
+use lifeboat_pg::{physical, wal_ahead, wal_check};
 
 use super::{Ctx, parse_duration};
 use crate::cli::{QueueFull, WalCheckArgs, WalCommand, WalFetchArgs, WalPushArgs, WalStreamArgs};
@@ -116,20 +116,36 @@ fn resolve(dir: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() { p.to_path_buf() } else { dir.join(p) }
 }
 
+/// Set in the environment of the background pusher that `wal push` starts (internal).
+const PUSHER_ENV: &str = "LIFEBOAT_WAL_PUSHER";
+
+/// How long a call waits for the background pusher before storing its segment itself.
+const PUSHER_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 fn push(ctx: &Ctx, a: &WalPushArgs) -> Result<u8> {
     let dir = data_dir(&a.data_dir)?;
     let path = resolve(&dir, &a.path);
     let sysid = wal::system_identifier(&dir)?;
     let ns = physical::wal_namespace(&sysid);
     let spool = spool(ctx, &a.spool, &sysid)?;
+    // The pusher then answers for its own segment like any synchronous call, so a
+    // LIFEBOAT_WAL_PUSHER set by mistake in archive_command's environment cannot acknowledge a
+    // segment that is not stored.
+    let is_pusher = std::env::var_os(PUSHER_ENV).is_some();
+    if is_pusher {
+        let _ = run_pusher(ctx, a, &path, &ns, &spool);
+    }
     let report = match wal::push_fast_path(&spool, &path)? {
         Some(r) => Ok(r),
-        None => match ctx.open() {
-            Ok(repo) => wal::push(&repo, &ns, &spool, &path, a.batch.max(1)).map_err(|e| match e {
-                PushError::Conflict(c) => fail(WAL_CONFLICT, c.to_string()),
-                PushError::Other(e) => e.into(),
-            }),
-            Err(e) => Err(e),
+        None => match if is_pusher { None } else { via_pusher(a, &path, &spool)? } {
+            Some(r) => Ok(r),
+            None => match ctx.open() {
+                Ok(repo) => wal::push(&repo, &ns, &spool, &path, a.batch.max(1)).map_err(|e| match e {
+                    PushError::Conflict(c) => fail(WAL_CONFLICT, c.to_string()),
+                    PushError::Other(e) => e.into(),
+                }),
+                Err(e) => Err(e),
+            },
         },
     };
     let report = match report {
@@ -179,6 +195,88 @@ fn push(ctx: &Ctx, a: &WalPushArgs) -> Result<u8> {
         );
     }
     Ok(OK)
+}
+
+/// Answers the call through the background pusher when there is a backlog (see
+/// lifeboat_pg::wal_ahead): starts one if none runs, then waits for this segment's marker.
+/// `None`: store the segment in this process (no `--background`, no backlog, `--batch 1`, the
+/// pusher failed recently, refused this segment or ended without it).
+fn via_pusher(a: &WalPushArgs, path: &Path, spool: &Spool) -> Result<Option<PushReport>> {
+    if !a.background || a.batch < 2 || !wal_ahead::is_ready(path) {
+        return Ok(None);
+    }
+    if !wal_ahead::pusher_running(spool) {
+        let wal_dir = path.parent().unwrap_or(Path::new("."));
+        if wal_ahead::recently_failed(spool) || wal_ahead::unmarked_ready(wal_dir, spool).len() < 2 {
+            return Ok(None);
+        }
+        if let Err(e) = start_pusher(spool) {
+            // Not fatal: this call stores its segment itself.
+            eprintln!("lifeboat: cannot start the background WAL pusher ({e}); archiving in this process");
+            return Ok(None);
+        }
+    }
+    Ok(wal_ahead::wait_for_marker(spool, path, PUSHER_WAIT)?)
+}
+
+/// Starts the background pusher: this program again with the same arguments and
+/// `LIFEBOAT_WAL_PUSHER=1`, its standard input the locked `pusher.lock` (so the lock lives as
+/// long as the pusher), its output appended to `<spool>/pusher.log`, in its own process group
+/// (a signal to the archiver's group does not stop it halfway; it stops between commits only
+/// by dying, which leaves the repository consistent).
+fn start_pusher(spool: &Spool) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let Some(lock) = wal_ahead::try_lock_pusher(spool)? else {
+        return Ok(()); // another call just started one
+    };
+    let log_path = spool.pusher_log();
+    if std::fs::metadata(&log_path).is_ok_and(|m| m.len() > 1 << 20) {
+        let _ = std::fs::remove_file(&log_path);
+    }
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    std::process::Command::new(std::env::current_exe()?)
+        .args(std::env::args_os().skip(1))
+        .env(PUSHER_ENV, "1")
+        .stdin(std::process::Stdio::from(lock))
+        .stdout(std::process::Stdio::from(log.try_clone()?))
+        .stderr(std::process::Stdio::from(log))
+        .process_group(0)
+        .spawn()?;
+    Ok(())
+}
+
+/// The background pusher's body: stores every unmarked ready segment. A failure is written to
+/// `<spool>/pusher.error` (calls then archive in their own process for a while).
+fn run_pusher(ctx: &Ctx, a: &WalPushArgs, path: &Path, ns: &str, spool: &Spool) -> Result<()> {
+    let wal_dir = path.parent().unwrap_or(Path::new("."));
+    let commit = a.batch.clamp(1, wal_ahead::COMMIT);
+    let r = ctx
+        .open()
+        .and_then(|repo| Ok(wal_ahead::push_ahead(&repo, ns, spool, wal_dir, commit)?));
+    let now = jiff::Timestamp::now();
+    match r {
+        Ok(rep) => {
+            let _ = std::fs::remove_file(spool.pusher_error());
+            eprintln!(
+                "{now} lifeboat wal pusher: {} segment(s) in {} commit(s), {}{}",
+                rep.marked,
+                rep.commits,
+                output::bytes(rep.bytes),
+                if rep.refused.is_empty() {
+                    String::new()
+                } else {
+                    format!("; refused (different content stored): {}", rep.refused.join(", "))
+                }
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let why = crate::one_line(&e);
+            let _ = std::fs::write(spool.pusher_error(), format!("{now} {why}\n"));
+            eprintln!("{now} lifeboat wal pusher: failed: {why}");
+            Err(e)
+        }
+    }
 }
 
 fn fetch(ctx: &Ctx, a: &WalFetchArgs) -> Result<u8> {

@@ -18,3 +18,4 @@ mod restore_safety;
 mod retention;
 mod s3;
 mod secrecy;
+mod wal_push;
