@@ -309,13 +309,14 @@ pub fn check(repo: &Repository, read: ReadData, progress: &CheckProgress) -> Res
     let errors = Mutex::new(Vec::<(Id, String)>::new());
     let next = AtomicUsize::new(0);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let big = Mutex::new(());
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(p) = chosen.get(i) else { break };
-                    if let Err((msg, blobs)) = verify_pack(repo, p, progress) {
+                    if let Err((msg, blobs)) = verify_pack(repo, p, progress, &big) {
                         errors.lock().expect("lock").push((p.id, msg));
                         bad_blobs.lock().expect("lock").extend(blobs);
                     }
@@ -352,16 +353,23 @@ pub fn check(repo: &Repository, read: ReadData, progress: &CheckProgress) -> Res
 
 /// Reads a pack range by range, verifying every blob and the whole-pack hash.
 /// On failure returns the message and the blobs that failed.
+/// Blobs above this plaintext size are checked by one thread at a time (see `verify_pack`).
+const BIG_BLOB: u32 = 2 << 20;
+
+/// Reads a pack in large pieces, checks its hash and opens every blob. A piece holding a blob
+/// over [`BIG_BLOB`] is handled under `big`: such blobs (up to 8 MiB, and as much again
+/// decompressed) are rare, but two threads meeting them at once made the memory peak of a check.
 fn verify_pack(
     repo: &Repository,
     p: &PackRecord,
     progress: &CheckProgress,
+    big: &Mutex<()>,
 ) -> std::result::Result<(), (String, Vec<Id>)> {
     let key = pack_key(&p.id);
     let backend = repo.backend();
     let mut hasher = blake3::Hasher::new();
     let mut buf = Vec::new();
-    let mut scratch = crate::repository::BlobScratch::default();
+    let mut plain = Vec::new();
     let mut bad = Vec::new();
     let mut first_err: Option<String> = None;
     let mut pos = 0u64;
@@ -389,24 +397,31 @@ fn verify_pack(
                 Err(e) => return Err((format!("pack {key}: {e}"), entries.iter().map(|e| e.id).collect())),
             };
         }
+        let _big = entries[i..j]
+            .iter()
+            .any(|e| e.raw_len > BIG_BLOB || e.length > BIG_BLOB)
+            .then(|| big.lock().unwrap_or_else(|e| e.into_inner()));
         if let Err(e) = backend.get_range_into(&key, start..end, &mut buf) {
             return Err((format!("pack {key}: {e}"), entries.iter().map(|e| e.id).collect()));
         }
         hasher.update(&buf);
         progress.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
         for e in &entries[i..j] {
+            // Opened where it lies in the read (the pack hash above already covers these bytes).
             let off = (u64::from(e.offset) - start) as usize;
-            scratch.sealed.clear();
-            scratch.sealed.extend_from_slice(&buf[off..off + e.length as usize]);
-            if let Err(err) = repo.open_blob_into(&key, &e.id, e.blob_type, e.raw_len, &mut scratch) {
+            let sealed = &mut buf[off..off + e.length as usize];
+            if let Err(err) = repo.open_blob_slice(&key, &e.id, e.blob_type, e.raw_len, sealed, &mut plain) {
                 bad.push(e.id);
                 first_err.get_or_insert_with(|| err.to_string());
             }
-            scratch.trim(2 << 20);
+            if plain.capacity() > 2 << 20 {
+                plain = Vec::new();
+            }
         }
         if buf.capacity() > 4 << 20 {
             buf = Vec::new();
         }
+        drop(_big);
         pos = end;
         i = j;
     }
