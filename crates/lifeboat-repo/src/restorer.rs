@@ -444,8 +444,9 @@ fn place(tmp: &Path, dest: &Path, ow: Overwrite) -> Result<()> {
 /// needs up to 8 MiB sealed and as much again decompressed, and several writers meeting large
 /// files at once made the memory peak of a restore.
 const BIG_BLOB: u32 = 2 << 20;
-/// Blob buffers a writer keeps between blobs.
-const SCRATCH_KEEP: usize = 2 << 20;
+/// Blob buffers a writer keeps between files. 1 MiB rather than 2: on 1.6 GB of /usr the
+/// restore's peak RSS fell from 40 to 31-32 MiB, with no measurable change in time.
+const SCRATCH_KEEP: usize = 1 << 20;
 
 fn restore_file(
     repo: &Repository,
