@@ -309,14 +309,13 @@ pub fn check(repo: &Repository, read: ReadData, progress: &CheckProgress) -> Res
     let errors = Mutex::new(Vec::<(Id, String)>::new());
     let next = AtomicUsize::new(0);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let big = Mutex::new(());
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(p) = chosen.get(i) else { break };
-                    if let Err((msg, blobs)) = verify_pack(repo, p, progress, &big) {
+                    if let Err((msg, blobs)) = verify_pack(repo, p, progress) {
                         errors.lock().expect("lock").push((p.id, msg));
                         bad_blobs.lock().expect("lock").extend(blobs);
                     }
@@ -353,17 +352,11 @@ pub fn check(repo: &Repository, read: ReadData, progress: &CheckProgress) -> Res
 
 /// Reads a pack range by range, verifying every blob and the whole-pack hash.
 /// On failure returns the message and the blobs that failed.
-/// Blobs above this plaintext size are checked by one thread at a time (see `verify_pack`).
-const BIG_BLOB: u32 = 2 << 20;
-
-/// Reads a pack in large pieces, checks its hash and opens every blob. A piece holding a blob
-/// over [`BIG_BLOB`] is handled under `big`: such blobs (up to 8 MiB, and as much again
-/// decompressed) are rare, but two threads meeting them at once made the memory peak of a check.
+/// Reads a pack in large pieces, checks its hash and opens every blob where it lies.
 fn verify_pack(
     repo: &Repository,
     p: &PackRecord,
     progress: &CheckProgress,
-    big: &Mutex<()>,
 ) -> std::result::Result<(), (String, Vec<Id>)> {
     let key = pack_key(&p.id);
     let backend = repo.backend();
@@ -397,10 +390,6 @@ fn verify_pack(
                 Err(e) => return Err((format!("pack {key}: {e}"), entries.iter().map(|e| e.id).collect())),
             };
         }
-        let _big = entries[i..j]
-            .iter()
-            .any(|e| e.raw_len > BIG_BLOB || e.length > BIG_BLOB)
-            .then(|| big.lock().unwrap_or_else(|e| e.into_inner()));
         if let Err(e) = backend.get_range_into(&key, start..end, &mut buf) {
             return Err((format!("pack {key}: {e}"), entries.iter().map(|e| e.id).collect()));
         }
@@ -421,7 +410,6 @@ fn verify_pack(
         if buf.capacity() > 4 << 20 {
             buf = Vec::new();
         }
-        drop(_big);
         pos = end;
         i = j;
     }
