@@ -1,11 +1,13 @@
 //! Backup of files and folders: a bounded pipeline over both cores.
 //!
 //! ```text
-//! walker (this thread) ──file jobs──▶ readers (read, chunk, hash, dedup)
-//!        │                                 │ new chunks
-//!        └──────tree blobs───────────▶ sealers (zstd + XChaCha20-Poly1305) ──▶ packer (upload)
+//! walker (this thread) ──file jobs──▶ readers (read, chunk, hash, dedup, zstd + XChaCha20-Poly1305)
+//!        │                                 │ sealed new chunks
+//!        └──tree blobs──▶ sealer ─────────┴──▶ packer (upload)
 //! ```
-//! Every channel is bounded, so memory stays flat whatever the size of the input. Files whose
+//! A reader compresses and seals a new chunk straight from its chunker buffer into one sealed
+//! buffer, so a chunk's plaintext is never copied or queued: only sealed bytes wait for the
+//! packer. Every channel is bounded, so memory stays flat whatever the size of the input. Files whose
 //! size, mtime, ctime and inode match the parent snapshot are not read. Every
 //! `checkpoint_interval` the open pack is closed and an index segment is written; completed
 //! files are appended to a local resume file (in batches as they finish, synced at each
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use crate::chunker::{ChunkData, Chunker};
+use crate::chunker::{Chunker, GrowGate};
 use crate::error::{RepoError, Result};
 use crate::format::index::PackRecord;
 use crate::format::pack::{BlobType, blob_aad};
@@ -57,7 +59,7 @@ pub struct BackupOptions {
     pub cache_dir: Option<PathBuf>,
     /// Reader threads (0 = number of cores).
     pub readers: usize,
-    /// Sealer threads (0 = number of cores).
+    /// Threads sealing directory listings (0 = one). File chunks are sealed by the readers.
     pub sealers: usize,
 }
 
@@ -151,7 +153,7 @@ struct ResumeEntry {
     content: Vec<Id>,
 }
 
-/// Recycles chunk and sealed-blob buffers between the pipeline stages, so a backup does not
+/// Recycles sealed-blob buffers between the readers and the packer, so a backup does not
 /// allocate and free megabytes per chunk (which the system allocator answers with fresh pages and
 /// page faults). Buffers above 2 MiB are not kept, bounding what the pool holds.
 #[derive(Default)]
@@ -214,6 +216,8 @@ impl ByteBudget {
 
 struct Shared<'a> {
     budget: ByteBudget,
+    /// Lets one reader at a time hold a chunker buffer grown for a long chunk.
+    grow: std::sync::Arc<GrowGate>,
     pool: BufPool,
     repo: &'a Repository,
     index: &'a Index,
@@ -362,15 +366,18 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
     };
 
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    // A reader also compresses and seals, so one per core keeps both busy (a third measured no
+    // faster and cost a chunker buffer and a compressor more).
     let readers = if opts.readers == 0 { cores } else { opts.readers };
-    let sealers = if opts.sealers == 0 { cores } else { opts.sealers };
+    let sealers = if opts.sealers == 0 { 1 } else { opts.sealers };
 
     let shared = Shared {
-        // Raw chunk bytes between reading and packing (each also briefly exists sealed): enough
-        // for both sealers to work on an average chunk with one more queued each. Measured on
-        // 1.6 GB of /usr: 12 MiB here cost 5-8 MiB more peak RSS and no throughput.
-        budget: ByteBudget::new(6 << 20),
+        // Chunks being sealed or waiting for the packer, counted by their plaintext size (their
+        // sealed size is at most that plus a few bytes): enough for every reader to seal an
+        // average chunk while the packer writes another.
+        budget: ByteBudget::new(BUDGET),
         pool: BufPool::default(),
+        grow: std::sync::Arc::default(),
         repo,
         index: &index,
         seen: Mutex::new(IdSet::default()),
@@ -388,12 +395,12 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
     let warm_stop = AtomicBool::new(false);
     let (file_tx, file_rx) = bounded::<FileJob>(readers * 4);
     let (seal_tx, seal_rx) = bounded::<SealJob>(sealers);
-    let (pack_tx, pack_rx) = bounded::<PackMsg>(sealers);
+    let (pack_tx, pack_rx) = bounded::<PackMsg>(readers);
 
     let outcome = std::thread::scope(|s| -> Result<WalkOutcome> {
         for _ in 0..readers {
             let rx = file_rx.clone();
-            let tx = seal_tx.clone();
+            let tx = pack_tx.clone();
             let sh = &shared;
             s.spawn(move || reader_worker(sh, rx, tx));
         }
@@ -555,8 +562,8 @@ fn load_resume(path: &Path, index: &Index) -> HashMap<PathBuf, ResumeEntry> {
     out
 }
 
-fn reader_worker(sh: &Shared<'_>, rx: Receiver<FileJob>, tx: Sender<SealJob>) {
-    let mut chunker = Chunker::new(sh.repo.config().chunker, sh.repo.keys().chunker_seed());
+fn reader_worker(sh: &Shared<'_>, rx: Receiver<FileJob>, tx: Sender<PackMsg>) {
+    let mut chunker = Chunker::new(sh.repo.config().chunker, sh.repo.keys().chunker_seed()).with_gate(sh.grow.clone());
     for job in rx {
         let outcome = if sh.failed.load(Ordering::Relaxed) {
             Err("backup aborted".to_string())
@@ -601,35 +608,39 @@ fn open_ahead(path: &Path, size: u64) -> std::io::Result<File> {
     Ok(f)
 }
 
-fn read_file(sh: &Shared<'_>, chunker: &mut Chunker, path: &Path, f: File, tx: &Sender<SealJob>) -> FileOutcome {
+/// Entries of one folder the walker keeps uncollected (see `Walker::dir`): far more than the
+/// readers' queue, so they never wait for the walker.
+const FILES_IN_FLIGHT_PER_DIR: usize = 64;
+
+/// Bytes of chunks being sealed or queued for the packer (see `Shared::budget`).
+const BUDGET: u64 = 4 << 20;
+
+fn read_file(sh: &Shared<'_>, chunker: &mut Chunker, path: &Path, f: File, tx: &Sender<PackMsg>) -> FileOutcome {
     let mut content = Vec::new();
     let mut size = 0u64;
     let keys = sh.repo.keys();
+    let level = sh.repo.config().compression_level;
     chunker
-        .chunk_owned::<_, ChunkError>(f, |chunk| {
+        .chunk::<_, ChunkError>(f, |chunk| {
             if sh.failed.load(Ordering::Relaxed) {
                 return Err(ChunkError::Aborted);
             }
-            let len = chunk.as_slice().len() as u64;
-            let id = keys.blob_id(chunk.as_slice());
+            let len = chunk.len() as u64;
+            let id = keys.blob_id(chunk);
             content.push(id);
             size += len;
             sh.progress.bytes.fetch_add(len, Ordering::Relaxed);
             if sh.claim(&id) {
                 sh.pending_blobs.fetch_add(1, Ordering::SeqCst);
                 sh.budget.acquire(len, &sh.failed);
-                let data = match chunk {
-                    ChunkData::Owned(v) => v,
-                    ChunkData::Borrowed(b) => {
-                        let mut d = sh.pool.take();
-                        d.extend_from_slice(b);
-                        d
-                    }
-                };
-                tx.send(SealJob {
+                let mut sealed = sh.pool.take();
+                keys.seal_blob_into(&blob_aad(BlobType::Data, &id), chunk, level, &mut sealed);
+                sh.raw_added.fetch_add(len, Ordering::Relaxed);
+                tx.send(PackMsg::Blob {
                     blob_type: BlobType::Data,
                     id,
-                    data,
+                    raw_len: len as u32,
+                    sealed,
                 })
                 .map_err(|_| ChunkError::Aborted)?;
             }
@@ -657,10 +668,9 @@ fn sealer_worker(sh: &Shared<'_>, rx: Receiver<SealJob>, tx: Sender<PackMsg>) {
     let level = sh.repo.config().compression_level;
     let keys = sh.repo.keys();
     for job in rx {
-        let mut sealed = sh.pool.take();
+        let mut sealed = Vec::new();
         keys.seal_blob_into(&blob_aad(job.blob_type, &job.id), &job.data, level, &mut sealed);
         let raw_len = job.data.len() as u32;
-        sh.pool.give(job.data);
         sh.raw_added.fetch_add(u64::from(raw_len), Ordering::Relaxed);
         if tx
             .send(PackMsg::Blob {
@@ -695,7 +705,16 @@ fn packer_worker(sh: &Shared<'_>, rx: Receiver<PackMsg>) {
                     } else {
                         &mut data
                     };
-                    match packer.add(blob_type, id, raw_len, &sealed) {
+                    let closed_before = packer.finished_count();
+                    let added = packer.add(blob_type, id, raw_len, &sealed);
+                    let closed = packer.finished_count() != closed_before;
+                    match added.and_then(|()| {
+                        if closed {
+                            index_finished(sh, &mut data, &mut trees)
+                        } else {
+                            Ok(())
+                        }
+                    }) {
                         Ok(()) => {
                             sh.blobs_added.fetch_add(1, Ordering::Relaxed);
                             sh.progress
@@ -705,7 +724,9 @@ fn packer_worker(sh: &Shared<'_>, rx: Receiver<PackMsg>) {
                         Err(e) => sh.fail(e),
                     }
                 }
-                sh.pool.give(sealed);
+                if blob_type == BlobType::Data {
+                    sh.pool.give(sealed);
+                }
                 if blob_type == BlobType::Data {
                     sh.budget.release(u64::from(raw_len));
                 }
@@ -727,6 +748,24 @@ fn packer_worker(sh: &Shared<'_>, rx: Receiver<PackMsg>) {
             }
         }
     }
+}
+
+/// Blobs in finished packs that make the packer write an index segment on its own, between
+/// checkpoints: the records of a long backup would otherwise stay in memory until its end (about
+/// 50 bytes per chunk, and as much again to encode them), and that was the memory peak of a
+/// backup of many small files. 16 384 blobs are 16 GiB of average chunks, or a few hundred
+/// MiB of small files: one index segment per that much data.
+const INDEX_EVERY_BLOBS: usize = 16_384;
+
+/// Writes an index segment for the finished packs once they hold [`INDEX_EVERY_BLOBS`] blobs.
+fn index_finished(sh: &Shared<'_>, data: &mut Packer<'_>, trees: &mut Packer<'_>) -> Result<()> {
+    if data.finished_blobs() + trees.finished_blobs() < INDEX_EVERY_BLOBS {
+        return Ok(());
+    }
+    let mut records = data.take_finished();
+    records.extend(trees.take_finished());
+    sh.repo.write_index_segment(&records)?;
+    Ok(())
 }
 
 /// Walks the source trees ahead of the backup with several threads, only to bring directory
@@ -1025,7 +1064,11 @@ impl Walker<'_, '_> {
             }
         };
         entries.sort_by_key(|e| e.file_name());
-        let mut pending = Vec::with_capacity(entries.len());
+        let mut tree = Tree::new();
+        // Files in flight of this folder, oldest first. Only the newest few wait with their
+        // reply channel; older ones are collected as the walk goes on, so a folder of tens of
+        // thousands of files (17 635 in /usr/share/man/man1) does not hold a channel per file.
+        let mut pending = std::collections::VecDeque::new();
         for e in entries {
             let p = e.path();
             if self.excludes.is_match(&p) {
@@ -1042,9 +1085,14 @@ impl Walker<'_, '_> {
             if !self.includes.is_empty() && !node.is_dir() && !self.includes.is_match(&p) {
                 continue;
             }
-            pending.push(self.entry(&p, node, parent)?);
+            pending.push_back(self.entry(&p, node, parent)?);
+            if pending.len() > FILES_IN_FLIGHT_PER_DIR
+                && let Some(p) = pending.pop_front()
+                && let Some(n) = self.collect(p)
+            {
+                tree.nodes.push(n);
+            }
         }
-        let mut tree = Tree::new();
         for p in pending {
             if let Some(n) = self.collect(p) {
                 tree.nodes.push(n);

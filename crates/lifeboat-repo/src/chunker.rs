@@ -66,6 +66,58 @@ pub struct Chunker {
     params: ChunkerParams,
     seed: u64,
     buf: Vec<u8>,
+    gate: Option<std::sync::Arc<GrowGate>>,
+}
+
+/// Lets one chunker at a time grow its buffer beyond the initial size. Chunks longer than two
+/// average chunks are rare, but each needs a buffer of up to the 8 MiB maximum; several workers
+/// of one backup meeting large files at the same moment would each hold one, and that moment was
+/// the whole backup's memory peak. With the gate the others wait for that one chunk.
+#[derive(Debug, Default)]
+pub struct GrowGate {
+    busy: std::sync::Mutex<bool>,
+    freed: std::sync::Condvar,
+}
+
+impl GrowGate {
+    fn acquire(&self) {
+        let mut g = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        while *g {
+            g = self.freed.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        *g = true;
+    }
+
+    fn release(&self) {
+        *self.busy.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.freed.notify_one();
+    }
+}
+
+/// Holds the gate while a chunker's buffer is grown; releases it when dropped.
+struct GateHold<'g>(Option<&'g GrowGate>);
+
+impl<'g> GateHold<'g> {
+    fn take(&mut self, gate: Option<&'g std::sync::Arc<GrowGate>>) {
+        if self.0.is_none()
+            && let Some(g) = gate
+        {
+            g.acquire();
+            self.0 = Some(g);
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(g) = self.0.take() {
+            g.release();
+        }
+    }
+}
+
+impl Drop for GateHold<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl Chunker {
@@ -76,7 +128,15 @@ impl Chunker {
             params,
             seed,
             buf: Vec::new(),
+            gate: None,
         }
+    }
+
+    /// Shares `gate` with the other chunkers of a pipeline: only one of them at a time holds a
+    /// buffer grown beyond the initial size (see [`GrowGate`]).
+    pub fn with_gate(mut self, gate: std::sync::Arc<GrowGate>) -> Chunker {
+        self.gate = Some(gate);
+        self
     }
 
     /// Splits everything `reader` yields into chunks, calling `on_chunk` with each in order.
@@ -103,8 +163,26 @@ impl Chunker {
 
     fn run<R: Read, E: From<std::io::Error>>(
         &mut self,
+        reader: R,
+        hand_over: bool,
+        on_chunk: impl FnMut(ChunkData<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let gate = self.gate.clone();
+        let mut hold = GateHold(None);
+        let r = self.run_with(reader, hand_over, gate.as_ref(), &mut hold, on_chunk);
+        if hold.0.is_some() {
+            // Give the grown buffer back before letting another chunker grow.
+            self.buf = Vec::new();
+        }
+        r
+    }
+
+    fn run_with<'g, R: Read, E: From<std::io::Error>>(
+        &mut self,
         mut reader: R,
         hand_over: bool,
+        gate: Option<&'g std::sync::Arc<GrowGate>>,
+        hold: &mut GateHold<'g>,
         mut on_chunk: impl FnMut(ChunkData<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         // Start with room for a couple of average chunks and grow only while one chunk does not
@@ -169,6 +247,9 @@ impl Chunker {
                     // Give back the grown buffer's pages beyond the chunk.
                     chunk.shrink_to_fit();
                     cap = self.buf.len();
+                    if cap <= initial {
+                        hold.release();
+                    }
                     filled = rest;
                     shift += end;
                     on_chunk(ChunkData::Owned(chunk))?;
@@ -183,12 +264,20 @@ impl Chunker {
             if consumed == 0 && filled == cap {
                 // One chunk is longer than the buffer: grow (never beyond max + slack, where a
                 // cut is certain).
+                hold.take(gate);
                 cap = (cap * 2).min(full);
                 self.buf.resize(cap, 0);
                 continue;
             }
             self.buf.copy_within(consumed..filled, 0);
             filled -= consumed;
+            if self.buf.len() > initial && filled <= initial && gate.is_some() {
+                // The long chunk is done: back to the initial size, and let another grow.
+                self.buf.truncate(initial);
+                self.buf.shrink_to_fit();
+                cap = initial;
+                hold.release();
+            }
         }
     }
 }
@@ -318,6 +407,67 @@ mod tests {
             assert_eq!(owned, borrowed);
             assert_eq!(owned.concat(), data);
         }
+    }
+
+    /// The gate that lets one chunker at a time grow changes neither the boundaries nor the
+    /// bytes (the grown buffer shrinks back once the long chunk is cut).
+    #[test]
+    fn gated_chunks_match_ungated_ones() {
+        let mut data = pseudo_random(6 << 20, 11);
+        data.extend(vec![0u8; 19 << 20]);
+        data.extend(pseudo_random(5 << 20, 12));
+        data.extend(vec![7u8; 3 << 20]);
+        let gate = std::sync::Arc::new(GrowGate::default());
+        for read_size in [usize::MAX, 65536, 4097] {
+            let mut plain = Vec::new();
+            Chunker::new(ChunkerParams::default(), 5)
+                .chunk::<_, std::io::Error>(Trickle(&data, read_size), |ch| {
+                    plain.push(ch.to_vec());
+                    Ok(())
+                })
+                .unwrap();
+            let mut gated = Vec::new();
+            let mut c = Chunker::new(ChunkerParams::default(), 5).with_gate(gate.clone());
+            c.chunk::<_, std::io::Error>(Trickle(&data, read_size), |ch| {
+                gated.push(ch.to_vec());
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(gated, plain);
+            assert!(!*gate.busy.lock().unwrap(), "gate left held");
+        }
+    }
+
+    /// Two chunkers sharing a gate on long chunks: both finish (no deadlock), with the same
+    /// chunks as alone, and never both hold a grown buffer.
+    #[test]
+    fn gate_serializes_growth_between_threads() {
+        let data = vec![0u8; 24 << 20];
+        let gate = std::sync::Arc::new(GrowGate::default());
+        let expected = lengths(&data, 9, 65536);
+        let growing = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                let gate = gate.clone();
+                let (data, expected, growing) = (&data, &expected, &growing);
+                s.spawn(move || {
+                    let mut c = Chunker::new(ChunkerParams::default(), 9).with_gate(gate);
+                    let mut got = Vec::new();
+                    c.chunk::<_, std::io::Error>(Trickle(data, 65536), |ch| {
+                        if ch.len() > 4 << 20 {
+                            // Only the gate holder can produce a chunk this long.
+                            assert_eq!(growing.fetch_add(1, std::sync::atomic::Ordering::SeqCst), 0);
+                            std::thread::sleep(std::time::Duration::from_millis(2));
+                            growing.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        got.push(ch.len());
+                        Ok(())
+                    })
+                    .unwrap();
+                    assert_eq!(&got, expected);
+                });
+            }
+        });
     }
 
     #[test]

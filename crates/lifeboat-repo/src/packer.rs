@@ -90,7 +90,22 @@ impl<'r> Packer<'r> {
     /// Closes the open pack and hands over every finished pack since the last call.
     pub fn flush(&mut self) -> Result<Vec<PackRecord>> {
         self.close()?;
-        Ok(std::mem::take(&mut self.done))
+        Ok(self.take_finished())
+    }
+
+    /// Hands over the packs finished since the last call, leaving the open pack open.
+    pub fn take_finished(&mut self) -> Vec<PackRecord> {
+        std::mem::take(&mut self.done)
+    }
+
+    /// Finished packs not handed over yet.
+    pub fn finished_count(&self) -> usize {
+        self.done.len()
+    }
+
+    /// Blobs in the finished packs not handed over yet.
+    pub fn finished_blobs(&self) -> usize {
+        self.done.iter().map(|p| p.entries.len()).sum()
     }
 
     /// Keys used for sealing (shortcut for pipeline stages).

@@ -367,6 +367,20 @@ impl Repository {
 
     /// Reads, decrypts, decompresses and verifies one blob into reusable buffers.
     pub fn read_blob_into<'s>(&self, index: &Index, id: &Id, scratch: &'s mut BlobScratch) -> Result<&'s [u8]> {
+        Ok(match self.read_blob_at(index, id, scratch)? {
+            Some(r) => &scratch.sealed[r],
+            None => &scratch.plain,
+        })
+    }
+
+    /// [`Repository::read_blob_into`], saying where the plaintext is (as
+    /// [`Repository::open_blob_slice`] does).
+    fn read_blob_at(
+        &self,
+        index: &Index,
+        id: &Id,
+        scratch: &mut BlobScratch,
+    ) -> Result<Option<std::ops::Range<usize>>> {
         let loc = index.get(id).ok_or_else(|| RepoError::MissingBlob {
             id: id.to_hex(),
             needed_by: "read".into(),
@@ -395,10 +409,7 @@ impl Repository {
                 }
             }
         }
-        Ok(match result? {
-            Some(r) => &scratch.sealed[r],
-            None => &scratch.plain,
-        })
+        result
     }
 
     /// Decrypts the sealed blob held in `scratch.sealed` in place, decompresses it if needed and
@@ -427,20 +438,36 @@ impl Repository {
         raw_len: u32,
         scratch: &mut BlobScratch,
     ) -> Result<Option<std::ops::Range<usize>>> {
+        self.open_blob_slice(pack_name, id, t, raw_len, &mut scratch.sealed, &mut scratch.plain)
+    }
+
+    /// Decrypts and verifies a sealed blob in place, wherever it lies (check opens the blobs
+    /// inside the large read of a pack, without copying each one out first); decompresses into
+    /// `plain` when needed. Returns where the plaintext is: a range of `sealed`, or (`None`) all
+    /// of `plain`.
+    pub fn open_blob_slice(
+        &self,
+        pack_name: &str,
+        id: &Id,
+        t: BlobType,
+        raw_len: u32,
+        sealed: &mut [u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<Option<std::ops::Range<usize>>> {
         let what = || format!("{pack_name} (blob {})", id.short());
         let range = self
             .keys
-            .open_in_place(&blob_aad(t, id), &mut scratch.sealed, pack_name)
+            .open_in_place(&blob_aad(t, id), sealed, pack_name)
             .map_err(|_| RepoError::damaged(what(), "authentication failed (modified, truncated or wrong key)"))?;
-        let framed = &scratch.sealed[range.clone()];
+        let framed = &sealed[range.clone()];
         let Some((&marker, body)) = framed.split_first() else {
             return Err(RepoError::damaged(what(), "empty plaintext"));
         };
         let (plain, at): (&[u8], _) = match marker {
             0 => (body, Some(range.start + 1..range.end)),
             1 => {
-                crate::crypto::decompress_into(body, raw_len as usize, &mut scratch.plain, &what())?;
-                (&scratch.plain, None)
+                crate::crypto::decompress_into(body, raw_len as usize, plain, &what())?;
+                (plain, None)
             }
             m => return Err(RepoError::damaged(what(), format!("unknown compression marker {m}"))),
         };
@@ -483,8 +510,20 @@ impl Repository {
         }
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
-            let data = self.read_blob_into(index, id, &mut s)?;
-            Tree::decode(data, &format!("tree {}", id.short()))
+            let name = format!("tree {}", id.short());
+            let tree = match self.read_blob_at(index, id, &mut s) {
+                Ok(Some(r)) => Tree::decode(&s.sealed[r], &name),
+                Ok(None) => {
+                    // Decompressed: the sealed bytes are no longer needed while decoding.
+                    s.sealed = Vec::new();
+                    Tree::decode(&s.plain, &name)
+                }
+                Err(e) => Err(e),
+            };
+            // A folder of tens of thousands of entries makes a tree of megabytes; its buffers
+            // must not stay with the thread for the rest of a restore or backup.
+            s.trim(256 << 10);
+            tree
         })
     }
 

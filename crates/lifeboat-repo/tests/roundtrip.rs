@@ -302,3 +302,39 @@ fn awkward_names_restore_identically() {
     };
     round_trip(&tree).unwrap();
 }
+
+/// A folder with far more files than the backup walker keeps in flight per folder and than a
+/// restore batch holds, with a few large files among them (chunks the readers grow for).
+#[test]
+fn a_folder_of_many_files_restores_identically() {
+    let mut children: Vec<(Vec<u8>, Entry)> = (0..700u64)
+        .map(|i| {
+            (
+                format!("f{i:04}").into_bytes(),
+                Entry::File {
+                    size: ((i * 37) % 5000) as usize,
+                    seed: i,
+                    mode: 0o640,
+                    mtime: 1_600_000_000_000_000_000 + i as i64,
+                },
+            )
+        })
+        .collect();
+    for (i, size) in [(1u64, 3usize << 20), (2, 9 << 20)] {
+        children.push((
+            format!("big{i}").into_bytes(),
+            Entry::File {
+                size,
+                seed: 100 + i,
+                mode: 0o600,
+                mtime: 1_600_000_000_000_000_000,
+            },
+        ));
+    }
+    let tree = Entry::Dir {
+        mode: 0o755,
+        mtime: 1_500_000_000_000_000_000,
+        children,
+    };
+    round_trip(&tree).unwrap();
+}

@@ -13,6 +13,11 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use super::location::{S3Options, read_profile};
 use super::{Backend, BackendError, BackendErrorKind, ObjectInfo, PutMode, Upload};
 
+thread_local! {
+    /// The pack file this thread read last (see `get_range_into`).
+    static OPEN_PACK: std::cell::RefCell<Option<(PathBuf, std::fs::File)>> = const { std::cell::RefCell::new(None) };
+}
+
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
@@ -360,10 +365,22 @@ impl Backend for ObjectStoreBackend {
         };
         let len = usize::try_from(range.end.saturating_sub(range.start))
             .map_err(|_| err(std::io::Error::other("range too large")))?;
-        let f = std::fs::File::open(root.join(key)).map_err(err)?;
+        let path = root.join(key);
+        // The last pack this thread read stays open: restore and check read a pack's blobs one
+        // after the other, and one open file per pack (instead of one per blob) saves an open
+        // and a close per blob and lets the kernel see the sequential reads and read ahead.
+        // Packs are immutable, so an open file can never show stale bytes.
         buf.clear();
         buf.resize(len, 0);
-        f.read_exact_at(buf, range.start).map_err(err)
+        OPEN_PACK.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.as_ref().is_none_or(|(p, _)| *p != path) {
+                *c = None; // closes the previous pack first
+                *c = Some((path.clone(), std::fs::File::open(&path).map_err(err)?));
+            }
+            let (_, f) = c.as_ref().expect("opened above");
+            f.read_exact_at(buf, range.start).map_err(err)
+        })
     }
 
     fn put(&self, key: &str, data: Vec<u8>, mode: PutMode) -> Result<(), BackendError> {
