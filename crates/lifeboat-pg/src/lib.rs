@@ -18,6 +18,8 @@ pub mod physical;
 pub mod psql;
 pub mod restore;
 pub mod stream;
+#[cfg(test)]
+mod test_support;
 pub mod tools;
 pub mod verify;
 pub mod verify_physical;

@@ -530,29 +530,10 @@ fn copy_durably(src: &Path, dest: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lifeboat_repo::InitOptions;
-    use lifeboat_repo::crypto::KdfParams;
-
-    fn repo() -> Repository {
-        let store = lifeboat_repo::backend::open("memory:").unwrap();
-        let opts = InitOptions {
-            kdf: KdfParams::TESTING,
-            ..Default::default()
-        };
-        Repository::init(store, b"pw", &opts).unwrap()
-    }
+    use crate::test_support::{ready, repo};
 
     fn segment(seed: u8) -> Vec<u8> {
-        let mut v: Vec<u8> = (0..(3 << 20))
-            .map(|i: usize| (i.wrapping_mul(131) >> 3) as u8 ^ seed)
-            .collect();
-        v.resize(16 << 20, 0);
-        v
-    }
-
-    fn ready(wal: &Path, name: &str, data: &[u8]) {
-        std::fs::write(wal.join(name), data).unwrap();
-        std::fs::write(wal.join("archive_status").join(format!("{name}.ready")), b"").unwrap();
+        crate::test_support::segment(seed, 3 << 20)
     }
 
     /// A batch stores the ready backlog with fixed chunks; later calls are answered by markers

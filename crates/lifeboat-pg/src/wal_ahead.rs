@@ -273,29 +273,10 @@ pub fn trim_refused(spool: &Spool, keep_from: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lifeboat_repo::InitOptions;
-    use lifeboat_repo::crypto::KdfParams;
-
-    fn repo() -> Repository {
-        let store = lifeboat_repo::backend::open("memory:").unwrap();
-        let opts = InitOptions {
-            kdf: KdfParams::TESTING,
-            ..Default::default()
-        };
-        Repository::init(store, b"pw", &opts).unwrap()
-    }
+    use crate::test_support::{ready, repo};
 
     fn segment(seed: u8) -> Vec<u8> {
-        let mut v: Vec<u8> = (0..(1 << 20))
-            .map(|i: usize| (i.wrapping_mul(131) >> 3) as u8 ^ seed)
-            .collect();
-        v.resize(16 << 20, 0);
-        v
-    }
-
-    fn ready(wal: &Path, name: &str, data: &[u8]) {
-        std::fs::write(wal.join(name), data).unwrap();
-        std::fs::write(wal.join("archive_status").join(format!("{name}.ready")), b"").unwrap();
+        crate::test_support::segment(seed, 1 << 20)
     }
 
     /// The pusher marks every ready segment (small first commit, then bigger ones), refuses a

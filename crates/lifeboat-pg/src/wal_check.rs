@@ -193,17 +193,8 @@ pub fn check(repo: &Repository, only: Option<&str>) -> Result<Vec<NamespaceRepor
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::repo;
     use lifeboat_repo::snapshot_writer::{EntryMeta, SnapshotWriter, WriterOptions};
-    use lifeboat_repo::{InitOptions, crypto::KdfParams};
-
-    fn repo() -> Repository {
-        let store = lifeboat_repo::backend::open("memory:").unwrap();
-        let opts = InitOptions {
-            kdf: KdfParams::TESTING,
-            ..Default::default()
-        };
-        Repository::init(store, b"pw", &opts).unwrap()
-    }
 
     fn backup(r: &Repository, start: &str, stop: &str) {
         let mut w = SnapshotWriter::new(r, WriterOptions::new(SOURCE_KIND, vec!["db".into()])).unwrap();

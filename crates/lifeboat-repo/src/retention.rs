@@ -309,6 +309,18 @@ impl RetentionPolicy {
         }
     }
 
+    /// The six `keep_within*` rules, in order from plain to yearly.
+    fn within_rules(&self) -> [Option<KeepDuration>; 6] {
+        [
+            self.keep_within,
+            self.keep_within_hourly,
+            self.keep_within_daily,
+            self.keep_within_weekly,
+            self.keep_within_monthly,
+            self.keep_within_yearly,
+        ]
+    }
+
     /// The longest time any time-based rule keeps a snapshot after it was taken, rounded up
     /// (a month counts 31 days, a year 366, a week 7; `keep_daily = n` keeps at most n days,
     /// `keep_weekly = n` n weeks, and so on). Used to lock objects in an Object Lock bucket for
@@ -326,14 +338,7 @@ impl RetentionPolicy {
             (self.keep_monthly, 31 * DAY),
             (self.keep_yearly, 366 * DAY),
         ];
-        let spans = [
-            self.keep_within,
-            self.keep_within_hourly,
-            self.keep_within_daily,
-            self.keep_within_weekly,
-            self.keep_within_monthly,
-            self.keep_within_yearly,
-        ];
+        let spans = self.within_rules();
         let from_counts = counts.iter().filter_map(|(n, unit)| n.map(|n| u64::from(n) * unit));
         let from_spans = spans.iter().flatten().map(|d| {
             u64::from(d.years) * 366 * DAY
@@ -363,14 +368,7 @@ impl RetentionPolicy {
             self.keep_monthly,
             self.keep_yearly,
         ];
-        let spans = [
-            self.keep_within,
-            self.keep_within_hourly,
-            self.keep_within_daily,
-            self.keep_within_weekly,
-            self.keep_within_monthly,
-            self.keep_within_yearly,
-        ];
+        let spans = self.within_rules();
         counts.iter().all(|c| c.unwrap_or(0) == 0)
             && spans.iter().all(|s| s.is_none_or(|s| s.is_zero()))
             && self.keep_tags.is_empty()
