@@ -790,7 +790,7 @@ fn warm_up(roots: &[PathBuf], stop: &AtomicBool) {
                             if stop.load(Ordering::Relaxed) {
                                 break;
                             }
-                            if let Ok(m) = std::fs::symlink_metadata(e.path())
+                            if let Ok(m) = e.metadata()
                                 && m.is_dir()
                             {
                                 pending.fetch_add(1, Ordering::SeqCst);
@@ -1074,7 +1074,9 @@ impl Walker<'_, '_> {
             if self.excludes.is_match(&p) {
                 continue;
             }
-            let meta = match std::fs::symlink_metadata(&p) {
+            // Relative to the open directory (`fstatat`): no walk of the whole path per file.
+            // Like `symlink_metadata`, it does not follow a symlink.
+            let meta = match e.metadata() {
                 Ok(m) => m,
                 Err(err) => {
                     self.unreadable.push(format!("{}: {err}", p.display()));
