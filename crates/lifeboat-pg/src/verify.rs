@@ -88,6 +88,27 @@ pub struct RestoreTestReport {
     pub amcheck: Option<AmcheckResult>,
 }
 
+impl RestoreTestReport {
+    /// A report for a test that has not run yet: not passed, nothing measured. Both restore
+    /// tests (logical and physical) start from it and fill it in as they go.
+    pub fn pending(snapshot: Id, scratch: String, reference: Option<String>) -> Self {
+        RestoreTestReport {
+            snapshot,
+            passed: false,
+            databases: Vec::new(),
+            checks: Vec::new(),
+            restore_secs: 0.0,
+            restore_bytes: 0,
+            fingerprint_secs: 0.0,
+            scratch,
+            warnings: Vec::new(),
+            error: None,
+            reference,
+            amcheck: None,
+        }
+    }
+}
+
 /// What `pg_amcheck` found in a restored physical copy.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct AmcheckResult {
@@ -148,20 +169,7 @@ pub fn restore_test(
     };
     let admin_client = Client::connect(tools, &admin)?;
     let index = repo.load_index_for_reading()?;
-    let mut report = RestoreTestReport {
-        snapshot: snapshot_id,
-        passed: false,
-        databases: Vec::new(),
-        checks: Vec::new(),
-        restore_secs: 0.0,
-        restore_bytes: 0,
-        fingerprint_secs: 0.0,
-        scratch: scratch_name,
-        warnings: Vec::new(),
-        error: None,
-        reference: Some("backup".into()),
-        amcheck: None,
-    };
+    let mut report = RestoreTestReport::pending(snapshot_id, scratch_name, Some("backup".into()));
     let restored_name = |db: &str| {
         if prefix.is_empty() {
             db.to_string()

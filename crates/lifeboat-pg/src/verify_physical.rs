@@ -85,20 +85,11 @@ pub fn restore_test(
     tools.path("postgres")?;
     let started = Instant::now();
     let mut cluster = ScratchCluster::unformatted(tools, &ClusterOptions::default())?;
-    let mut report = RestoreTestReport {
-        snapshot: snapshot.0,
-        passed: false,
-        databases: Vec::new(),
-        checks: Vec::new(),
-        restore_secs: 0.0,
-        restore_bytes: 0,
-        fingerprint_secs: 0.0,
-        scratch: "throwaway".into(),
-        warnings: Vec::new(),
-        error: None,
-        reference: opts.expected.as_ref().map(|(from, _)| from.clone()),
-        amcheck: None,
-    };
+    let mut report = RestoreTestReport::pending(
+        snapshot.0,
+        "throwaway".into(),
+        opts.expected.as_ref().map(|(from, _)| from.clone()),
+    );
     let result = run(
         repo,
         tools,
