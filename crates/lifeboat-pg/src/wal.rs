@@ -595,6 +595,51 @@ mod tests {
         crate::test_support::segment(seed, 3 << 20)
     }
 
+    #[test]
+    fn auto_switches_to_lz4_for_a_backlog_only() {
+        use WalCompression::*;
+        assert_eq!(Auto.codec_for(1), ChunkCodec::Zstd);
+        assert_eq!(Auto.codec_for(AUTO_LZ4_SEGMENTS - 1), ChunkCodec::Zstd);
+        assert_eq!(Auto.codec_for(AUTO_LZ4_SEGMENTS), ChunkCodec::Lz4);
+        assert_eq!(Auto.codec_for(64), ChunkCodec::Lz4);
+        assert_eq!(Zstd.codec_for(64), ChunkCodec::Zstd);
+        assert_eq!(Lz4.codec_for(1), ChunkCodec::Lz4);
+        assert_eq!(WalCompression::default(), Auto);
+        for (s, w) in [("auto", Auto), ("zstd", Zstd), ("lz4", Lz4)] {
+            assert_eq!(WalCompression::parse(s), Some(w));
+        }
+        assert_eq!(WalCompression::parse("LZ4"), None);
+    }
+
+    /// A backlog batch under `auto` is stored with LZ4 and reads back identical.
+    #[test]
+    fn a_backlog_batch_is_stored_with_lz4_and_reads_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wal = tmp.path().join("pg_wal");
+        std::fs::create_dir_all(wal.join("archive_status")).unwrap();
+        let names: Vec<String> = (1..=AUTO_LZ4_SEGMENTS)
+            .map(|i| format!("0000000100000000000000{i:02X}"))
+            .collect();
+        for (i, n) in names.iter().enumerate() {
+            ready(&wal, n, &segment(i as u8));
+        }
+        let r = repo();
+        let spool = Spool::new(tmp.path().join("spool"));
+        let rep = push(&r, "wal-7", &spool, &wal.join(&names[0]), 64, WalCompression::Auto).unwrap();
+        assert_eq!(rep.stored.len(), AUTO_LZ4_SEGMENTS);
+        assert_eq!(rep.codec, Some(ChunkCodec::Lz4));
+        let idx = r.load_index_for_reading().unwrap();
+        for (i, n) in names.iter().enumerate() {
+            let m = named::read_manifest(&r, "wal-7", n).unwrap().unwrap();
+            let mut back = Vec::new();
+            named::read_to(&r, &idx, &m, &mut back).unwrap();
+            assert!(back == segment(i as u8), "{n} differs");
+        }
+        // Nothing new to store: no codec reported.
+        let again = push(&r, "wal-7", &spool, &wal.join(&names[1]), 1, WalCompression::Auto).unwrap();
+        assert_eq!(again.codec, None);
+    }
+
     /// A batch stores the ready backlog with fixed chunks; later calls are answered by markers
     /// without the repository; a rewritten file (new stamp) is compared with the repository:
     /// equal is fine, different is a conflict and the stored segment is untouched.
