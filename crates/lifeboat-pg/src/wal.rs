@@ -25,7 +25,7 @@
 //! calling thread only reads and every core hashes, compresses and encrypts. Under a backlog
 //! (a call that stores [`AUTO_LZ4_SEGMENTS`] or more segments) they are compressed with LZ4
 //! instead ([`WalCompression::Auto`]): compression is most of a segment's CPU, and LZ4 does it
-//! at about 1.6x the speed for half the ratio, so bursts keep up and calm periods keep zstd's
+//! at about 1.5x the speed for half the ratio, so bursts keep up and calm periods keep zstd's
 //! ratio.
 //!
 //! **Fetch** (`lifeboat wal fetch %f %p`) restores one segment and prefetches the next ones of the
@@ -62,8 +62,10 @@ pub const WAL_COMPRESSION_LEVEL: i32 = 1;
 
 /// A call (or a commit of the background pusher, or a sweep of `wal stream`) storing at least
 /// this many segments means WAL is produced faster than it is compressed: `auto` then uses LZ4.
-/// 8 segments are 128 MiB waiting, over 0.1 s of work at zstd level 1 on two cores; a server
-/// writing WAL at up to about 80 % of the zstd rate leaves batches of 1-4 segments.
+/// 8 segments are 128 MiB waiting (several seconds of WAL on a busy server). A batch holds what
+/// arrived while the previous one was stored, so while zstd keeps up with the server batches
+/// stay at a few segments; they grow past 8 only when WAL comes in nearly as fast as it is
+/// stored, or after an outage of the repository.
 pub const AUTO_LZ4_SEGMENTS: usize = 8;
 
 /// How WAL is compressed (`wal push --compression`, `repository.wal_compression`). Readers need

@@ -214,7 +214,7 @@ pub enum Compression {
 pub enum Codec {
     /// zstd at this level (the default everywhere).
     Zstd(i32),
-    /// LZ4 block format: on pgbench WAL about 1.6x zstd level 1's speed for half its ratio
+    /// LZ4 block format: on pgbench WAL about 1.5x zstd level 1's speed for half its ratio
     /// (6.5 against 11.9), decoding 1.5-3x faster.
     Lz4,
 }

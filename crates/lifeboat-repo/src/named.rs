@@ -112,7 +112,7 @@ pub enum ChunkCodec {
     /// zstd at [`NamedOptions::compression_level`]: the better ratio.
     #[default]
     Zstd,
-    /// LZ4: about 1.6x the speed of zstd level 1 for about half its ratio on WAL; for keeping
+    /// LZ4: about 1.5x the speed of zstd level 1 for about half its ratio on WAL; for keeping
     /// up with a backlog.
     Lz4,
 }

@@ -256,7 +256,7 @@ pub enum WalCompressionArg {
     Auto,
     /// Always zstd level 1: about 12x smaller than the WAL on pgbench, the most CPU.
     Zstd,
-    /// Always LZ4: about 1.6x zstd's speed, about half its ratio.
+    /// Always LZ4: about 1.5x zstd's speed, about half its ratio.
     Lz4,
 }
 
