@@ -6,6 +6,8 @@
 #   incremental       lifeboat backup db again      | pgbackrest incr            (after a pgbench load)
 #   logical backup    lifeboat backup (logical)     | pg_dump -Fc to a file
 #   restore (files)   lifeboat restore db latest    | pgbackrest restore         (+ sync)
+#   restore (RTO)     restore db latest --start      | pgbackrest restore + pg_ctl start, each until
+#                     SELECT NOT pg_is_in_recovery() answers true (same WAL replayed by both)
 #   WAL push          lifeboat wal push | pgbackrest archive-push, sync and async, on the same
 #                     real segments (the cluster's own WAL: bulk load, then pgbench with
 #                     checkpoints), driven like PostgreSQL's archiver: one archive_command per
@@ -25,7 +27,8 @@
 # Environment: PG_SCALE (50), LOAD_SECS (20, pgbench before the incremental), BENCH_DIR (a new
 # /var/tmp/lifeboat-pgscale.XXXXXX, or under /dev/shm when /var/tmp has less than 12 GB free:
 # then fsync costs nothing and the figures measure CPU, not the disk), LIFEBOAT_BIN
-# (<workspace>/target/release/lifeboat), RPO_LOAD_SECS (10, writes before each loss), COMPARE_BIN (another lifeboat build whose wal push is
+# (<workspace>/target/release/lifeboat), RPO_LOAD_SECS (10, writes before each loss), RTO_LOAD_SECS
+# (10, pgbench after the backups: the WAL both restores replay), COMPARE_BIN (another lifeboat build whose wal push is
 # also timed on the same segments, e.g. an older release), LIFEBOAT_PG_BIN, KEEP=1 keeps the
 # work dir.
 set -euo pipefail
@@ -149,6 +152,46 @@ LB_REST=$(timed run sh -c "'$LB' --config '$DIR/phys.toml' --quiet restore db la
 BR_REST=$(timed run sh -c "pgbackrest --config=$DIR/pgbr.conf --stanza=bench --pg1-path=$DIR/r-pgbr restore && sync")
 
 rm -rf "$DIR/r-lifeboat" "$DIR/r-pgbr"
+
+# RTO: restore to a database that answers queries. Both restore their newest backup (lifeboat's
+# second physical backup, pgBackRest's incremental) and replay the same archived WAL: every
+# segment written since, including RTO_LOAD_SECS of pgbench, archived by both tools. Timed from
+# the restore command until `SELECT NOT pg_is_in_recovery()` answers true through psql (recovery
+# done, promoted, accepting writes), on a second port. lifeboat: `restore db latest --start`
+# (restore_command = lifeboat wal fetch, 8 segments prefetched); pgBackRest: `pgbackrest
+# restore` (restore_command = pgbackrest archive-get, as configured above: synchronous) then
+# `pg_ctl start`. Archiving is off in both restored copies.
+RTO_WAL_FROM=$(sql "SELECT pg_walfile_name(pg_current_wal_lsn())")
+run "$PGBIN/pgbench" -n -c 4 -j 2 -T "${RTO_LOAD_SECS:-10}" "$URL" >/dev/null 2>&1
+caught_up
+RTO_SEGS=$(ls "$DIR/stash" | grep -E '^[0-9A-F]{24}$' | awk -v f="$RTO_WAL_FROM" '$0 >= substr(f, 1, 24)' | wc -l)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+until_queryable() { # port
+  for _ in $(seq 1 6000); do
+    [ "$(run "$PGBIN/psql" -XAtq -d "postgres://postgres@127.0.0.1:$1/postgres" -c "SELECT NOT pg_is_in_recovery()" 2>/dev/null)" = t ] && return 0
+    sleep 0.05
+  done
+  echo "restored server on port $1 never became queryable" >&2; return 1
+}
+# Each timed restore starts with the source cluster's dirty pages written and synced: the first
+# run found the writeback of pgbench's load in its way (PostgreSQL fsyncs every file of a data
+# directory it starts after a crash or a restore), 2.8 s of its 5.8 s at scale 5.
+settle() { sql "CHECKPOINT" >/dev/null; sync; }
+RP=$(free_port)
+settle; t0=$(now)
+run "$LB" --config "$DIR/phys.toml" --quiet restore db latest --data-dir "$DIR/rto-lifeboat" --start --no-archive \
+  --port "$RP" --socket-dir "$DIR" --start-timeout 600s >/dev/null 2>"$DIR/last.err" || { cat "$DIR/last.err" >&2; exit 1; }
+until_queryable "$RP"; t1=$(now)
+LB_RTO=$(secs "$t0" "$t1")
+run "$PGBIN/pg_ctl" -D "$DIR/rto-lifeboat" stop -m fast >/dev/null; rm -rf "$DIR/rto-lifeboat"
+RP=$(free_port)
+settle; t0=$(now)
+run "${PGBR[@]}" --pg1-path="$DIR/rto-pgbr" --archive-mode=off restore >/dev/null 2>"$DIR/last.err" || { cat "$DIR/last.err" >&2; exit 1; }
+run "$PGBIN/pg_ctl" -D "$DIR/rto-pgbr" -l "$DIR/rto-pgbr.log" -o "-p $RP -k $DIR" start >/dev/null
+until_queryable "$RP"; t1=$(now)
+BR_RTO=$(secs "$t0" "$t1")
+run "$PGBIN/pg_ctl" -D "$DIR/rto-pgbr" stop -m fast >/dev/null; rm -rf "$DIR/rto-pgbr"
+
 REPO_SIZE=$(du -sh "$DIR/repo" | cut -f1); BR_SIZE=$(du -sh "$DIR/pgbr" | cut -f1)
 echo
 printf '%-34s %10s %10s %10s %8s\n' "step (seconds)" lifeboat other "" ratio
@@ -157,6 +200,8 @@ printf '%-34s %10s %10s %10s %8s\n' "physical backup vs pgbackrest full" "$LB_FU
 printf '%-34s %10s %10s %10s %8s\n' "incremental vs pgbackrest incr" "$LB_INCR" "$BR_INCR" "" "$(ratio "$LB_INCR" "$BR_INCR")"
 printf '%-34s %10s %10s %10s %8s\n' "logical backup vs pg_dump -Fc" "$LB_LOGI" "$DUMP" "" "$(ratio "$LB_LOGI" "$DUMP")"
 printf '%-34s %10s %10s %10s %8s\n' "restore (files) vs pgbackrest" "$LB_REST" "$BR_REST" "" "$(ratio "$LB_REST" "$BR_REST")"
+printf '%-34s %10s %10s %10s %8s\n' "restore to queryable (RTO)" "$LB_RTO" "$BR_RTO" "" "$(ratio "$LB_RTO" "$BR_RTO")"
+echo "(RTO: newest backup + at least ${RTO_SEGS} WAL segment(s) to replay, ${RTO_LOAD_SECS:-10} s of pgbench after the backups; files-only restore ratio $(ratio "$LB_REST" "$BR_REST"), to queryable $(ratio "$LB_RTO" "$BR_RTO"))"
 echo "(ratio < 1: lifeboat faster) repository $REPO_SIZE (physical x2 + logical + WAL), pgBackRest $BR_SIZE (full + incr + WAL), pg_basebackup tar $BB_SIZE, pg_dump file $(du -sh "$DIR/dump.fc" | cut -f1)"
 
 # WAL push: the stashed segments, copied into a fake data folder (pg_control of the cluster, so
@@ -206,6 +251,13 @@ echo
 echo "WAL push: $NSEG real segments ($STASH_MB MB: bulk load, then pgbench with checkpoints)"
 run "$LB" --repo "$DIR/repo-push" init >/dev/null
 LBP=$(push_rate "lifeboat wal push" "LIFEBOAT_REPO=$DIR/repo-push LIFEBOAT_CACHE_DIR=$DIR/cache-push $LB --quiet wal push %p")
+# The same with each codec forced (the default, auto, uses LZ4 for a backlog like this one).
+for codec in zstd lz4; do
+  run "$LB" --repo "$DIR/repo-$codec" init >/dev/null
+  push_rate "lifeboat wal push --compression $codec" "LIFEBOAT_REPO=$DIR/repo-$codec LIFEBOAT_CACHE_DIR=$DIR/cache-$codec $LB --quiet wal push --compression $codec %p" >/dev/null
+  echo "  repository: $(du -sm "$DIR/repo-$codec" | cut -f1) MB for $STASH_MB MB of WAL" >&2
+  rm -rf "$DIR/repo-$codec" "$DIR/cache-$codec"
+done
 if [ -n "${COMPARE_BIN:-}" ]; then
   run "$COMPARE_BIN" --repo "$DIR/repo-cmp" init >/dev/null
   CMP=$(push_rate "COMPARE_BIN wal push" "LIFEBOAT_REPO=$DIR/repo-cmp LIFEBOAT_CACHE_DIR=$DIR/cache-cmp $COMPARE_BIN --quiet wal push %p")
@@ -219,7 +271,7 @@ run pgbackrest --config="$DIR/pgbr-async.conf" --stanza=bench stanza-create >/de
 BRS=$(push_rate "pgbackrest archive-push (sync)" "pgbackrest --config=$DIR/pgbr-push.conf --stanza=bench --pg1-path=$DIR/fake archive-push %p")
 BRA=$(push_rate "pgbackrest archive-push (async, process-max 2)" "pgbackrest --config=$DIR/pgbr-async.conf --stanza=bench --pg1-path=$DIR/fake archive-push %p")
 echo "lifeboat / pgbackrest sync: $(ratio "$LBP" "$BRS") x, lifeboat / pgbackrest async: $(ratio "$LBP" "$BRA") x (segments/s, higher is better for lifeboat)"
-echo "push repositories: lifeboat $(du -sh "$DIR/repo-push" | cut -f1), pgbackrest sync $(du -sh "$DIR/pgbr-push" | cut -f1)"
+echo "push repositories: lifeboat (auto) $(du -sh "$DIR/repo-push" | cut -f1), pgbackrest sync $(du -sh "$DIR/pgbr-push" | cut -f1)"
 
 # RPO: archive_command alone, then wal stream. The cluster archives into lifeboat only from now.
 RPO_SECS="${RPO_LOAD_SECS:-10}"

@@ -248,6 +248,7 @@ pub fn restore(
         let p = dir.join(sub);
         std::fs::create_dir_all(&p).map_err(|e| PgError::io(&p, e))?;
     }
+    sync_filesystem(dir)?;
     let mut settings = vec![
         format!("restore_command = {}", conf_quote(&opts.restore_command)),
         "recovery_target_timeline = 'latest'".to_string(),
@@ -299,6 +300,16 @@ pub fn restore(
         files,
         recovery_settings: settings,
     })
+}
+
+/// Flushes the restored files with one `syncfs` of the data directory's file system. A restore
+/// is then durable when it reports success, and PostgreSQL's start-up pass, which fsyncs every
+/// file of a data directory that was not shut down cleanly, finds nothing left to write: in
+/// bench/pg_scale.sh (scale 5) that pass took 1.5 s of a 3.5 s restore to a queryable database
+/// while the restore's writeback was still running, one file at a time.
+fn sync_filesystem(dir: &Path) -> Result<()> {
+    let f = std::fs::File::open(dir).map_err(|e| PgError::io(dir, e))?;
+    rustix::fs::syncfs(&f).map_err(|e| PgError::io(dir, e.into()))
 }
 
 fn set_mode(p: &Path, mode: u32) -> Result<()> {

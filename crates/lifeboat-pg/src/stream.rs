@@ -49,6 +49,9 @@ pub struct StreamOptions {
     pub duration: Option<Duration>,
     /// Local folder pg_receivewal writes into.
     pub spool: PathBuf,
+    /// How stored WAL is compressed (`auto`: LZ4 when a sweep finds a backlog of complete
+    /// segments; partial uploads then too).
+    pub compression: crate::wal::WalCompression,
 }
 
 /// What a stream session did.
@@ -73,6 +76,7 @@ struct Streamer<'a> {
     uploaded: HashMap<String, SystemTime>,
     report: StreamReport,
     markers: crate::wal::Spool,
+    compression: crate::wal::WalCompression,
 }
 
 /// Streams until `stop` is set, `duration` elapses, or pg_receivewal ends.
@@ -157,6 +161,7 @@ pub fn stream(
             ..Default::default()
         },
         markers: markers.clone(),
+        compression: opts.compression,
     };
     let t0 = Instant::now();
     let r = s.run(&mut child, opts, stop, t0);
@@ -214,8 +219,10 @@ impl Streamer<'_> {
             }
         }
         complete.sort();
+        let codec = self.compression.codec_for(complete.len());
         if !complete.is_empty() {
-            let mut w = NamedWriter::with_options(self.repo, self.dedup.clone(), crate::wal::wal_options(self.repo));
+            let mut w =
+                NamedWriter::with_options(self.repo, self.dedup.clone(), crate::wal::wal_options(self.repo, codec));
             let mut hashes = Vec::new();
             for (n, p) in &complete {
                 let data = std::fs::read(p).map_err(|e| PgError::io(p, e))?;
@@ -255,7 +262,8 @@ impl Streamer<'_> {
             let seq = self.next_seq(&base)?;
             let name = format!("{base}.partial-{seq:06}");
             let data = std::fs::read(&p).map_err(|e| PgError::io(&p, e))?;
-            let mut w = NamedWriter::with_options(self.repo, self.dedup.clone(), crate::wal::wal_options(self.repo));
+            let mut w =
+                NamedWriter::with_options(self.repo, self.dedup.clone(), crate::wal::wal_options(self.repo, codec));
             w.add(
                 &self.pns,
                 &name,

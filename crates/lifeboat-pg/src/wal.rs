@@ -22,7 +22,11 @@
 //! ([`crate::wal_ahead`]): the archiver's per-call cost then overlaps with the pusher's.
 //!
 //! Segments are stored in fixed 1 MiB chunks with a fast zstd level ([`wal_options`]), so the
-//! calling thread only reads and every core hashes, compresses and encrypts.
+//! calling thread only reads and every core hashes, compresses and encrypts. Under a backlog
+//! (a call that stores [`AUTO_LZ4_SEGMENTS`] or more segments) they are compressed with LZ4
+//! instead ([`WalCompression::Auto`]): compression is most of a segment's CPU, and LZ4 does it
+//! at about 1.5x the speed for half the ratio, so bursts keep up and calm periods keep zstd's
+//! ratio.
 //!
 //! **Fetch** (`lifeboat wal fetch %f %p`) restores one segment and prefetches the next ones of the
 //! same timeline into a local spool, so recovery pays the key derivation once per batch.
@@ -31,7 +35,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use lifeboat_repo::Repository;
-use lifeboat_repo::named::{self, Chunking, NamedOptions, NamedWriter, PutStatus};
+use lifeboat_repo::named::{self, ChunkCodec, Chunking, NamedOptions, NamedWriter, PutStatus};
 
 use crate::error::{PgError, Result};
 use crate::wal_names::{Segment, is_history};
@@ -56,11 +60,56 @@ pub const WAL_CHUNK_SIZE: u32 = 1 << 20;
 /// as well as 2 or 3 (8.5x on busy segments, 35x on bulk loads) and is the fastest positive level.
 pub const WAL_COMPRESSION_LEVEL: i32 = 1;
 
-/// How WAL segments and partial uploads are stored.
-pub fn wal_options(repo: &Repository) -> NamedOptions {
+/// A call (or a commit of the background pusher, or a sweep of `wal stream`) storing at least
+/// this many segments means WAL is produced faster than it is compressed: `auto` then uses LZ4.
+/// 8 segments are 128 MiB waiting (several seconds of WAL on a busy server). A batch holds what
+/// arrived while the previous one was stored, so while zstd keeps up with the server batches
+/// stay at a few segments; they grow past 8 only when WAL comes in nearly as fast as it is
+/// stored, or after an outage of the repository.
+pub const AUTO_LZ4_SEGMENTS: usize = 8;
+
+/// How WAL is compressed (`wal push --compression`, `repository.wal_compression`). Readers need
+/// no setting: each stored chunk says how it was compressed, so a repository may hold both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WalCompression {
+    /// zstd level 1 while the archiver keeps up, LZ4 for a backlog ([`AUTO_LZ4_SEGMENTS`]).
+    #[default]
+    Auto,
+    /// Always zstd (level 1, or the repository's level if lower): the smaller archive.
+    Zstd,
+    /// Always LZ4: the least CPU per segment, about twice the archive size of zstd.
+    Lz4,
+}
+
+impl WalCompression {
+    /// The codec for a batch of `segments` segments.
+    pub fn codec_for(self, segments: usize) -> ChunkCodec {
+        match self {
+            WalCompression::Zstd => ChunkCodec::Zstd,
+            WalCompression::Lz4 => ChunkCodec::Lz4,
+            WalCompression::Auto if segments >= AUTO_LZ4_SEGMENTS => ChunkCodec::Lz4,
+            WalCompression::Auto => ChunkCodec::Zstd,
+        }
+    }
+
+    /// Parses `auto`, `zstd` or `lz4`.
+    pub fn parse(s: &str) -> Option<WalCompression> {
+        match s {
+            "auto" => Some(WalCompression::Auto),
+            "zstd" => Some(WalCompression::Zstd),
+            "lz4" => Some(WalCompression::Lz4),
+            _ => None,
+        }
+    }
+}
+
+/// How WAL segments and partial uploads are stored, new chunks compressed with `codec`.
+pub fn wal_options(repo: &Repository, codec: ChunkCodec) -> NamedOptions {
     NamedOptions {
         chunking: Chunking::Fixed(WAL_CHUNK_SIZE),
         compression_level: Some(repo.config().compression_level.min(WAL_COMPRESSION_LEVEL)),
+        codec,
     }
 }
 
@@ -80,6 +129,10 @@ pub struct PushReport {
     pub background: bool,
     /// Bytes of WAL handled.
     pub bytes: u64,
+    /// How the newly stored segments were compressed (`zstd` or `lz4`); absent when nothing
+    /// was stored by this call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub codec: Option<ChunkCodec>,
 }
 
 /// A segment under the same name with different content is stored; nothing was overwritten.
@@ -241,15 +294,17 @@ pub fn backlog(path: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// Stores the segment at `path` (and up to `batch - 1` other ready segments) in `namespace`.
-/// Fails with [`PushError::Conflict`] when the name already holds different content (nothing
-/// is overwritten) and with [`PushError::Other`] on any other failure.
+/// Stores the segment at `path` (and up to `batch - 1` other ready segments) in `namespace`,
+/// compressed as `compression` says for that many segments. Fails with [`PushError::Conflict`]
+/// when the name already holds different content (nothing is overwritten) and with
+/// [`PushError::Other`] on any other failure.
 pub fn push(
     repo: &Repository,
     namespace: &str,
     spool: &Spool,
     path: &Path,
     batch: usize,
+    compression: WalCompression,
 ) -> Result<PushReport, PushError> {
     let name = file_name(path)?;
     let mut names = vec![(name.clone(), path.to_path_buf())];
@@ -260,7 +315,8 @@ pub fn push(
             }
         }
     }
-    let outcomes = store_and_mark(repo, namespace, spool, &names, true)?;
+    let codec = compression.codec_for(names.len());
+    let outcomes = store_and_mark(repo, namespace, spool, &names, true, codec)?;
     let mut rep = PushReport {
         name: name.clone(),
         ..Default::default()
@@ -279,6 +335,9 @@ pub fn push(
             PutStatus::Conflict => {} // reported when PostgreSQL asks for that one
         }
     }
+    if !rep.stored.is_empty() {
+        rep.codec = Some(codec);
+    }
     // PostgreSQL archives in name order: markers of older names are never asked for again.
     if name.len() == 24 {
         spool.trim_markers(&name);
@@ -290,15 +349,16 @@ pub fn push(
 /// marks each one stored (or found already stored) with the stamp it had when it was opened:
 /// packs, index and manifest are durable before any marker exists. A file that cannot be
 /// opened fails the call when it is the first one and `first_required`, else it is skipped (a
-/// batched segment may have been archived and recycled meanwhile).
+/// batched segment may have been archived and recycled meanwhile). New chunks use `codec`.
 pub(crate) fn store_and_mark(
     repo: &Repository,
     namespace: &str,
     spool: &Spool,
     names: &[(String, PathBuf)],
     first_required: bool,
+    codec: ChunkCodec,
 ) -> Result<Vec<named::PutOutcome>> {
-    Batch::read(repo, namespace, names, first_required)?.commit(spool)
+    Batch::read(repo, namespace, names, first_required, codec)?.commit(spool)
 }
 
 /// Segments read and handed to the workers, not yet committed: [`Batch::commit`] may run on
@@ -316,8 +376,9 @@ impl Batch {
         namespace: &str,
         names: &[(String, PathBuf)],
         first_required: bool,
+        codec: ChunkCodec,
     ) -> Result<Batch> {
-        let mut writer = NamedWriter::with_options(repo, Default::default(), wal_options(repo));
+        let mut writer = NamedWriter::with_options(repo, Default::default(), wal_options(repo, codec));
         let mut stamps = Vec::new();
         for (i, (n, p)) in names.iter().enumerate() {
             let (f, stamp) = match std::fs::File::open(p).and_then(|f| {
@@ -536,6 +597,51 @@ mod tests {
         crate::test_support::segment(seed, 3 << 20)
     }
 
+    #[test]
+    fn auto_switches_to_lz4_for_a_backlog_only() {
+        use WalCompression::*;
+        assert_eq!(Auto.codec_for(1), ChunkCodec::Zstd);
+        assert_eq!(Auto.codec_for(AUTO_LZ4_SEGMENTS - 1), ChunkCodec::Zstd);
+        assert_eq!(Auto.codec_for(AUTO_LZ4_SEGMENTS), ChunkCodec::Lz4);
+        assert_eq!(Auto.codec_for(64), ChunkCodec::Lz4);
+        assert_eq!(Zstd.codec_for(64), ChunkCodec::Zstd);
+        assert_eq!(Lz4.codec_for(1), ChunkCodec::Lz4);
+        assert_eq!(WalCompression::default(), Auto);
+        for (s, w) in [("auto", Auto), ("zstd", Zstd), ("lz4", Lz4)] {
+            assert_eq!(WalCompression::parse(s), Some(w));
+        }
+        assert_eq!(WalCompression::parse("LZ4"), None);
+    }
+
+    /// A backlog batch under `auto` is stored with LZ4 and reads back identical.
+    #[test]
+    fn a_backlog_batch_is_stored_with_lz4_and_reads_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wal = tmp.path().join("pg_wal");
+        std::fs::create_dir_all(wal.join("archive_status")).unwrap();
+        let names: Vec<String> = (1..=AUTO_LZ4_SEGMENTS)
+            .map(|i| format!("0000000100000000000000{i:02X}"))
+            .collect();
+        for (i, n) in names.iter().enumerate() {
+            ready(&wal, n, &segment(i as u8));
+        }
+        let r = repo();
+        let spool = Spool::new(tmp.path().join("spool"));
+        let rep = push(&r, "wal-7", &spool, &wal.join(&names[0]), 64, WalCompression::Auto).unwrap();
+        assert_eq!(rep.stored.len(), AUTO_LZ4_SEGMENTS);
+        assert_eq!(rep.codec, Some(ChunkCodec::Lz4));
+        let idx = r.load_index_for_reading().unwrap();
+        for (i, n) in names.iter().enumerate() {
+            let m = named::read_manifest(&r, "wal-7", n).unwrap().unwrap();
+            let mut back = Vec::new();
+            named::read_to(&r, &idx, &m, &mut back).unwrap();
+            assert!(back == segment(i as u8), "{n} differs");
+        }
+        // Nothing new to store: no codec reported.
+        let again = push(&r, "wal-7", &spool, &wal.join(&names[1]), 1, WalCompression::Auto).unwrap();
+        assert_eq!(again.codec, None);
+    }
+
     /// A batch stores the ready backlog with fixed chunks; later calls are answered by markers
     /// without the repository; a rewritten file (new stamp) is compared with the repository:
     /// equal is fine, different is a conflict and the stored segment is untouched.
@@ -555,7 +661,7 @@ mod tests {
         let r = repo();
         let spool = Spool::new(tmp.path().join("spool"));
         let ns = "wal-7";
-        let rep = push(&r, ns, &spool, &wal.join(names[0]), 64).unwrap();
+        let rep = push(&r, ns, &spool, &wal.join(names[0]), 64, WalCompression::Auto).unwrap();
         assert_eq!(rep.stored, names);
         let m = named::read_manifest(&r, ns, names[1]).unwrap().unwrap();
         assert_eq!(m.fixed_chunk_size, Some(WAL_CHUNK_SIZE));
@@ -565,7 +671,7 @@ mod tests {
         std::fs::remove_file(wal.join(names[2])).unwrap();
         std::fs::write(wal.join(names[2]), segment(2)).unwrap();
         assert!(push_fast_path(&spool, &wal.join(names[2])).unwrap().is_none());
-        let rep = push(&r, ns, &spool, &wal.join(names[2]), 1).unwrap();
+        let rep = push(&r, ns, &spool, &wal.join(names[2]), 1, WalCompression::Auto).unwrap();
         assert_eq!(rep.already_stored, [names[2]]);
         assert!(push_fast_path(&spool, &wal.join(names[2])).unwrap().is_some());
         // Different content under a stored name.
@@ -573,7 +679,7 @@ mod tests {
         std::fs::write(wal.join(names[1]), segment(9)).unwrap();
         assert!(push_fast_path(&spool, &wal.join(names[1])).unwrap().is_none());
         assert!(matches!(
-            push(&r, ns, &spool, &wal.join(names[1]), 1),
+            push(&r, ns, &spool, &wal.join(names[1]), 1, WalCompression::Auto),
             Err(PushError::Conflict(_))
         ));
         let idx = r.load_index_for_reading().unwrap();

@@ -34,7 +34,7 @@ use lifeboat_repo::named::{PutOutcome, PutStatus};
 use crate::error::{PgError, Result};
 #[cfg(test)]
 use crate::wal::store_and_mark;
-use crate::wal::{Batch, PushReport, Spool, push_fast_path, ready_segments};
+use crate::wal::{Batch, PushReport, Spool, WalCompression, push_fast_path, ready_segments};
 
 /// Segments in the pusher's first commit: small, so the call that started it returns soon.
 pub const FIRST_COMMIT: usize = 2;
@@ -145,6 +145,7 @@ pub fn push_ahead(
     spool: &Spool,
     wal_dir: &Path,
     commit: usize,
+    compression: WalCompression,
 ) -> Result<AheadReport> {
     let mut rep = AheadReport::default();
     let mut tried: HashSet<String> = HashSet::new();
@@ -152,9 +153,14 @@ pub fn push_ahead(
         let mut in_flight: Option<std::thread::ScopedJoinHandle<'_, Result<Vec<PutOutcome>>>> = None;
         loop {
             let per = if tried.is_empty() { FIRST_COMMIT } else { commit }.max(1);
-            let names: Vec<(String, PathBuf)> = unmarked_ready(wal_dir, spool)
+            let waiting: Vec<String> = unmarked_ready(wal_dir, spool)
                 .into_iter()
                 .filter(|n| !tried.contains(n))
+                .collect();
+            // The whole backlog decides the codec, not the (small) commit.
+            let codec = compression.codec_for(waiting.len());
+            let names: Vec<(String, PathBuf)> = waiting
+                .into_iter()
                 .take(per)
                 .map(|n| {
                     let p = wal_dir.join(&n);
@@ -172,7 +178,7 @@ pub fn push_ahead(
                 }
             }
             tried.extend(names.iter().map(|(n, _)| n.clone()));
-            let batch = Batch::read(repo, namespace, &names, false)?;
+            let batch = Batch::read(repo, namespace, &names, false, codec)?;
             if let Some(h) = in_flight.take() {
                 tally(&mut rep, spool, join(h)?);
             }
@@ -303,6 +309,7 @@ mod tests {
             &Spool::new(tmp.path().join("spool2")),
             &[(names[3].clone(), other)],
             true,
+            lifeboat_repo::named::ChunkCodec::Zstd,
         )
         .unwrap();
 
@@ -311,7 +318,7 @@ mod tests {
         std::fs::write(wal.join("archive_status").join(format!("{gone}.ready")), b"").unwrap();
 
         assert_eq!(unmarked_ready(&wal, &spool).len(), 6);
-        let rep = push_ahead(&r, ns, &spool, &wal, 2).unwrap();
+        let rep = push_ahead(&r, ns, &spool, &wal, 2, WalCompression::Auto).unwrap();
         assert_eq!(rep.marked, 4);
         assert_eq!(rep.refused, [names[3].clone()]);
         assert_eq!(rep.commits, 3, "2 + 2 + 2 segments");

@@ -124,24 +124,51 @@ impl Keys {
 
     /// [`Keys::seal_blob`] into a caller's buffer (replacing its contents), for buffer reuse.
     pub fn seal_blob_into(&self, aad: &[u8], data: &[u8], level: i32, out: &mut Vec<u8>) {
-        let bound = zstd::zstd_safe::compress_bound(data.len());
+        self.seal_blob_with(aad, data, Codec::Zstd(level), out);
+    }
+
+    /// [`Keys::seal_blob_into`] with a choice of codec (WAL under a backlog uses LZ4).
+    pub fn seal_blob_with(&self, aad: &[u8], data: &[u8], codec: Codec, out: &mut Vec<u8>) {
+        let bound = match codec {
+            Codec::Zstd(_) => zstd::zstd_safe::compress_bound(data.len()),
+            Codec::Lz4 => lz4_flex::block::get_maximum_output_size(data.len()),
+        };
         out.clear();
         out.reserve(NONCE_LEN + 1 + bound.max(data.len()) + TAG_LEN);
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce);
         out.extend_from_slice(&nonce);
-        out.push(Compression::Zstd as u8);
-        let start = out.len();
-        let n = COMPRESSOR.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.as_ref().is_none_or(|(l, _)| *l != level) {
-                *c = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
+        let start = NONCE_LEN + 1;
+        let n = match codec {
+            Codec::Zstd(level) => {
+                out.push(Compression::Zstd as u8);
+                COMPRESSOR.with(|c| {
+                    let mut c = c.borrow_mut();
+                    if c.as_ref().is_none_or(|(l, _)| *l != level) {
+                        *c = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
+                    }
+                    let z = &mut c.as_mut()?.1;
+                    let mut cur = std::io::Cursor::new(&mut *out);
+                    cur.set_position(start as u64);
+                    z.compress_to_buffer(data, &mut cur).ok()
+                })
             }
-            let z = &mut c.as_mut()?.1;
-            let mut cur = std::io::Cursor::new(&mut *out);
-            cur.set_position(start as u64);
-            z.compress_to_buffer(data, &mut cur).ok()
-        });
+            Codec::Lz4 => {
+                out.push(Compression::Lz4 as u8);
+                // The block encoder writes into initialised memory: a per-thread scratch
+                // buffer, zeroed once, then only the compressed bytes (a sixth of a WAL chunk)
+                // are copied, instead of zeroing a chunk-sized region of `out` per blob.
+                LZ4_SCRATCH.with(|b| {
+                    let mut b = b.borrow_mut();
+                    if b.len() < bound {
+                        b.resize(bound, 0);
+                    }
+                    let n = lz4_flex::block::compress_into(data, &mut b[..]).ok()?;
+                    out.extend_from_slice(&b[..n]);
+                    Some(n)
+                })
+            }
+        };
         match n {
             Some(n) if n < data.len() - data.len() / 33 => out.truncate(start + n),
             _ => {
@@ -176,11 +203,26 @@ pub enum Compression {
     None = 0,
     /// One zstd frame.
     Zstd = 1,
+    /// One LZ4 block (no frame: the blob's raw length comes from the index). Only blobs, and
+    /// only WAL written under a backlog; sealed objects never use it.
+    Lz4 = 2,
+}
+
+/// How a blob is compressed when it is sealed ([`Keys::seal_blob_with`]). Readers need no
+/// setting: the marker byte says which decoder to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// zstd at this level (the default everywhere).
+    Zstd(i32),
+    /// LZ4 block format: on pgbench WAL about 1.5x zstd level 1's speed for half its ratio
+    /// (6.5 against 11.9), decoding 1.5-3x faster.
+    Lz4,
 }
 
 thread_local! {
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    static LZ4_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Compresses `data` with zstd at `level` using a per-thread context, writing
@@ -236,8 +278,35 @@ pub fn decompress_framed(framed: &[u8], expected_len: Option<usize>, what: &str)
             }
             Ok(out)
         }
+        2 => {
+            let n = expected_len.ok_or_else(|| RepoError::damaged(what, "LZ4 without a known length"))?;
+            let mut out = Vec::new();
+            lz4_decompress_into(body, n, &mut out, what)?;
+            Ok(out)
+        }
         m => Err(RepoError::damaged(what, format!("unknown compression marker {m}"))),
     }
+}
+
+/// Decompresses one LZ4 block into `out` (replacing its contents); the block must decode to
+/// exactly `expected_len` bytes (a hostile block cannot make it write more).
+pub fn lz4_decompress_into(body: &[u8], expected_len: usize, out: &mut Vec<u8>, what: &str) -> Result<()> {
+    // Old contents are overwritten: only growth is zeroed (recycled buffers are not).
+    if out.len() > expected_len {
+        out.truncate(expected_len);
+    } else {
+        out.resize(expected_len, 0);
+    }
+    let n = lz4_flex::block::decompress_into(body, out)
+        .map_err(|e| RepoError::damaged(what, format!("decompression failed: {e}")))?;
+    if n != expected_len {
+        out.truncate(n);
+        return Err(RepoError::damaged(
+            what,
+            format!("decompressed to {n} bytes, expected {expected_len}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Decompresses one zstd frame into `out` (replacing its contents) with the per-thread context,
@@ -430,6 +499,53 @@ mod tests {
             let framed = k.open(b"id", &sealed, "x").unwrap();
             assert_eq!(decompress_framed(&framed, Some(data.len()), "x").unwrap(), data);
         }
+    }
+
+    /// Every codec opens through the same path, including blobs written before LZ4 existed
+    /// (markers 0 and 1, sealed by the zstd-only code that `seal_blob_into` still is).
+    #[test]
+    fn every_codec_round_trips_and_old_markers_still_decode() {
+        let k = Keys::generate();
+        let mut random = vec![0u8; 5000];
+        fill_random(&mut random);
+        let text: Vec<u8> = (0..300_000u32).flat_map(|i| (i % 1000).to_le_bytes()).collect();
+        for (data, codec, marker) in [
+            (text.clone(), Codec::Lz4, 2),
+            (random.clone(), Codec::Lz4, 0),
+            (vec![], Codec::Lz4, 0),
+            (text.clone(), Codec::Zstd(1), 1),
+            (random.clone(), Codec::Zstd(1), 0),
+        ] {
+            let mut sealed = Vec::new();
+            k.seal_blob_with(b"id", &data, codec, &mut sealed);
+            let framed = k.open(b"id", &sealed, "x").unwrap();
+            assert_eq!(framed[0], marker, "{codec:?}");
+            assert_eq!(decompress_framed(&framed, Some(data.len()), "x").unwrap(), data);
+        }
+        // Marker 1 and 0 exactly as older writers produced them.
+        let mut z = vec![Compression::Zstd as u8];
+        z.extend(zstd::bulk::compress(&text, 3).unwrap());
+        assert_eq!(decompress_framed(&z, Some(text.len()), "x").unwrap(), text);
+        let mut raw = vec![0u8];
+        raw.extend_from_slice(&random);
+        assert_eq!(decompress_framed(&raw, Some(random.len()), "x").unwrap(), random);
+    }
+
+    /// A damaged or lying LZ4 block is an error, never a panic or more output than expected.
+    #[test]
+    fn lz4_refuses_wrong_lengths_and_garbage() {
+        let text: Vec<u8> = (0..100_000u32).map(|i| (i % 97) as u8).collect();
+        let mut framed = vec![Compression::Lz4 as u8];
+        framed.extend(lz4_flex::block::compress(&text));
+        assert_eq!(decompress_framed(&framed, Some(text.len()), "x").unwrap(), text);
+        assert!(decompress_framed(&framed, Some(text.len() - 1), "x").is_err());
+        assert!(decompress_framed(&framed, Some(text.len() + 1), "x").is_err());
+        assert!(decompress_framed(&framed, None, "x").is_err());
+        let mut out = vec![9u8; 10];
+        for cut in [1, framed.len() / 2, framed.len() - 1] {
+            assert!(lz4_decompress_into(&framed[1..cut], text.len(), &mut out, "x").is_err());
+        }
+        assert!(lz4_decompress_into(&[0xff; 64], 1000, &mut out, "x").is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
+use crate::crypto::Codec;
 use crate::error::{RepoError, Result};
 use crate::format::index::PackRecord;
 use crate::format::pack::{BlobType, blob_aad};
@@ -127,8 +128,8 @@ pub(crate) struct FixedSink {
 
 impl FixedSink {
     /// Starts one worker per core and the packer. `index`: blobs already stored (not stored
-    /// again); `level`: zstd level of the chunks.
-    pub(crate) fn new(repo: Arc<Repository>, index: Index, chunk_size: usize, level: i32) -> FixedSink {
+    /// again); `codec`: how new chunks are compressed.
+    pub(crate) fn new(repo: Arc<Repository>, index: Index, chunk_size: usize, codec: Codec) -> FixedSink {
         let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let chunk_size = chunk_size.max(1);
         let shared = Arc::new(Shared {
@@ -148,7 +149,7 @@ impl FixedSink {
                 let (rx, pack_tx, ids_tx) = (rx.clone(), pack_tx.clone(), ids_tx.clone());
                 let (repo, sh) = (repo.clone(), shared.clone());
                 let pools = (chunks.clone(), sealed.clone());
-                std::thread::spawn(move || worker(&repo, &sh, (level, chunk_size), rx, pack_tx, ids_tx, pools))
+                std::thread::spawn(move || worker(&repo, &sh, (codec, chunk_size), rx, pack_tx, ids_tx, pools))
             })
             .collect();
         drop(pack_tx);
@@ -295,7 +296,7 @@ fn is_zero(b: &[u8]) -> bool {
 fn worker(
     repo: &Repository,
     sh: &Shared,
-    (level, chunk_size): (i32, usize),
+    (codec, chunk_size): (Codec, usize),
     rx: Receiver<Job>,
     tx: Sender<PackJob>,
     ids: Sender<(usize, Id)>,
@@ -318,7 +319,7 @@ fn worker(
         }
         let mut sealed = sealed_pool.take();
         repo.keys()
-            .seal_blob_into(&blob_aad(BlobType::Data, &id), &job.data, level, &mut sealed);
+            .seal_blob_with(&blob_aad(BlobType::Data, &id), &job.data, codec, &mut sealed);
         let raw_len = job.data.len() as u32;
         chunks.give(job.data);
         if tx.send(PackJob { id, raw_len, sealed }).is_err() {
@@ -371,7 +372,7 @@ mod tests {
         let r = repo();
         let mut data: Vec<u8> = (0..(3 << 20) + 5).map(|i| (i * 7 % 253) as u8).collect();
         data.extend(vec![0u8; 4 << 20]);
-        let mut sink = FixedSink::new(r.clone(), Index::default(), 1 << 20, 1);
+        let mut sink = FixedSink::new(r.clone(), Index::default(), 1 << 20, Codec::Zstd(1));
         let (a, size) = sink.store_stream(&mut data.as_slice(), true).unwrap();
         let (b, _) = sink.store_stream(&mut &data[..10], false).unwrap();
         let (e, esize) = sink.store_stream(&mut &b""[..], true).unwrap();
@@ -406,7 +407,7 @@ mod tests {
                 Err(std::io::Error::other("disk on fire"))
             }
         }
-        let mut sink = FixedSink::new(repo(), Index::default(), 1 << 20, 1);
+        let mut sink = FixedSink::new(repo(), Index::default(), 1 << 20, Codec::Zstd(1));
         assert!(matches!(
             sink.store_stream(&mut Broken, true),
             Err(RepoError::Io { .. })

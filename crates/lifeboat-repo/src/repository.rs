@@ -469,6 +469,10 @@ impl Repository {
                 crate::crypto::decompress_into(body, raw_len as usize, plain, &what())?;
                 (plain, None)
             }
+            2 => {
+                crate::crypto::lz4_decompress_into(body, raw_len as usize, plain, &what())?;
+                (plain, None)
+            }
             m => return Err(RepoError::damaged(what(), format!("unknown compression marker {m}"))),
         };
         if plain.len() != raw_len as usize {

@@ -57,6 +57,7 @@ struct RawRepository {
     cache_dir: Option<PathBuf>,
     compression_level: Option<i32>,
     pack_size_mib: Option<u64>,
+    wal_compression: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +170,8 @@ pub struct Config {
     pub compression_level: Option<i32>,
     /// Pack size for `init`.
     pub pack_size_mib: Option<u64>,
+    /// How `wal push` and `wal stream` compress WAL (their `--compression` wins).
+    pub wal_compression: Option<lifeboat_pg::wal::WalCompression>,
     /// File sources by name.
     pub sources: Vec<FileSource>,
     /// PostgreSQL sources by name.
@@ -190,6 +193,7 @@ impl Default for Config {
             cache_dir: None,
             compression_level: None,
             pack_size_mib: None,
+            wal_compression: None,
             sources: Vec::new(),
             db_sources: Vec::new(),
             retention: RetentionPolicy::plan_default(),
@@ -236,6 +240,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
     {
         return Err(bad(format!("repository.pack_size_mib {p} is outside 4..=128")));
     }
+    let wal_compression = match repo.wal_compression.as_deref() {
+        None => None,
+        Some(w) => Some(lifeboat_pg::wal::WalCompression::parse(w).ok_or_else(|| {
+            bad(format!(
+                "repository.wal_compression {w:?} is not one of \"auto\", \"zstd\", \"lz4\""
+            ))
+        })?),
+    };
     let mut sources = Vec::new();
     let mut db_sources = Vec::new();
     for (name, s) in raw.sources {
@@ -339,6 +351,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         cache_dir: repo.cache_dir,
         compression_level: repo.compression_level,
         pack_size_mib: repo.pack_size_mib,
+        wal_compression,
         sources,
         db_sources,
         retention,
@@ -513,6 +526,18 @@ mod tests {
         let c = parse(include_str!("../../../examples/lifeboat.toml"), Path::new("x.toml")).unwrap();
         assert!(!c.sources.is_empty());
         assert!(!c.retention.is_empty());
+    }
+
+    #[test]
+    fn wal_compression_is_checked() {
+        use lifeboat_pg::wal::WalCompression;
+        let c = parse("[repository]\nwal_compression = \"lz4\"\n", Path::new("x.toml")).unwrap();
+        assert_eq!(c.wal_compression, Some(WalCompression::Lz4));
+        assert_eq!(parse("", Path::new("x.toml")).unwrap().wal_compression, None);
+        let e = parse("[repository]\nwal_compression = \"lzma\"\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wal_compression \"lzma\" is not one of"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use lifeboat_pg::wal::{self, PushError, PushReport, Spool};
 use lifeboat_pg::{physical, wal_ahead, wal_check};
 
 use super::{Ctx, parse_duration};
-use crate::cli::{QueueFull, WalCheckArgs, WalCommand, WalFetchArgs, WalPushArgs, WalStreamArgs};
+use crate::cli::{QueueFull, WalCheckArgs, WalCommand, WalCompressionArg, WalFetchArgs, WalPushArgs, WalStreamArgs};
 use crate::exit::{OK, USAGE, WAL_BACKLOG, WAL_CONFLICT, WAL_GAP, fail};
 use crate::output;
 
@@ -59,6 +59,7 @@ fn stream(ctx: &Ctx, a: &WalStreamArgs) -> Result<u8> {
         interval: parse_duration(&a.interval)?,
         duration: a.duration.as_deref().map(parse_duration).transpose()?,
         spool: base.join("received"),
+        compression: compression(ctx, a.compression),
     };
     // Markers for wal push's fast path live where push looks for them.
     let sysid = lifeboat_pg::Client::connect(&tools, &conn)?
@@ -86,6 +87,16 @@ fn stream(ctx: &Ctx, a: &WalStreamArgs) -> Result<u8> {
         );
     }
     Ok(OK)
+}
+
+/// `--compression` (or its environment variable), else the config's, else auto.
+fn compression(ctx: &Ctx, flag: Option<WalCompressionArg>) -> wal::WalCompression {
+    match flag {
+        Some(WalCompressionArg::Auto) => wal::WalCompression::Auto,
+        Some(WalCompressionArg::Zstd) => wal::WalCompression::Zstd,
+        Some(WalCompressionArg::Lz4) => wal::WalCompression::Lz4,
+        None => ctx.config.wal_compression.unwrap_or_default(),
+    }
 }
 
 fn data_dir(given: &Option<PathBuf>) -> Result<PathBuf> {
@@ -140,7 +151,15 @@ fn push(ctx: &Ctx, a: &WalPushArgs) -> Result<u8> {
         None => match if is_pusher { None } else { via_pusher(a, &path, &spool)? } {
             Some(r) => Ok(r),
             None => match ctx.open() {
-                Ok(repo) => wal::push(&repo, &ns, &spool, &path, a.batch.max(1)).map_err(|e| match e {
+                Ok(repo) => wal::push(
+                    &repo,
+                    &ns,
+                    &spool,
+                    &path,
+                    a.batch.max(1),
+                    compression(ctx, a.compression),
+                )
+                .map_err(|e| match e {
                     PushError::Conflict(c) => fail(WAL_CONFLICT, c.to_string()),
                     PushError::Other(e) => e.into(),
                 }),
@@ -188,10 +207,14 @@ fn push(ctx: &Ctx, a: &WalPushArgs) -> Result<u8> {
         output::json(&report);
     } else if !ctx.global.quiet && !report.fast_path && report.stored.len() > 1 {
         eprintln!(
-            "lifeboat: archived {} ({} more ready segment(s) in the same batch, {})",
+            "lifeboat: archived {} ({} more ready segment(s) in the same batch, {}, {})",
             report.name,
             report.stored.len() - 1,
-            output::bytes(report.bytes)
+            output::bytes(report.bytes),
+            match report.codec {
+                Some(lifeboat_repo::named::ChunkCodec::Lz4) => "lz4",
+                _ => "zstd",
+            }
         );
     }
     Ok(OK)
@@ -250,9 +273,16 @@ fn start_pusher(spool: &Spool) -> Result<()> {
 fn run_pusher(ctx: &Ctx, a: &WalPushArgs, path: &Path, ns: &str, spool: &Spool) -> Result<()> {
     let wal_dir = path.parent().unwrap_or(Path::new("."));
     let commit = a.batch.clamp(1, wal_ahead::COMMIT);
-    let r = ctx
-        .open()
-        .and_then(|repo| Ok(wal_ahead::push_ahead(&repo, ns, spool, wal_dir, commit)?));
+    let r = ctx.open().and_then(|repo| {
+        Ok(wal_ahead::push_ahead(
+            &repo,
+            ns,
+            spool,
+            wal_dir,
+            commit,
+            compression(ctx, a.compression),
+        )?)
+    });
     let now = jiff::Timestamp::now();
     match r {
         Ok(rep) => {
