@@ -243,7 +243,7 @@ pub struct WalStreamArgs {
     /// Local folder for received WAL and push markers (default: under the cache folder).
     #[arg(long, env = "LIFEBOAT_WAL_SPOOL", value_name = "DIR")]
     pub spool: Option<PathBuf>,
-    /// How WAL is compressed (default: repository.wal_compression in the config, else auto).
+    /// How WAL is compressed (default: repository.wal_compression in the config, else zstd).
     #[arg(long, env = "LIFEBOAT_WAL_COMPRESSION", value_enum, value_name = "CODEC")]
     pub compression: Option<WalCompressionArg>,
 }
@@ -297,7 +297,7 @@ pub struct WalPushArgs {
     /// What to do when storing fails and the backlog is over --queue-max.
     #[arg(long, env = "LIFEBOAT_WAL_ON_QUEUE_FULL", value_enum, default_value = "fail")]
     pub on_queue_full: QueueFull,
-    /// How WAL is compressed (default: repository.wal_compression in the config, else auto).
+    /// How WAL is compressed (default: repository.wal_compression in the config, else zstd).
     #[arg(long, env = "LIFEBOAT_WAL_COMPRESSION", value_enum, value_name = "CODEC")]
     pub compression: Option<WalCompressionArg>,
 }

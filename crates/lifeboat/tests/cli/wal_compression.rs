@@ -83,7 +83,7 @@ fn auto_stores_a_backlog_with_lz4_and_a_calm_push_with_zstd() {
     for i in 1..=9 {
         ready(&data, &name(i), &contents[i - 1]);
     }
-    let j = push(&env, &data, &name(1), &[]);
+    let j = push(&env, &data, &name(1), &["--compression", "auto"]);
     assert_eq!(j["stored"].as_array().unwrap().len(), 9, "{j}");
     assert_eq!(j["codec"], "lz4", "{j}");
     for i in 1..=9 {
@@ -94,7 +94,7 @@ fn auto_stores_a_backlog_with_lz4_and_a_calm_push_with_zstd() {
     let lz4_size: u64 = packs(&env.repo).iter().map(|(_, n)| n).sum();
     // The archiver keeps up: one segment per call, zstd (the better ratio).
     ready(&data, &name(10), &contents[9]);
-    let j = push(&env, &data, &name(10), &[]);
+    let j = push(&env, &data, &name(10), &["--compression", "auto"]);
     assert_eq!(j["codec"], "zstd", "{j}");
     done(&data, &name(10));
     let all: u64 = packs(&env.repo).iter().map(|(_, n)| n).sum();
