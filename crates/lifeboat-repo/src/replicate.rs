@@ -320,11 +320,11 @@ pub fn copy_keys(
         .iter()
         .filter_map(|k| pack_id(k))
         .any(|id| !packs.contains_key(&id));
-    if need_full_index || unknown_pack {
-        if let Ok(idx) = src_repo.load_index_for_reading() {
-            for p in idx.pack_records() {
-                packs.insert(p.id, (p.size, p.hash));
-            }
+    if (need_full_index || unknown_pack)
+        && let Ok(idx) = src_repo.load_index_for_reading()
+    {
+        for p in idx.pack_records() {
+            packs.insert(p.id, (p.size, p.hash));
         }
     }
     let mut groups: Vec<Vec<&String>> = vec![Vec::new(); 3];
