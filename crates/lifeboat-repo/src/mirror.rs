@@ -22,7 +22,6 @@
 //! it has no record. Object Lock needs nothing here: each location's backend locks what is
 //! written to it, however it gets there. Nothing in this module knows what the streams are.
 
-use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -276,6 +275,7 @@ impl LocationOutcome {
 
 /// The outcome of a round.
 #[derive(Clone, Debug, Default, serde::Serialize)]
+#[serde(transparent)]
 pub struct Round {
     /// Per location, in configured order.
     pub locations: Vec<LocationOutcome>,
@@ -530,24 +530,6 @@ impl Mirrors {
     }
 }
 
-/// The newest name of each namespace at a location, with its modification time (seconds since
-/// the epoch): one listing of `named/`, for reporting how far behind a location's streams are.
-pub fn newest_named(b: &dyn Backend) -> Result<BTreeMap<String, (String, i64)>> {
-    let mut out: BTreeMap<String, (String, i64)> = BTreeMap::new();
-    for o in b.list("named/")? {
-        let Some((ns, name)) = o.key.strip_prefix("named/").and_then(|k| k.split_once('/')) else {
-            continue;
-        };
-        match out.get(ns) {
-            Some((n, _)) if n.as_str() >= name => {}
-            _ => {
-                out.insert(ns.to_string(), (name.to_string(), o.modified));
-            }
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -628,8 +610,12 @@ mod tests {
             named::read_to(&rb, &idx, &man, &mut out).unwrap();
             assert_eq!(out, data(200_000, n.parse().unwrap()));
         }
-        let newest = newest_named(b.as_ref()).unwrap();
-        assert_eq!(newest["ns"].0, "3");
+        let lag = crate::locations::named_lag(
+            &crate::locations::named_listing(b.as_ref()).unwrap(),
+            &crate::locations::named_listing(a.as_ref()).unwrap(),
+        );
+        assert_eq!(lag[0].newest.as_deref(), Some("3"));
+        assert_eq!(lag[0].lag_names, 0);
     }
 
     #[test]

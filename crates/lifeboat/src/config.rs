@@ -57,6 +57,7 @@ struct RawRepository {
     cache_dir: Option<PathBuf>,
     compression_level: Option<i32>,
     pack_size_mib: Option<u64>,
+    wal_min_locations: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +170,9 @@ pub struct Config {
     pub compression_level: Option<i32>,
     /// Pack size for `init`.
     pub pack_size_mib: Option<u64>,
+    /// `wal push`/`wal stream` fail unless each segment is in at least this many locations
+    /// (`[repository] wal_min_locations`; default 1: the first reachable one, others caught up).
+    pub wal_min_locations: Option<usize>,
     /// File sources by name.
     pub sources: Vec<FileSource>,
     /// PostgreSQL sources by name.
@@ -190,6 +194,7 @@ impl Default for Config {
             cache_dir: None,
             compression_level: None,
             pack_size_mib: None,
+            wal_min_locations: None,
             sources: Vec::new(),
             db_sources: Vec::new(),
             retention: RetentionPolicy::plan_default(),
@@ -331,6 +336,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
             "[locations.{n}] is defined but not listed in repository.locations"
         )));
     }
+    if let Some(m) = repo.wal_min_locations {
+        let have = locations.len().max(1);
+        if m == 0 || m > have {
+            return Err(bad(format!(
+                "repository.wal_min_locations = {m}, but {have} location(s) are configured (use 1..={have})"
+            )));
+        }
+    }
     Ok(Config {
         location: repo.location,
         locations,
@@ -339,6 +352,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         cache_dir: repo.cache_dir,
         compression_level: repo.compression_level,
         pack_size_mib: repo.pack_size_mib,
+        wal_min_locations: repo.wal_min_locations,
         sources,
         db_sources,
         retention,

@@ -18,4 +18,5 @@ mod restore_safety;
 mod retention;
 mod s3;
 mod secrecy;
+mod wal_locations;
 mod wal_push;

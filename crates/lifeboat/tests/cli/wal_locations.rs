@@ -1,0 +1,243 @@
+//! `wal push` with several locations (two local folders standing for two regions): every
+//! segment goes to every location in the same call; a location that is down is journalled,
+//! reported, and caught up by a later call; `wal_min_locations = 2` turns a down location into a
+//! failure PostgreSQL retries; `wal fetch` reads from the second location once the first is gone.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+
+const SYSID: u64 = 7_100_000_000_000_000_077;
+
+struct Two {
+    env: Env,
+    config: PathBuf,
+    a: PathBuf,
+    b: PathBuf,
+    data: PathBuf,
+}
+
+impl Two {
+    fn new(extra_repository: &str) -> Two {
+        let env = Env::new();
+        let a = env.path("region-a");
+        let b = env.path("region-b");
+        std::fs::create_dir_all(&b).unwrap();
+        let config = env.path("lifeboat.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[repository]\nlocations = [\"a\", \"b\"]\n{extra_repository}\n[locations.a]\nurl = \"{}\"\n\n[locations.b]\nurl = \"{}\"\n",
+                a.display(),
+                b.display()
+            ),
+        )
+        .unwrap();
+        let data = env.path("data");
+        std::fs::create_dir_all(data.join("global")).unwrap();
+        std::fs::create_dir_all(data.join("pg_wal/archive_status")).unwrap();
+        std::fs::write(data.join("global/pg_control"), SYSID.to_ne_bytes()).unwrap();
+        let t = Two {
+            env,
+            config,
+            a,
+            b,
+            data,
+        };
+        t.run(&["init"]).ok();
+        t
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let mut c = self.env.command();
+        c.env_remove("LIFEBOAT_REPO").env("LIFEBOAT_CONFIG", &self.config);
+        c.args(args);
+        let out = c.output().expect("run lifeboat");
+        let a: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        Run::from_output(&a, out)
+    }
+
+    fn segment(&self, i: u32) -> (String, Vec<u8>) {
+        let name = format!("0000000100000000000000{i:02X}");
+        let content = random_bytes(1 << 20, u64::from(i) + 500);
+        std::fs::write(self.data.join("pg_wal").join(&name), &content).unwrap();
+        std::fs::write(self.data.join(format!("pg_wal/archive_status/{name}.ready")), b"").unwrap();
+        (name, content)
+    }
+
+    /// One archive_command call (`--batch 1`: exactly this segment), then `.ready` → `.done`.
+    fn push(&self, name: &str) -> Run {
+        let seg = format!("pg_wal/{name}");
+        let r = self.run(&[
+            "--json",
+            "wal",
+            "push",
+            &seg,
+            "--data-dir",
+            self.data.to_str().unwrap(),
+            "--batch",
+            "1",
+        ]);
+        if r.code == 0 {
+            let st = self.data.join("pg_wal/archive_status");
+            let _ = std::fs::rename(st.join(format!("{name}.ready")), st.join(format!("{name}.done")));
+        }
+        r
+    }
+
+    fn has(&self, loc: &Path, name: &str) -> bool {
+        loc.join(format!("named/wal-{SYSID}/{name}")).exists()
+    }
+
+    fn journal(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(self.env.cache.join("wal")).unwrap().flatten() {
+            if let Ok(rd) = std::fs::read_dir(e.path().join("lag")) {
+                out.extend(
+                    rd.flatten()
+                        .map(|f| f.path())
+                        .filter(|p| p.extension().is_some_and(|x| x == "json")),
+                );
+            }
+        }
+        out
+    }
+
+    fn fetch(&self, name: &str, content: &[u8]) {
+        let dest = self.env.path(&format!("fetched-{name}"));
+        self.run(&[
+            "wal",
+            "fetch",
+            name,
+            dest.to_str().unwrap(),
+            "--data-dir",
+            self.data.to_str().unwrap(),
+            "--prefetch",
+            "0",
+        ])
+        .ok();
+        assert!(std::fs::read(&dest).unwrap() == content, "{name} fetched intact");
+    }
+}
+
+fn location<'a>(j: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    j["locations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no locations in {j}"))
+        .iter()
+        .find(|l| l["name"] == name)
+        .unwrap()
+}
+
+#[test]
+fn every_segment_reaches_both_locations_and_a_down_one_is_caught_up() {
+    let t = Two::new("");
+    let (s1, c1) = t.segment(1);
+    let j = t.push(&s1).ok().json();
+    assert_eq!(location(&j, "a")["complete"], true, "{j}");
+    assert_eq!(location(&j, "b")["complete"], true, "{j}");
+    assert!(t.has(&t.a, &s1) && t.has(&t.b, &s1));
+    t.run(&["check", "--location", "b", "--read-data"]).ok();
+
+    // The second region goes away (unmounted NAS, lost region): exit 0, a warning, a lag record.
+    let away = t.env.path("region-b-away");
+    std::fs::rename(&t.b, &away).unwrap();
+    let (s2, c2) = t.segment(2);
+    let r = t.push(&s2);
+    r.ok();
+    assert!(
+        r.stderr.contains("warning: location b lags") && r.stderr.contains("1 of 2 locations"),
+        "{r}"
+    );
+    let j = r.json();
+    assert_eq!(location(&j, "a")["complete"], true);
+    assert_eq!(location(&j, "b")["complete"], false, "{j}");
+    assert!(location(&j, "b")["pending"].as_u64().unwrap() >= 3, "{j}");
+    let journal = t.journal();
+    assert_eq!(journal.len(), 1, "one lag record");
+    let locs = t.run(&["--json", "locations"]).json();
+    let b = locs.as_array().unwrap().iter().find(|l| l["name"] == "b").unwrap();
+    assert_eq!(b["reachable"], false, "{b}");
+
+    // Back, but inside the back-off: the next call leaves it alone (no timeout per call)…
+    std::fs::rename(&away, &t.b).unwrap();
+    let (s3, c3) = t.segment(3);
+    let j = t.push(&s3).ok().json();
+    assert_eq!(location(&j, "b")["complete"], false, "{j}");
+    assert!(!t.has(&t.b, &s3), "not written while it catches up later");
+    // The WAL lag is visible per location.
+    let locs = t.run(&["--json", "locations"]).json();
+    let b = locs.as_array().unwrap().iter().find(|l| l["name"] == "b").unwrap();
+    assert_eq!(b["wal"][0]["newest"], s1.as_str(), "{b}");
+    assert_eq!(b["wal"][0]["lag_names"], 2, "{b}");
+    // …and once the attempt is due, the next call copies exactly what it missed, then writes.
+    let rec = &journal[0];
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(rec).unwrap()).unwrap();
+    v["next_try"] = "2020-01-01T00:00:00Z".into();
+    std::fs::write(rec, serde_json::to_vec(&v).unwrap()).unwrap();
+    let (s4, c4) = t.segment(4);
+    let j = t.push(&s4).ok().json();
+    assert_eq!(location(&j, "b")["complete"], true, "{j}");
+    assert!(location(&j, "b")["caught_up"].as_u64().unwrap() >= 6, "{j}");
+    assert!(t.journal().is_empty(), "no lag left");
+    for s in [&s1, &s2, &s3, &s4] {
+        assert!(t.has(&t.b, s), "{s} in b");
+    }
+    t.run(&["check", "--location", "b", "--read-data"]).ok();
+    let locs = t.run(&["--json", "locations"]).json();
+    let b = locs.as_array().unwrap().iter().find(|l| l["name"] == "b").unwrap();
+    assert_eq!(b["wal"][0]["lag_names"], 0, "{b}");
+
+    // The first region is lost entirely: restore_command reads every segment from the second.
+    std::fs::remove_dir_all(&t.a).unwrap();
+    for (s, c) in [(&s1, &c1), (&s2, &c2), (&s3, &c3), (&s4, &c4)] {
+        t.fetch(s, c);
+    }
+}
+
+#[test]
+fn wal_min_locations_two_fails_while_a_location_is_down_then_catches_up() {
+    let t = Two::new("wal_min_locations = 2");
+    let (s1, _) = t.segment(1);
+    t.push(&s1).ok();
+    let away = t.env.path("region-b-away");
+    std::fs::rename(&t.b, &away).unwrap();
+    let (s2, _) = t.segment(2);
+    t.push(&s2)
+        .expect_code(25)
+        .one_line_error(&["1 of 2 locations", "wal_min_locations = 2", "b:"]);
+    // PostgreSQL retries: the segment is in the first location, but the answer stays no.
+    assert!(t.has(&t.a, &s2));
+    t.push(&s2).expect_code(25);
+    // Back: the retry catches the location up first (a strict setup does not wait for the
+    // back-off) and succeeds.
+    std::fs::rename(&away, &t.b).unwrap();
+    let j = t.push(&s2).ok().json();
+    assert!(t.has(&t.b, &s2));
+    assert!(t.journal().is_empty(), "{j}");
+    // A flag overrides the config (1: acknowledged once durable in the first location).
+    std::fs::rename(&t.b, &away).unwrap();
+    let (s3, _) = t.segment(3);
+    let seg = format!("pg_wal/{s3}");
+    t.run(&[
+        "wal",
+        "push",
+        &seg,
+        "--data-dir",
+        t.data.to_str().unwrap(),
+        "--min-locations",
+        "1",
+    ])
+    .ok();
+    t.run(&[
+        "wal",
+        "push",
+        &seg,
+        "--data-dir",
+        t.data.to_str().unwrap(),
+        "--min-locations",
+        "3",
+    ])
+    .expect_code(2)
+    .one_line_error(&["min-locations", "2 location(s)"]);
+}
