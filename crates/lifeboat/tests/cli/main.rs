@@ -14,6 +14,7 @@ mod health;
 mod moto;
 mod pg_logical;
 mod pg_physical;
+mod pg_wal_locations;
 mod restore_safety;
 mod retention;
 mod s3;
