@@ -19,6 +19,10 @@ struct Two {
 
 impl Two {
     fn new(extra_repository: &str) -> Two {
+        Two::with_checks(extra_repository, "")
+    }
+
+    fn with_checks(extra_repository: &str, checks: &str) -> Two {
         let env = Env::new();
         let a = env.path("region-a");
         let b = env.path("region-b");
@@ -27,7 +31,7 @@ impl Two {
         std::fs::write(
             &config,
             format!(
-                "[repository]\nlocations = [\"a\", \"b\"]\n{extra_repository}\n[locations.a]\nurl = \"{}\"\n\n[locations.b]\nurl = \"{}\"\n",
+                "[repository]\nlocations = [\"a\", \"b\"]\n{extra_repository}\n[locations.a]\nurl = \"{}\"\n\n[locations.b]\nurl = \"{}\"\n{checks}",
                 a.display(),
                 b.display()
             ),
@@ -131,13 +135,17 @@ fn location<'a>(j: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 
 #[test]
 fn every_segment_reaches_both_locations_and_a_down_one_is_caught_up() {
-    let t = Two::new("");
+    let t = Two::with_checks(
+        "",
+        "\n[[checks]]\nname = \"wal-copies\"\nkind = \"wal_locations\"\nwarn_lag = \"1s\"\nmax_lag = \"1h\"\n",
+    );
     let (s1, c1) = t.segment(1);
     let j = t.push(&s1).ok().json();
     assert_eq!(location(&j, "a")["complete"], true, "{j}");
     assert_eq!(location(&j, "b")["complete"], true, "{j}");
     assert!(t.has(&t.a, &s1) && t.has(&t.b, &s1));
     t.run(&["check", "--location", "b", "--read-data"]).ok();
+    t.run(&["health"]).ok();
 
     // The second region goes away (unmounted NAS, lost region): exit 0, a warning, a lag record.
     let away = t.env.path("region-b-away");
@@ -170,6 +178,11 @@ fn every_segment_reaches_both_locations_and_a_down_one_is_caught_up() {
     let b = locs.as_array().unwrap().iter().find(|l| l["name"] == "b").unwrap();
     assert_eq!(b["wal"][0]["newest"], s1.as_str(), "{b}");
     assert_eq!(b["wal"][0]["lag_names"], 2, "{b}");
+    // The health check warns (level high, exit 20) once the lag is older than warn_lag.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let h = t.run(&["health"]);
+    h.expect_code(20);
+    assert!(h.stdout.contains("b misses 2 WAL file(s)"), "{h}");
     // …and once the attempt is due, the next call copies exactly what it missed, then writes.
     let rec = &journal[0];
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(rec).unwrap()).unwrap();
@@ -187,6 +200,7 @@ fn every_segment_reaches_both_locations_and_a_down_one_is_caught_up() {
     let locs = t.run(&["--json", "locations"]).json();
     let b = locs.as_array().unwrap().iter().find(|l| l["name"] == "b").unwrap();
     assert_eq!(b["wal"][0]["lag_names"], 0, "{b}");
+    t.run(&["health"]).ok();
 
     // The first region is lost entirely: restore_command reads every segment from the second.
     std::fs::remove_dir_all(&t.a).unwrap();
