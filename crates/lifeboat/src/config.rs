@@ -634,6 +634,18 @@ mod tests {
     }
 
     #[test]
+    fn wal_min_locations_must_fit_the_locations() {
+        let two = "[locations.a]\nurl = \"/a\"\n[locations.b]\nurl = \"/b\"\n";
+        let t = format!("[repository]\nlocations = [\"a\", \"b\"]\nwal_min_locations = 2\n{two}");
+        assert_eq!(parse(&t, Path::new("x.toml")).unwrap().wal_min_locations, Some(2));
+        for bad in ["0", "3"] {
+            let t = format!("[repository]\nlocations = [\"a\", \"b\"]\nwal_min_locations = {bad}\n{two}");
+            let e = parse(&t, Path::new("x.toml")).unwrap_err().to_string();
+            assert!(e.contains("wal_min_locations") && e.contains("1..=2"), "{e}");
+        }
+    }
+
+    #[test]
     fn locations_parse_in_order() {
         let t = "[repository]\nlocations = [\"b\", \"a\"]\n[locations.a]\nurl = \"/mnt/nas\"\nappend_only = true\n[locations.b]\nurl = \"s3://bkt/pre\"\nregion = \"us-west-2\"\nupload_limit = \"50MiB/s\"\nrequests_per_second = 100\nretry_timeout = \"30s\"\n";
         let c = parse(t, Path::new("x.toml")).unwrap();
