@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::common::*;
+use crate::moto::{Moto, Proxy, moto_only, s3_tests_enabled};
 
 const SYSID: u64 = 7_100_000_000_000_000_077;
 
@@ -23,17 +24,22 @@ impl Two {
     }
 
     fn with_checks(extra_repository: &str, checks: &str) -> Two {
+        Two::with_b(extra_repository, checks, None)
+    }
+
+    /// `b_location`: the body of `[locations.b]` (default: a folder).
+    fn with_b(extra_repository: &str, checks: &str, b_location: Option<String>) -> Two {
         let env = Env::new();
         let a = env.path("region-a");
         let b = env.path("region-b");
         std::fs::create_dir_all(&b).unwrap();
+        let b_body = b_location.unwrap_or_else(|| format!("url = \"{}\"", b.display()));
         let config = env.path("lifeboat.toml");
         std::fs::write(
             &config,
             format!(
-                "[repository]\nlocations = [\"a\", \"b\"]\n{extra_repository}\n[locations.a]\nurl = \"{}\"\n\n[locations.b]\nurl = \"{}\"\n{checks}",
-                a.display(),
-                b.display()
+                "[repository]\nlocations = [\"a\", \"b\"]\n{extra_repository}\n[locations.a]\nurl = \"{}\"\n\n[locations.b]\n{b_body}\n{checks}",
+                a.display()
             ),
         )
         .unwrap();
@@ -55,6 +61,11 @@ impl Two {
     fn run(&self, args: &[&str]) -> Run {
         let mut c = self.env.command();
         c.env_remove("LIFEBOAT_REPO").env("LIFEBOAT_CONFIG", &self.config);
+        // moto takes any key.
+        c.env("AWS_ACCESS_KEY_ID", "lifeboat-test")
+            .env("AWS_SECRET_ACCESS_KEY", "lifeboat-test-secret")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_PROFILE");
         c.args(args);
         let out = c.output().expect("run lifeboat");
         let a: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
@@ -254,4 +265,62 @@ fn wal_min_locations_two_fails_while_a_location_is_down_then_catches_up() {
     ])
     .expect_code(2)
     .one_line_error(&["min-locations", "2 location(s)"]);
+}
+
+/// The second region on a real S3 server (moto) with Object Lock: every segment arrives there in
+/// the same call, locked like any other write to that bucket; with the server cut off, the call
+/// still succeeds and the lag is caught up once it is back.
+#[test]
+fn s3_second_location_gets_each_segment_locked_and_is_caught_up_after_an_outage() {
+    let Some(()) = s3_tests_enabled() else { return };
+    if moto_only("Garage has no S3 Object Lock") {
+        return;
+    }
+    let m = Moto::shared();
+    let bucket = m.lock_bucket("walmirror", None);
+    let proxy = Proxy::start(m.port);
+    let t = Two::with_b(
+        "",
+        "",
+        Some(format!(
+            "url = \"s3://{bucket}/lifeboat\"\nregion = \"us-west-2\"\nendpoint = \"{}\"\nmax_retries = 1\nretry_timeout = \"3s\"\nobject_lock = true",
+            proxy.endpoint()
+        )),
+    );
+    let (s1, c1) = t.segment(1);
+    let j = t.push(&s1).ok().json();
+    assert_eq!(location(&j, "b")["complete"], true, "{j}");
+    let key = format!("lifeboat/named/wal-{SYSID}/{s1}");
+    assert!(m.keys(&bucket, "lifeboat/named/").contains(&key));
+    let (mode, until) = m.retention(&bucket, &key).expect("the mirrored manifest is locked");
+    assert!(mode.eq_ignore_ascii_case("GOVERNANCE"), "{mode}");
+    assert!(until > jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 7), "{until}");
+    for pack in m.keys(&bucket, "lifeboat/data/") {
+        assert!(m.retention(&bucket, &pack).is_some(), "{pack} locked");
+    }
+
+    proxy.cut();
+    let (s2, c2) = t.segment(2);
+    let r = t.push(&s2);
+    r.ok();
+    assert!(r.stderr.contains("warning: location b lags"), "{r}");
+    proxy.restore();
+    let rec = t.journal().remove(0);
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&rec).unwrap()).unwrap();
+    v["next_try"] = "2020-01-01T00:00:00Z".into();
+    std::fs::write(&rec, serde_json::to_vec(&v).unwrap()).unwrap();
+    let (s3, c3) = t.segment(3);
+    let j = t.push(&s3).ok().json();
+    assert_eq!(location(&j, "b")["complete"], true, "{j}");
+    let named = m.keys(&bucket, "lifeboat/named/");
+    for s in [&s1, &s2, &s3] {
+        let k = format!("lifeboat/named/wal-{SYSID}/{s}");
+        assert!(named.contains(&k), "{k} in {named:?}");
+        assert!(m.retention(&bucket, &k).is_some(), "{k} locked");
+    }
+    t.run(&["check", "--location", "b", "--read-data"]).ok();
+    std::fs::remove_dir_all(&t.a).unwrap();
+    for (s, c) in [(&s1, &c1), (&s2, &c2), (&s3, &c3)] {
+        t.fetch(s, c);
+    }
 }
