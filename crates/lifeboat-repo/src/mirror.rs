@@ -260,6 +260,9 @@ pub struct LocationOutcome {
     /// Objects it still misses (journalled).
     #[serde(skip_serializing_if = "is_zero")]
     pub pending: usize,
+    /// It was tried in this round (not left out while its back-off runs).
+    #[serde(skip)]
+    pub tried: bool,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -269,7 +272,7 @@ fn is_zero(n: &usize) -> bool {
 impl LocationOutcome {
     /// This location failed in the round itself (not merely still waiting for its retry).
     pub fn failed_now(&self) -> bool {
-        self.error.is_some() && !self.written
+        self.tried && !self.complete && self.error.is_some()
     }
 }
 
@@ -524,6 +527,7 @@ impl Mirrors {
                 pending: rec
                     .as_ref()
                     .map_or(0, |r| if r.full { usize::MAX } else { r.keys.len() }),
+                tried: !st.skipped[i],
             });
         }
         out

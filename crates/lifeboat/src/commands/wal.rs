@@ -77,11 +77,7 @@ fn stream(ctx: &Ctx, a: &WalStreamArgs) -> Result<u8> {
         );
     }
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let mut hook = StreamRounds {
-        ctx,
-        wal: &wal,
-        error: None,
-    };
+    let mut hook = StreamRounds { wal: &wal, error: None };
     let r = lifeboat_pg::stream::stream(&wal.repo, &tools, &conn, &opts, &markers, &stop, &mut hook)?;
     if let Some(e) = hook.error {
         return Err(e);
@@ -181,17 +177,18 @@ impl WalRepo {
     }
 
     /// Journals what each location missed, warns about it, and fails (exit 25) when fewer than
-    /// `min` locations hold everything. `what` names the WAL in messages.
-    fn end(&self, ctx: &Ctx, what: &str) -> (Option<Round>, Result<()>) {
+    /// `min` locations hold everything. `what` names the WAL in messages; `chatty`: also warn
+    /// about a location still waiting for its next attempt (not only about new failures).
+    fn end(&self, what: &str, chatty: bool) -> (Option<Round>, Result<()>) {
         let Some(m) = &self.mirrors else { return (None, Ok(())) };
         let round = m.end();
-        let r = judge(ctx, what, &round, self.min);
+        let r = judge(what, &round, self.min, chatty);
         (Some(round), r)
     }
 }
 
 /// Warns about lagging locations and applies `min` to a round.
-fn judge(ctx: &Ctx, what: &str, round: &Round, min: usize) -> Result<()> {
+fn judge(what: &str, round: &Round, min: usize, chatty: bool) -> Result<()> {
     let complete = round.complete();
     let lagging: Vec<String> = round
         .lagging()
@@ -210,7 +207,7 @@ fn judge(ctx: &Ctx, what: &str, round: &Round, min: usize) -> Result<()> {
     for l in round.lagging() {
         // A failure in this call is always worth a line in the server log; a location still
         // waiting for its next attempt only when not --quiet.
-        if l.failed_now() || !ctx.global.quiet {
+        if l.failed_now() || chatty {
             eprintln!(
                 "lifeboat: warning: location {} lags: {}; {what} is in {complete} of {} locations, the next calls catch it up{}",
                 l.name,
@@ -233,9 +230,13 @@ fn judge_journal(ctx: &Ctx, what: &str, spool: &Spool, min: usize) -> Result<()>
     if min < 2 {
         return Ok(());
     }
-    let total = ctx.locations()?.len();
-    let j = journal(spool);
-    let lagging = j.all();
+    let names: Vec<String> = ctx.open_locations()?.iter().map(|l| l.name().to_string()).collect();
+    let total = names.len();
+    let lagging: Vec<_> = journal(spool)
+        .all()
+        .into_iter()
+        .filter(|r| names.contains(&r.location))
+        .collect();
     let complete = total.saturating_sub(lagging.len());
     if complete < min {
         let names: Vec<String> = lagging
@@ -264,7 +265,6 @@ struct PushOut<'a> {
 
 /// `wal stream`'s hook: every sweep is a mirror round.
 struct StreamRounds<'a> {
-    ctx: &'a Ctx,
     wal: &'a WalRepo,
     error: Option<anyhow::Error>,
 }
@@ -275,7 +275,8 @@ impl lifeboat_pg::stream::SweepHook for StreamRounds<'_> {
     }
 
     fn after(&mut self) -> bool {
-        let (_, r) = self.wal.end(self.ctx, "streamed WAL");
+        // A sweep a second: only new failures are worth a line.
+        let (_, r) = self.wal.end("streamed WAL", false);
         match r {
             Ok(()) => true,
             Err(e) => {
@@ -355,7 +356,7 @@ fn push(ctx: &Ctx, a: &WalPushArgs) -> Result<u8> {
                         PushError::Conflict(c) => fail(WAL_CONFLICT, c.to_string()),
                         PushError::Other(e) => e.into(),
                     });
-                    let (rd, judged) = w.end(ctx, &what);
+                    let (rd, judged) = w.end(&what, !ctx.global.quiet);
                     round = rd;
                     r.and_then(|r| judged.map(|()| r))
                 }
@@ -473,7 +474,7 @@ fn run_pusher(ctx: &Ctx, a: &WalPushArgs, path: &Path, ns: &str, spool: &Spool) 
         w.begin();
         let r = wal_ahead::push_ahead(&w.repo, ns, spool, wal_dir, commit);
         // A lagging location is journalled here; each waiting call applies the minimum itself.
-        let _ = w.end(ctx, "WAL pushed ahead");
+        let _ = w.end("WAL pushed ahead", false);
         Ok(r?)
     });
     let now = jiff::Timestamp::now();

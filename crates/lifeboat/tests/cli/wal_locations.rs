@@ -294,7 +294,10 @@ fn s3_second_location_gets_each_segment_locked_and_is_caught_up_after_an_outage(
     assert!(m.keys(&bucket, "lifeboat/named/").contains(&key));
     let (mode, until) = m.retention(&bucket, &key).expect("the mirrored manifest is locked");
     assert!(mode.eq_ignore_ascii_case("GOVERNANCE"), "{mode}");
-    assert!(until > jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 7), "{until}");
+    assert!(
+        until > jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 7),
+        "{until}"
+    );
     for pack in m.keys(&bucket, "lifeboat/data/") {
         assert!(m.retention(&bucket, &pack).is_some(), "{pack} locked");
     }
