@@ -5,6 +5,7 @@
 #
 #   bench/wal-locations.sh [SEGMENTS]        # default 40 segments of 16 MiB
 #   LIFEBOAT_BIN=target/release/lifeboat bench/wal-locations.sh
+#   BENCH_SECOND_DIR=/dev/shm bench/wal-locations.sh   # second location on another device
 #
 # Segments: 6 MiB of random bytes then zeros (a segment switched early by archive_timeout), so
 # compression and the zero-chunk path both count. The key derivation is made cheap
@@ -46,13 +47,16 @@ run() { # $1 label, rest: env for lifeboat
 }
 
 run one LIFEBOAT_REPO="$work/one/repo"
-mkdir -p "$work/two/b"
+second=$work/two/b
+if [ -n "${BENCH_SECOND_DIR:-}" ]; then second=$(mktemp -d "$BENCH_SECOND_DIR/lifeboat-walloc-b-XXXXXX"); fi
+trap 'rm -rf "$work" ${BENCH_SECOND_DIR:+"$second"}' EXIT
+mkdir -p "$second"
 cat >"$work/two.toml" <<TOML
 [repository]
 locations = ["a", "b"]
 [locations.a]
 url = "$work/two/a"
 [locations.b]
-url = "$work/two/b"
+url = "$second"
 TOML
 run two LIFEBOAT_CONFIG="$work/two.toml"

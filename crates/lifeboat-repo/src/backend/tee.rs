@@ -33,9 +33,13 @@ struct Inner {
 
 impl Inner {
     fn fail(&self, i: usize, e: &BackendError) {
+        self.fail_with(i, e.to_string());
+    }
+
+    fn fail_with(&self, i: usize, why: String) {
         let m = &self.mirrors[i];
         if m.active.swap(false, Ordering::SeqCst) {
-            *m.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+            *m.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
         }
     }
 
@@ -228,20 +232,44 @@ struct TeeUpload {
 }
 
 impl Upload for TeeUpload {
+    /// Writes to every location at once: a store that waits for its previous part (a local
+    /// folder keeps one part in flight) must not hold the others up.
     fn write(&mut self, data: &[u8]) -> Result<(), BackendError> {
-        self.primary.write(data)?;
-        let mut keep = Vec::with_capacity(self.mirrors.len());
-        for (i, mut u) in std::mem::take(&mut self.mirrors) {
-            match u.write(data) {
-                Ok(()) => keep.push((i, u)),
-                Err(e) => {
-                    u.abort();
-                    self.inner.fail(i, &e);
-                }
-            }
+        if self.mirrors.is_empty() {
+            return self.primary.write(data);
         }
-        self.mirrors = keep;
-        Ok(())
+        let mirrors = std::mem::take(&mut self.mirrors);
+        let inner = &self.inner;
+        let (r, kept) = std::thread::scope(|s| {
+            let handles: Vec<_> = mirrors
+                .into_iter()
+                .map(|(i, mut u)| {
+                    let h = s.spawn(move || match u.write(data) {
+                        Ok(()) => Some((i, u)),
+                        Err(e) => {
+                            u.abort();
+                            inner.fail(i, &e);
+                            None
+                        }
+                    });
+                    (i, h)
+                })
+                .collect();
+            let r = self.primary.write(data);
+            let kept: Vec<_> = handles
+                .into_iter()
+                .filter_map(|(i, h)| match h.join() {
+                    Ok(k) => k,
+                    Err(_) => {
+                        inner.fail_with(i, "upload thread panicked".into());
+                        None
+                    }
+                })
+                .collect();
+            (r, kept)
+        });
+        self.mirrors = kept;
+        r
     }
 
     fn finish(self: Box<Self>) -> Result<(), BackendError> {

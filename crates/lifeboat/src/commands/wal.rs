@@ -387,6 +387,14 @@ fn push(ctx: &Ctx, a: &WalPushArgs) -> Result<u8> {
                         ),
                     ));
                 }
+                QueueFull::Drop if crate::exit::code_for_any(&e) == WAL_LOCATIONS => {
+                    // Stored, only not in enough locations: acknowledged, never dropped.
+                    eprintln!(
+                        "lifeboat: CRITICAL: acknowledged {what} below wal_min_locations because {backlog} segments wait (> {}): {why}",
+                        a.queue_max
+                    );
+                    return Ok(OK);
+                }
                 QueueFull::Drop => {
                     let d = spool.dir().join("dropped");
                     let _ = std::fs::create_dir_all(&d);

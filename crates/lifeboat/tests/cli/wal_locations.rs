@@ -267,6 +267,33 @@ fn wal_min_locations_two_fails_while_a_location_is_down_then_catches_up() {
     .one_line_error(&["min-locations", "2 location(s)"]);
 }
 
+/// A backlog handed to the background pusher is mirrored too: every call answered by its
+/// marker finds its segment in both locations.
+#[test]
+fn the_background_pusher_writes_both_locations() {
+    let t = Two::new("");
+    let names: Vec<String> = (1..=5).map(|i| t.segment(i).0).collect();
+    for n in &names {
+        let seg = format!("pg_wal/{n}");
+        t.run(&[
+            "wal",
+            "push",
+            &seg,
+            "--data-dir",
+            t.data.to_str().unwrap(),
+            "--background",
+        ])
+        .ok();
+        let st = t.data.join("pg_wal/archive_status");
+        std::fs::rename(st.join(format!("{n}.ready")), st.join(format!("{n}.done"))).unwrap();
+    }
+    for n in &names {
+        assert!(t.has(&t.a, n) && t.has(&t.b, n), "{n} in both");
+    }
+    assert!(t.journal().is_empty());
+    t.run(&["check", "--location", "b", "--read-data"]).ok();
+}
+
 /// The second region on a real S3 server (moto) with Object Lock: every segment arrives there in
 /// the same call, locked like any other write to that bucket; with the server cut off, the call
 /// still succeeds and the lag is caught up once it is back.
