@@ -267,6 +267,36 @@ fn wal_min_locations_two_fails_while_a_location_is_down_then_catches_up() {
     .one_line_error(&["min-locations", "2 location(s)"]);
 }
 
+/// The first region down: segments go to the second, the first is journalled, and once it is
+/// back (and its attempt due) it is caught up before the next segment is written to it.
+#[test]
+fn the_first_location_down_then_back_is_caught_up() {
+    let t = Two::new("");
+    let (s1, _) = t.segment(1);
+    t.push(&s1).ok();
+    let away = t.env.path("region-a-away");
+    std::fs::rename(&t.a, &away).unwrap();
+    let (s2, _) = t.segment(2);
+    let j = t.push(&s2).ok().json();
+    assert_eq!(location(&j, "b")["primary"], true, "{j}");
+    assert_eq!(location(&j, "a")["complete"], false, "{j}");
+    assert!(t.has(&t.b, &s2));
+    std::fs::rename(&away, &t.a).unwrap();
+    let rec = t.journal().remove(0);
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&rec).unwrap()).unwrap();
+    assert_eq!(v["location"], "a");
+    v["next_try"] = "2020-01-01T00:00:00Z".into();
+    std::fs::write(&rec, serde_json::to_vec(&v).unwrap()).unwrap();
+    let (s3, _) = t.segment(3);
+    let j = t.push(&s3).ok().json();
+    assert_eq!(location(&j, "a")["primary"], true, "{j}");
+    assert_eq!(location(&j, "a")["complete"], true, "{j}");
+    for s in [&s1, &s2, &s3] {
+        assert!(t.has(&t.a, s) && t.has(&t.b, s), "{s} in both");
+    }
+    t.run(&["check", "--location", "a", "--read-data"]).ok();
+}
+
 /// A backlog handed to the background pusher is mirrored too: every call answered by its
 /// marker finds its segment in both locations.
 #[test]
