@@ -18,7 +18,7 @@ mod units;
 
 pub use level::Level;
 pub use report::{Change, CheckResult, Counts, Report, SCHEMA_VERSION, Status, changes};
-pub use runner::{Context, History, NewestSnapshot, RunOptions, SnapshotAges, run, run_blocking};
+pub use runner::{Context, History, NewestSnapshot, RunOptions, SnapshotAges, WalCopies, WalCopy, run, run_blocking};
 pub use spec::{
     CheckSpec, ConfigError, HttpProbe, PostgresProbe, Probe, RawCheck, RawChecks, TlsProbe, default_levels,
     parse_checks,

@@ -20,6 +20,29 @@ pub trait SnapshotAges: Send + Sync {
     fn newest(&self, source: Option<&str>) -> Result<Option<NewestSnapshot>, String>;
 }
 
+/// Where the `wal_locations` kind learns how far each storage location's archived WAL is
+/// behind; the binary implements it over the configured locations (a listing of each, no
+/// passphrase needed).
+pub trait WalCopies: Send + Sync {
+    /// One entry per configured location; `Err` with a one-line reason when none can be read.
+    fn copies(&self) -> Result<Vec<WalCopy>, String>;
+}
+
+/// One location's archived WAL against the first reachable location's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalCopy {
+    /// Location name.
+    pub location: String,
+    /// `Err`: why it could not be listed.
+    pub reachable: Result<(), String>,
+    /// WAL files the first reachable location has and this one lacks.
+    pub missing: usize,
+    /// Storage time of the oldest of them (how long this location has lagged).
+    pub missing_since: Option<jiff::Timestamp>,
+    /// Its newest WAL file.
+    pub newest: Option<String>,
+}
+
 /// What the `backup` kind needs to know of the newest snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewestSnapshot {
@@ -36,6 +59,8 @@ pub struct Context {
     /// Snapshot times for `backup` checks; `None`: those checks report that no repository is
     /// configured.
     pub snapshots: Option<Arc<dyn SnapshotAges>>,
+    /// WAL copies per location for `wal_locations` checks; `None`: no repository configured.
+    pub wal_copies: Option<Arc<dyn WalCopies>>,
     /// Results of earlier runs, for `error_rate` checks over another check's failures. Keep one
     /// across the runs of `--watch`; `None`: each run sees only itself.
     pub history: Option<Arc<History>>,

@@ -86,6 +86,7 @@ impl CheckSpec {
                 format!("failures of {of_check} over {}", crate::units::format_duration(*window))
             }
             Probe::Backup { source, .. } => source.clone().unwrap_or_else(|| "any source".into()),
+            Probe::WalLocations { .. } => "archived WAL in every location".into(),
             Probe::Command { argv } => argv.first().cloned().unwrap_or_default(),
         }
     }
@@ -150,6 +151,14 @@ pub enum Probe {
         /// Fails when the newest snapshot is older.
         rpo: Duration,
     },
+    /// Archived WAL in every storage location: how long a location has been missing segments
+    /// the first reachable location holds.
+    WalLocations {
+        /// Fails (class `lagging`, high) when a location misses WAL for longer, or is unreachable.
+        warn_lag: Duration,
+        /// Fails (class `lag_critical`, critical) when a location misses WAL for longer.
+        max_lag: Duration,
+    },
     /// A program's exit status.
     Command {
         /// Program and arguments (a string in the config runs through `/bin/sh -c`).
@@ -170,6 +179,7 @@ impl Probe {
             Probe::Memory { .. } => "memory",
             Probe::ErrorRate { .. } | Probe::CheckFailures { .. } => "error_rate",
             Probe::Backup { .. } => "backup",
+            Probe::WalLocations { .. } => "wal_locations",
             Probe::Command { .. } => "command",
         }
     }
@@ -248,12 +258,13 @@ pub fn default_levels(kind: &str) -> &'static [(&'static str, Level)] {
         "memory" => &[("down", Urgent), ("high_usage", Urgent)],
         "error_rate" => &[("down", High), ("errors", Urgent)],
         "backup" => &[("down", High), ("stale", High), ("failed", High)],
+        "wal_locations" => &[("down", High), ("lagging", High), ("lag_critical", Critical)],
         "command" => &[("down", Critical)],
         _ => &[],
     }
 }
 
-const KINDS: &str = "http, tcp, dns, postgres, tls, disk, memory, error_rate, backup, command";
+const KINDS: &str = "http, tcp, dns, postgres, tls, disk, memory, error_rate, backup, wal_locations, command";
 const COMMON_KEYS: &[&str] = &["name", "kind", "timeout", "depends_on", "levels"];
 const LATENCY_KEYS: &[&str] = &["warn_latency", "critical_latency"];
 
@@ -275,6 +286,7 @@ fn kind_keys(kind: &str) -> &'static [&'static str] {
         "memory" => &["max_used"],
         "error_rate" => &["prometheus", "query", "max_rate", "of_check", "window"],
         "backup" => &["source", "rpo"],
+        "wal_locations" => &["warn_lag", "max_lag"],
         "command" => &["command"],
         _ => &[],
     }
@@ -632,6 +644,14 @@ fn parse_one(i: usize, table: &RawCheck) -> Result<CheckSpec, ConfigError> {
             source: f.string("source")?.map(|s| s.0),
             rpo: f.duration("rpo")?.unwrap_or(PLAN_RPO),
         },
+        "wal_locations" => {
+            let max_lag = f.duration("max_lag")?.unwrap_or(PLAN_RPO);
+            let warn_lag = f.duration("warn_lag")?.unwrap_or(max_lag / 4);
+            if warn_lag > max_lag {
+                return Err(f.err(None, "warn_lag is longer than max_lag"));
+            }
+            Probe::WalLocations { warn_lag, max_lag }
+        }
         "command" => {
             let v = f
                 .take("command")

@@ -67,6 +67,22 @@ pub struct StreamReport {
     pub bytes: u64,
 }
 
+/// Called around every sweep, so the caller can mirror what a sweep writes to other locations
+/// (the command line's multi-location WAL; see `lifeboat_repo::mirror`).
+pub trait SweepHook {
+    /// Before a sweep.
+    fn before(&mut self) {}
+    /// After a sweep, whether it worked or not; `false` ends the stream (the caller says why).
+    fn after(&mut self) -> bool {
+        true
+    }
+}
+
+/// No hook: one location.
+pub struct NoHook;
+
+impl SweepHook for NoHook {}
+
 struct Streamer<'a> {
     repo: &'a Repository,
     ns: String,
@@ -87,6 +103,7 @@ pub fn stream(
     opts: &StreamOptions,
     markers: &crate::wal::Spool,
     stop: &AtomicBool,
+    hook: &mut dyn SweepHook,
 ) -> Result<StreamReport> {
     let client = Client::connect(tools, conn)?;
     let row = client
@@ -164,12 +181,17 @@ pub fn stream(
         compression: opts.compression,
     };
     let t0 = Instant::now();
-    let r = s.run(&mut child, opts, stop, t0);
+    let r = s.run(&mut child, opts, stop, t0, hook);
     let _ = child.kill();
     let status = child.wait();
+    hook.before();
     let final_sweep = s.sweep();
+    let go_on = hook.after();
     r?;
     final_sweep?;
+    if !go_on {
+        return Ok(s.report);
+    }
     if let Ok(st) = status
         && !st.success()
         && !stop.load(Ordering::Relaxed)
@@ -186,7 +208,14 @@ pub fn stream(
 }
 
 impl Streamer<'_> {
-    fn run(&mut self, child: &mut Child, opts: &StreamOptions, stop: &AtomicBool, t0: Instant) -> Result<()> {
+    fn run(
+        &mut self,
+        child: &mut Child,
+        opts: &StreamOptions,
+        stop: &AtomicBool,
+        t0: Instant,
+        hook: &mut dyn SweepHook,
+    ) -> Result<()> {
         loop {
             let mut waited = Duration::ZERO;
             while waited < opts.interval {
@@ -196,7 +225,13 @@ impl Streamer<'_> {
                 std::thread::sleep(Duration::from_millis(50));
                 waited += Duration::from_millis(50);
             }
-            self.sweep()?;
+            hook.before();
+            let swept = self.sweep();
+            let go_on = hook.after();
+            swept?;
+            if !go_on {
+                return Ok(());
+            }
             if let Ok(Some(_)) = child.try_wait() {
                 return Ok(()); // ended (connection lost): the caller reports its status
             }

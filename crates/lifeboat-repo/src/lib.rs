@@ -28,6 +28,7 @@ mod id;
 pub mod index;
 pub mod locations;
 pub mod maintenance;
+pub mod mirror;
 pub mod named;
 pub mod object_lock;
 pub mod packer;

@@ -186,6 +186,69 @@ pub fn listing(b: &dyn Backend) -> Result<Listing> {
     Ok(out)
 }
 
+/// How far one namespace of named streams (a cluster's archived WAL) at a location is behind the
+/// reference location (the first reachable one).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NamedLag {
+    /// Namespace.
+    pub namespace: String,
+    /// Names stored here.
+    pub names: usize,
+    /// The newest (greatest) name here, if any.
+    pub newest: Option<String>,
+    /// The newest name at the reference.
+    pub reference_newest: Option<String>,
+    /// Names the reference has and this location lacks.
+    pub lag_names: usize,
+    /// Since when this location misses names: the storage time of the oldest name it lacks.
+    pub missing_since: Option<jiff::Timestamp>,
+}
+
+/// Lists `named/` once and groups it: name → storage time (seconds), per namespace.
+pub fn named_listing(b: &dyn Backend) -> Result<BTreeMap<String, BTreeMap<String, i64>>> {
+    let mut out: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for o in b.list("named/")? {
+        if let Some((ns, name)) = o.key.strip_prefix("named/").and_then(|k| k.split_once('/')) {
+            out.entry(ns.to_string())
+                .or_default()
+                .insert(name.to_string(), o.modified);
+        }
+    }
+    Ok(out)
+}
+
+/// The lag of every namespace the reference has (or this location has), from two
+/// [`named_listing`]s.
+pub fn named_lag(
+    own: &BTreeMap<String, BTreeMap<String, i64>>,
+    reference: &BTreeMap<String, BTreeMap<String, i64>>,
+) -> Vec<NamedLag> {
+    let empty = BTreeMap::new();
+    let mut namespaces: Vec<&String> = own.keys().chain(reference.keys()).collect();
+    namespaces.sort();
+    namespaces.dedup();
+    namespaces
+        .into_iter()
+        .map(|ns| {
+            let mine = own.get(ns).unwrap_or(&empty);
+            let theirs = reference.get(ns).unwrap_or(&empty);
+            let missing: Vec<i64> = theirs
+                .iter()
+                .filter(|(n, _)| !mine.contains_key(*n))
+                .map(|(_, t)| *t)
+                .collect();
+            NamedLag {
+                namespace: ns.clone(),
+                names: mine.len(),
+                newest: mine.keys().next_back().cloned(),
+                reference_newest: theirs.keys().next_back().cloned(),
+                lag_names: missing.len(),
+                missing_since: missing.iter().min().and_then(|t| jiff::Timestamp::from_second(*t).ok()),
+            }
+        })
+        .collect()
+}
+
 /// Summarizes one location; `reference` is the listing of the location lag is measured
 /// against (the primary). An unreachable location is reported, not an error.
 pub fn summarize(

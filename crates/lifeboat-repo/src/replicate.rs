@@ -5,7 +5,9 @@
 //! packs, by a random id whose hash the index records. So a copy is verified on arrival without
 //! trusting either side, an object already present is skipped (copies are resumable), and the
 //! destination never sees a snapshot before the packs and index segments it needs: snapshots go
-//! last, and not at all if anything before them failed.
+//! last, and not at all if anything before them failed. Named manifests (archived WAL segments,
+//! `named/`) are commit points like snapshots: they follow the index, are held back the same way,
+//! and are written put-if-absent, so a location that already holds a name keeps its own stream.
 //!
 //! Deletions made by prune and forget travel as `deletions/` records: an object named in one is
 //! never copied back, and is removed from a destination that still has it, except a pack that
@@ -23,7 +25,20 @@ use crate::index::IdMap;
 use crate::repository::Repository;
 
 /// Folders copied, in the order that keeps the destination consistent at every moment.
-const FOLDERS: [&str; 6] = ["keys/", "deletions/", "data/", "index/", "marks/", "snapshots/"];
+const FOLDERS: [&str; 7] = [
+    "keys/",
+    "deletions/",
+    "data/",
+    "index/",
+    "marks/",
+    "named/",
+    "snapshots/",
+];
+
+/// Folders whose objects are commit points: never copied when an object they may need failed.
+fn is_commit_folder(folder: &str) -> bool {
+    matches!(folder, "named/" | "snapshots/")
+}
 
 /// How a copy treats objects the destination already has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -187,9 +202,10 @@ pub fn replicate(
     }
 
     for folder in FOLDERS {
-        if folder == "snapshots/" && !rep.errors.is_empty() {
-            rep.errors
-                .push("snapshots not copied because objects they may need failed to copy".into());
+        if is_commit_folder(folder) && !rep.errors.is_empty() {
+            rep.errors.push(
+                "snapshots and named manifests (WAL) not copied because objects they may need failed to copy".into(),
+            );
             break;
         }
         let there: BTreeMap<String, u64> = dst.list(folder)?.into_iter().map(|o| (o.key, o.size)).collect();
@@ -268,6 +284,114 @@ pub fn replicate(
     }
     rep.duration_secs = started.elapsed().as_secs_f64();
     Ok(rep)
+}
+
+/// Copies the objects `keys` from `src` to `dst` (what one write left a location without, see
+/// [`crate::mirror`]), in the order that keeps `dst` consistent: packs, then index segments, then
+/// the rest (named manifests, snapshots) only if nothing before failed. Packs are verified
+/// against the index segments among `keys` (or, failing that, `repo`'s index at `src`); a key
+/// the source no longer has (deleted since, e.g. a superseded partial upload) is skipped and
+/// counted in `present`. Objects `dst` already has at the right size are not copied again.
+pub fn copy_keys(
+    repo: &Repository,
+    src: &Arc<dyn Backend>,
+    dst: &Arc<dyn Backend>,
+    keys: &[String],
+) -> ReplicateReport {
+    let started = std::time::Instant::now();
+    let mut rep = ReplicateReport {
+        from: src.location().into(),
+        to: dst.location().into(),
+        ..Default::default()
+    };
+    let progress = ReplicateProgress::default();
+    let src_repo = repo.at(src.clone());
+    let mut packs: IdMap<(u64, Id)> = IdMap::default();
+    let mut need_full_index = false;
+    for k in keys.iter().filter(|k| k.starts_with("index/")) {
+        match src_repo.read_index_segment(k) {
+            Ok(recs) => recs.iter().for_each(|p| {
+                packs.insert(p.id, (p.size, p.hash));
+            }),
+            Err(_) => need_full_index = true,
+        }
+    }
+    let unknown_pack = keys
+        .iter()
+        .filter_map(|k| pack_id(k))
+        .any(|id| !packs.contains_key(&id));
+    if (need_full_index || unknown_pack)
+        && let Ok(idx) = src_repo.load_index_for_reading()
+    {
+        for p in idx.pack_records() {
+            packs.insert(p.id, (p.size, p.hash));
+        }
+    }
+    let mut groups: Vec<Vec<&String>> = vec![Vec::new(); 3];
+    for k in keys {
+        let g = if k.starts_with("data/") {
+            0
+        } else if k.starts_with("index/") {
+            1
+        } else {
+            2
+        };
+        if !groups[g].contains(&k) {
+            groups[g].push(k);
+        }
+    }
+    for (g, group) in groups.into_iter().enumerate() {
+        if g == 2 && !rep.errors.is_empty() {
+            rep.errors
+                .push("named manifests and snapshots not copied because objects they may need failed to copy".into());
+            break;
+        }
+        let mut jobs = Vec::new();
+        for key in group {
+            let size = match src.head(key) {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    rep.present += 1; // gone at the source since: nothing to copy
+                    continue;
+                }
+                Err(e) => {
+                    rep.errors.push(e.to_string());
+                    continue;
+                }
+            };
+            if g == 0 && !packs.contains_key(&pack_id(key).unwrap_or(Id([0; 32]))) {
+                rep.unindexed_skipped += 1;
+                continue;
+            }
+            match dst.head(key) {
+                Ok(Some(s)) if s == size => rep.present += 1,
+                Ok(p) => jobs.push(Job {
+                    key: key.clone(),
+                    size,
+                    present: p.is_some(),
+                }),
+                Err(e) => rep.errors.push(e.to_string()),
+            }
+        }
+        run_jobs(jobs, 4, |job| {
+            copy_one(src.as_ref(), dst.as_ref(), &job, &packs, Existing::TrustSize, &progress)
+        })
+        .into_iter()
+        .for_each(|r| match r {
+            Ok(Outcome::Copied(n)) => {
+                rep.copied += 1;
+                rep.bytes += n;
+            }
+            Ok(Outcome::Replaced(n)) => {
+                rep.replaced += 1;
+                rep.bytes += n;
+            }
+            Ok(Outcome::Intact) => rep.present += 1,
+            Err(e) => rep.errors.push(e),
+        });
+    }
+    rep.duration_secs = started.elapsed().as_secs_f64();
+    rep
 }
 
 fn pack_id(key: &str) -> Option<Id> {
@@ -387,7 +511,16 @@ fn copy_one(
             )));
         }
         let n = data.len() as u64;
-        dst.put(key, data, PutMode::Overwrite).map_err(|e| e.to_string())?;
+        if key.starts_with("named/") {
+            // A name is stored once: never replace what a location already holds under it.
+            match dst.put(key, data, PutMode::Create) {
+                Ok(()) => {}
+                Err(e) if e.kind == crate::backend::BackendErrorKind::AlreadyExists => return Ok(Outcome::Intact),
+                Err(e) => return Err(e.to_string()),
+            }
+        } else {
+            dst.put(key, data, PutMode::Overwrite).map_err(|e| e.to_string())?;
+        }
         n
     };
     progress.objects.fetch_add(1, Ordering::Relaxed);
@@ -449,6 +582,32 @@ mod tests {
         assert_eq!(again.copied, 0);
         // The copy opens and lists the same snapshot.
         assert_eq!(repo.at(dst).list_snapshots().unwrap().len(), 1);
+    }
+
+    /// Archived WAL (named manifests) travels with replication, after its data, and a name a
+    /// location already holds is never replaced.
+    #[test]
+    fn named_manifests_are_replicated_and_never_replaced() {
+        let (repo, _d) = repo_with_a_backup();
+        crate::named::put(&repo, "wal-1", "a", &mut vec![7u8; 100_000].as_slice(), None).unwrap();
+        let src = repo.backend().clone();
+        let dst: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::memory());
+        let r = replicate(&repo, &src, &dst, &ReplicateOptions::default(), &Default::default()).unwrap();
+        assert!(r.ok(), "{:?}", r.errors);
+        let at_dst = repo.at(dst.clone());
+        let m = crate::named::read_manifest(&at_dst, "wal-1", "a").unwrap().unwrap();
+        let mut out = Vec::new();
+        crate::named::read_to(&at_dst, &at_dst.load_index_for_reading().unwrap(), &m, &mut out).unwrap();
+        assert_eq!(out, vec![7u8; 100_000]);
+        // A different manifest under the name at the destination stays.
+        dst.put("named/wal-1/a", b"theirs".to_vec(), PutMode::Overwrite)
+            .unwrap();
+        let opts = ReplicateOptions {
+            existing: Existing::Verify,
+            ..Default::default()
+        };
+        replicate(&repo, &src, &dst, &opts, &Default::default()).unwrap();
+        assert_eq!(dst.get("named/wal-1/a").unwrap(), b"theirs");
     }
 
     #[test]

@@ -213,7 +213,9 @@ pub enum WalCommand {
     /// segment under a stored name is refused (exit 15). Also stores other segments already
     /// marked ready, so later calls return at once (with --background: hands them to one
     /// background pusher and waits for its own). Exit 0 only once the segment is durably in the
-    /// repository.
+    /// repository. With several locations it is written to every reachable one in the same call;
+    /// a location that fails is journalled and caught up by later calls (exit 25 instead when
+    /// fewer than --min-locations hold it).
     Push(WalPushArgs),
     /// Restore a WAL segment (restore_command = 'lifeboat wal fetch %f %p'), prefetching the next
     /// ones into a local spool.
@@ -243,6 +245,10 @@ pub struct WalStreamArgs {
     /// Local folder for received WAL and push markers (default: under the cache folder).
     #[arg(long, env = "LIFEBOAT_WAL_SPOOL", value_name = "DIR")]
     pub spool: Option<PathBuf>,
+    /// With several locations: stop (exit 25) when a sweep's WAL is in fewer than N of them
+    /// (default: `wal_min_locations` in the config, else 1).
+    #[arg(long, env = "LIFEBOAT_WAL_MIN_LOCATIONS", value_name = "N")]
+    pub min_locations: Option<usize>,
     /// How WAL is compressed (default: repository.wal_compression in the config, else zstd).
     #[arg(long, env = "LIFEBOAT_WAL_COMPRESSION", value_enum, value_name = "CODEC")]
     pub compression: Option<WalCompressionArg>,
@@ -254,7 +260,7 @@ pub enum WalCompressionArg {
     /// zstd level 1 while the archiver keeps up; LZ4 for a backlog (a call or sweep storing 8 or
     /// more segments), so bursts keep up and calm periods keep the better ratio.
     Auto,
-    /// Always zstd level 1: about 12x smaller than the WAL on pgbench, the most CPU.
+    /// Always zstd level 1 (the default): about 12x smaller than the WAL on pgbench, the most CPU.
     Zstd,
     /// Always LZ4: about 1.5x zstd's speed, about half its ratio.
     Lz4,
@@ -300,6 +306,11 @@ pub struct WalPushArgs {
     /// How WAL is compressed (default: repository.wal_compression in the config, else zstd).
     #[arg(long, env = "LIFEBOAT_WAL_COMPRESSION", value_enum, value_name = "CODEC")]
     pub compression: Option<WalCompressionArg>,
+    /// With several locations: fail (exit 25, PostgreSQL retries) unless the segment is in at
+    /// least N of them (default: `wal_min_locations` in the config, else 1: the first reachable
+    /// location, the others written in the same call or caught up by later calls).
+    #[arg(long, env = "LIFEBOAT_WAL_MIN_LOCATIONS", value_name = "N")]
+    pub min_locations: Option<usize>,
 }
 
 /// `wal fetch`.

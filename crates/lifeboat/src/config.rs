@@ -58,6 +58,7 @@ struct RawRepository {
     compression_level: Option<i32>,
     pack_size_mib: Option<u64>,
     wal_compression: Option<String>,
+    wal_min_locations: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +173,9 @@ pub struct Config {
     pub pack_size_mib: Option<u64>,
     /// How `wal push` and `wal stream` compress WAL (their `--compression` wins).
     pub wal_compression: Option<lifeboat_pg::wal::WalCompression>,
+    /// `wal push`/`wal stream` fail unless each segment is in at least this many locations
+    /// (`[repository] wal_min_locations`; default 1: the first reachable one, others caught up).
+    pub wal_min_locations: Option<usize>,
     /// File sources by name.
     pub sources: Vec<FileSource>,
     /// PostgreSQL sources by name.
@@ -194,6 +198,7 @@ impl Default for Config {
             compression_level: None,
             pack_size_mib: None,
             wal_compression: None,
+            wal_min_locations: None,
             sources: Vec::new(),
             db_sources: Vec::new(),
             retention: RetentionPolicy::plan_default(),
@@ -343,6 +348,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
             "[locations.{n}] is defined but not listed in repository.locations"
         )));
     }
+    if let Some(m) = repo.wal_min_locations {
+        let have = locations.len().max(1);
+        if m == 0 || m > have {
+            return Err(bad(format!(
+                "repository.wal_min_locations = {m}, but {have} location(s) are configured (use 1..={have})"
+            )));
+        }
+    }
     Ok(Config {
         location: repo.location,
         locations,
@@ -352,6 +365,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
         compression_level: repo.compression_level,
         pack_size_mib: repo.pack_size_mib,
         wal_compression,
+        wal_min_locations: repo.wal_min_locations,
         sources,
         db_sources,
         retention,
@@ -642,6 +656,18 @@ mod tests {
             .lock_retention
             .unwrap();
         assert_eq!(r.span.as_secs(), 92 * 86_400);
+    }
+
+    #[test]
+    fn wal_min_locations_must_fit_the_locations() {
+        let two = "[locations.a]\nurl = \"/a\"\n[locations.b]\nurl = \"/b\"\n";
+        let t = format!("[repository]\nlocations = [\"a\", \"b\"]\nwal_min_locations = 2\n{two}");
+        assert_eq!(parse(&t, Path::new("x.toml")).unwrap().wal_min_locations, Some(2));
+        for bad in ["0", "3"] {
+            let t = format!("[repository]\nlocations = [\"a\", \"b\"]\nwal_min_locations = {bad}\n{two}");
+            let e = parse(&t, Path::new("x.toml")).unwrap_err().to_string();
+            assert!(e.contains("wal_min_locations") && e.contains("1..=2"), "{e}");
+        }
     }
 
     #[test]

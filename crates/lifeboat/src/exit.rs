@@ -59,6 +59,9 @@ pub const APPEND_ONLY: u8 = 23;
 /// The storage refused the credentials (S3 403/401: unknown access key, wrong secret, or a
 /// policy that does not allow the operation).
 pub const STORE_AUTH: u8 = 24;
+/// `wal push`/`wal stream`: the WAL is stored, but in fewer locations than
+/// `wal_min_locations` (PostgreSQL retries; the lagging locations are caught up first).
+pub const WAL_LOCATIONS: u8 = 25;
 /// Interrupted (Ctrl-C).
 pub const INTERRUPTED: u8 = 130;
 
@@ -102,6 +105,8 @@ EXIT CODES
     23   append-only location: prune/forget need the maintenance credential
     24   storage refused the credentials (S3 403: InvalidAccessKeyId, SignatureDoesNotMatch,
          AccessDenied)
+    25   WAL stored in fewer locations than wal_min_locations (PostgreSQL retries; the missing
+         locations are caught up first)
     130  interrupted";
 
 /// A failure that already knows its exit code and one-line message.

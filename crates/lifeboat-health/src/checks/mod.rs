@@ -11,6 +11,7 @@ mod memory;
 mod postgres;
 mod tcp;
 mod tls;
+mod wal_locations;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -130,6 +131,7 @@ pub(crate) async fn probe(spec: &CheckSpec, shared: &Shared, ctx: &Context) -> O
         // Derived from the other checks' results: the runner evaluates it after them.
         Probe::CheckFailures { .. } => Outcome::ok("evaluated after the other checks"),
         Probe::Backup { source, rpo } => backup::probe(source.as_deref(), *rpo, ctx).await,
+        Probe::WalLocations { warn_lag, max_lag } => wal_locations::probe(*warn_lag, *max_lag, ctx).await,
         Probe::Command { argv } => command::probe(argv).await,
     }
 }

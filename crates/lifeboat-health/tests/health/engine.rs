@@ -228,6 +228,7 @@ fn backup_age_against_the_rpo() {
     let with = |v: Result<Option<NewestSnapshot>, String>| {
         let ctx = Context {
             snapshots: Some(Arc::new(Fixed(v))),
+            wal_copies: None,
             history: None,
         };
         run_with(text, Duration::from_secs(10), ctx)
@@ -290,6 +291,7 @@ fn error_rate_over_another_checks_failures() {
     };
     let ctx = Context {
         snapshots: None,
+        wal_copies: None,
         history: Some(Arc::new(History::new())),
     };
     let go = |path: &str| run_with(&text(path), Duration::from_secs(10), ctx.clone());

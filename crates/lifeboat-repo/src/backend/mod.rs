@@ -5,7 +5,8 @@
 //! offers, so the format never relies on rename or append, and a local folder, S3 or an in-memory
 //! store for tests all sit behind [`Backend`]. Implementations live in submodules; wrappers add
 //! per-location behaviour without the engine knowing: [`RateLimited`] (bandwidth and request
-//! rate), [`AppendOnly`] (no deletes) and [`FallbackReader`] (reads from several locations).
+//! rate), [`AppendOnly`] (no deletes), [`FallbackReader`] (reads from several locations) and
+//! [`Tee`] (writes to several locations at once).
 
 mod append_only;
 mod content_md5;
@@ -15,6 +16,7 @@ mod object_lock;
 mod object_store_backend;
 mod rate_limit;
 mod read_ahead;
+mod tee;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ pub use object_lock::{BucketLock, LockMode, ObjectLockClient, Retention};
 pub use object_store_backend::ObjectStoreBackend;
 pub use rate_limit::RateLimited;
 pub use read_ahead::ReadAhead;
+pub use tee::{Tee, TeeRound};
 
 /// How the message of a request the store refused (403/401) begins, so callers that only kept
 /// the text can still tell refused credentials from other failures.

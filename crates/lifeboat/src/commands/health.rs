@@ -5,8 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use lifeboat_health::{CheckSpec, Context, NewestSnapshot, Report, RunOptions, SnapshotAges, Status};
+use lifeboat_health::{
+    CheckSpec, Context, NewestSnapshot, Report, RunOptions, SnapshotAges, Status, WalCopies, WalCopy,
+};
 use lifeboat_repo::Repository;
+use lifeboat_repo::backend::LocationOptions;
+use lifeboat_repo::locations as repo_locations;
 
 use super::{Ctx, open_repository, parse_duration};
 use crate::cli::HealthArgs;
@@ -120,6 +124,64 @@ impl SnapshotAges for RepoSnapshots {
     }
 }
 
+/// Archived WAL per location for `wal_locations` checks: one listing of `named/` per location
+/// (no passphrase: object names are enough), compared with the first reachable location.
+struct LocationsWal {
+    locations: Vec<LocationOptions>,
+}
+
+impl WalCopies for LocationsWal {
+    fn copies(&self) -> Result<Vec<WalCopy>, String> {
+        let listings: Vec<(String, std::result::Result<_, String>)> = self
+            .locations
+            .iter()
+            .map(|o| {
+                let name = if o.name.is_empty() {
+                    o.url.clone()
+                } else {
+                    o.name.clone()
+                };
+                let l = lifeboat_repo::backend::open_location(o, false)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| repo_locations::named_listing(b.as_ref()).map_err(|e| e.to_string()));
+                (name, l)
+            })
+            .collect();
+        let Some(reference) = listings.iter().find_map(|(_, l)| l.as_ref().ok()) else {
+            let why: Vec<String> = listings
+                .iter()
+                .filter_map(|(n, l)| l.as_ref().err().map(|e| format!("{n}: {e}")))
+                .collect();
+            return Err(format!("no location can be listed: {}", why.join("; ")));
+        };
+        Ok(listings
+            .iter()
+            .map(|(name, l)| match l {
+                Err(e) => WalCopy {
+                    location: name.clone(),
+                    reachable: Err(e.clone()),
+                    missing: 0,
+                    missing_since: None,
+                    newest: None,
+                },
+                Ok(own) => {
+                    let lag: Vec<_> = repo_locations::named_lag(own, reference)
+                        .into_iter()
+                        .filter(|l| l.namespace.starts_with("wal-"))
+                        .collect();
+                    WalCopy {
+                        location: name.clone(),
+                        reachable: Ok(()),
+                        missing: lag.iter().map(|l| l.lag_names).sum(),
+                        missing_since: lag.iter().filter_map(|l| l.missing_since).min(),
+                        newest: lag.iter().filter_map(|l| l.newest.clone()).max(),
+                    }
+                }
+            })
+            .collect())
+    }
+}
+
 fn checks_to_run(ctx: &Ctx, a: &HealthArgs) -> Result<Vec<CheckSpec>> {
     let all = &ctx.config.checks;
     if all.is_empty() {
@@ -170,9 +232,14 @@ fn context(ctx: &Ctx, checks: &[CheckSpec]) -> Context {
         }
         _ => None,
     };
+    let wal_copies = match (checks.iter().any(|c| c.kind() == "wal_locations"), ctx.locations()) {
+        (true, Ok(locations)) => Some(Arc::new(LocationsWal { locations }) as Arc<dyn WalCopies>),
+        _ => None,
+    };
     // One history for the whole command: --watch runs share it (error_rate over a check's failures).
     Context {
         snapshots,
+        wal_copies,
         history: Some(Arc::new(lifeboat_health::History::new())),
     }
 }

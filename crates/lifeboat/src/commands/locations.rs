@@ -358,6 +358,54 @@ fn lock_warnings(l: &Loc, s: &locations::LocationSummary, needed: Option<std::ti
     w
 }
 
+/// One row of `locations --json`: the summary plus the archived WAL's lag.
+#[derive(serde::Serialize)]
+struct Row<'a> {
+    #[serde(flatten)]
+    summary: &'a locations::LocationSummary,
+    /// Per cluster (`wal-<system id>`): how far this location's archived WAL is behind the
+    /// first reachable location's.
+    wal: Vec<locations::NamedLag>,
+}
+
+/// How long a location has been missing WAL, for people.
+pub fn lag_age(l: &locations::NamedLag) -> String {
+    match l.missing_since {
+        Some(t) => {
+            let age = jiff::Timestamp::now().duration_since(t);
+            format!("missing since {} ago", output::secs(age.as_secs_f64().max(0.0)))
+        }
+        None => "-".into(),
+    }
+}
+
+/// The archived WAL of every location against the first reachable one (one listing of
+/// `named/` each). An unreachable location gets an empty list.
+pub fn wal_lag(locs: &[Loc]) -> Vec<Vec<locations::NamedLag>> {
+    let listings: Vec<Option<_>> = locs
+        .iter()
+        .map(|l| {
+            l.backend
+                .as_ref()
+                .ok()
+                .and_then(|b| locations::named_listing(b.as_ref()).ok())
+        })
+        .collect();
+    let Some(reference) = listings.iter().flatten().next() else {
+        return vec![Vec::new(); locs.len()];
+    };
+    listings
+        .iter()
+        .map(|own| match own {
+            Some(own) => locations::named_lag(own, reference)
+                .into_iter()
+                .filter(|l| l.namespace.starts_with("wal-"))
+                .collect(),
+            None => Vec::new(),
+        })
+        .collect()
+}
+
 /// `lifeboat locations [--json] [--extend-locks]`.
 pub fn list(ctx: &Ctx, a: &LocationsArgs) -> Result<u8> {
     if a.extend_locks {
@@ -397,8 +445,14 @@ pub fn list(ctx: &Ctx, a: &LocationsArgs) -> Result<u8> {
             s
         })
         .collect();
+    let wal = wal_lag(&locs);
     if ctx.global.json {
-        output::json(&rows);
+        let out: Vec<Row> = rows
+            .iter()
+            .zip(wal)
+            .map(|(summary, wal)| Row { summary, wal })
+            .collect();
+        output::json(&out);
         return Ok(OK);
     }
     let when = |t: Option<jiff::Timestamp>| t.map_or("never".to_string(), |t| t.strftime("%Y-%m-%d %H:%M").to_string());
@@ -448,6 +502,29 @@ pub fn list(ctx: &Ctx, a: &LocationsArgs) -> Result<u8> {
         ],
         &table,
     );
+    let wal_rows: Vec<Vec<String>> = rows
+        .iter()
+        .zip(&wal)
+        .flat_map(|(s, w)| {
+            w.iter().map(|l| {
+                vec![
+                    s.name.clone(),
+                    l.namespace.clone(),
+                    format!("{}", l.names),
+                    l.newest.clone().unwrap_or_else(|| "-".into()),
+                    if l.lag_names == 0 {
+                        "0".into()
+                    } else {
+                        format!("{} segment(s), {}", l.lag_names, lag_age(l))
+                    },
+                ]
+            })
+        })
+        .collect();
+    if !wal_rows.is_empty() {
+        println!();
+        output::table(&["Location", "WAL", "Files", "Newest", "Lag"], &wal_rows);
+    }
     for s in &rows {
         if let Some(e) = &s.error {
             eprintln!("lifeboat: location {}: {e}", s.name);

@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use lifeboat_pg::wal::{self, PushError, PushReport, Spool};
 use lifeboat_pg::{physical, wal_ahead, wal_check};
+use lifeboat_repo::Repository;
+use lifeboat_repo::mirror::{Journal, Mirrors, Round, Target};
 
 use super::{Ctx, parse_duration};
 use crate::cli::{QueueFull, WalCheckArgs, WalCommand, WalCompressionArg, WalFetchArgs, WalPushArgs, WalStreamArgs};
-use crate::exit::{OK, USAGE, WAL_BACKLOG, WAL_CONFLICT, WAL_GAP, fail};
+use crate::exit::{OK, USAGE, WAL_BACKLOG, WAL_CONFLICT, WAL_GAP, WAL_LOCATIONS, fail};
 use crate::output;
 
 pub fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
@@ -43,7 +45,7 @@ fn stream(ctx: &Ctx, a: &WalStreamArgs) -> Result<u8> {
     };
     let conn = lifeboat_pg::ConnInfo::parse(&src.url)?;
     let tools = lifeboat_pg::Tools::find()?;
-    let repo = ctx.open()?;
+    let min = min_locations(ctx, a.min_locations)?;
     let base = match &a.spool {
         Some(s) => s.clone(),
         None => {
@@ -66,6 +68,7 @@ fn stream(ctx: &Ctx, a: &WalStreamArgs) -> Result<u8> {
         .query_value("SELECT system_identifier::text FROM pg_control_system()")?
         .unwrap_or_default();
     let markers = spool(ctx, &a.spool, &sysid)?;
+    let wal = open_for_wal(ctx, &markers, min)?;
     if !ctx.global.quiet && !ctx.global.json {
         eprintln!(
             "lifeboat: streaming WAL of {} (slot {}) into the repository every {}",
@@ -75,7 +78,11 @@ fn stream(ctx: &Ctx, a: &WalStreamArgs) -> Result<u8> {
         );
     }
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let r = lifeboat_pg::stream::stream(&repo, &tools, &conn, &opts, &markers, &stop)?;
+    let mut hook = StreamRounds { wal: &wal, error: None };
+    let r = lifeboat_pg::stream::stream(&wal.repo, &tools, &conn, &opts, &markers, &stop, &mut hook)?;
+    if let Some(e) = hook.error {
+        return Err(e);
+    }
     if ctx.global.json {
         output::json(&r);
     } else if !ctx.global.quiet {
@@ -89,13 +96,205 @@ fn stream(ctx: &Ctx, a: &WalStreamArgs) -> Result<u8> {
     Ok(OK)
 }
 
-/// `--compression` (or its environment variable), else the config's, else auto.
+/// `--compression` (or its environment variable), else the config's, else zstd.
 fn compression(ctx: &Ctx, flag: Option<WalCompressionArg>) -> wal::WalCompression {
     match flag {
         Some(WalCompressionArg::Auto) => wal::WalCompression::Auto,
         Some(WalCompressionArg::Zstd) => wal::WalCompression::Zstd,
         Some(WalCompressionArg::Lz4) => wal::WalCompression::Lz4,
         None => ctx.config.wal_compression.unwrap_or_default(),
+    }
+}
+
+/// The repository opened for WAL writes. One location: as before. Several: at the first
+/// reachable one, every other location written in the same calls through a
+/// [`lifeboat_repo::backend::Tee`], with a journal of what a location missed in
+/// `<spool>/lag/` (see lifeboat_repo::mirror).
+struct WalRepo {
+    repo: Repository,
+    mirrors: Option<Mirrors>,
+    min: usize,
+}
+
+/// How many locations must hold each segment: the flag, else the config, else 1.
+fn min_locations(ctx: &Ctx, given: Option<usize>) -> Result<usize> {
+    let have = ctx.locations()?.len();
+    let m = given.or(ctx.config.wal_min_locations).unwrap_or(1);
+    if m == 0 || m > have {
+        return Err(fail(
+            USAGE,
+            format!(
+                "--min-locations / wal_min_locations = {m}, but {have} location(s) are configured (use 1..={have})"
+            ),
+        ));
+    }
+    Ok(m)
+}
+
+/// The lag journal of a spool.
+fn journal(spool: &Spool) -> Journal {
+    Journal::new(spool.dir().join("lag"))
+}
+
+/// A mirror is only ever caught up later, so it gets short retries: a dead location costs a few
+/// seconds once per back-off period, not the full `retry_timeout` on every call.
+fn mirror_options(o: &lifeboat_repo::backend::LocationOptions) -> lifeboat_repo::backend::LocationOptions {
+    let mut o = o.clone();
+    o.s3.max_retries = Some(o.s3.max_retries.unwrap_or(2).min(2));
+    o.s3.retry_timeout = Some(
+        o.s3.retry_timeout
+            .unwrap_or(std::time::Duration::from_secs(10))
+            .min(std::time::Duration::from_secs(10)),
+    );
+    o
+}
+
+fn open_for_wal(ctx: &Ctx, spool: &Spool, min: usize) -> Result<WalRepo> {
+    if ctx.locations()?.len() < 2 {
+        return Ok(WalRepo {
+            repo: ctx.open()?,
+            mirrors: None,
+            min,
+        });
+    }
+    let (repo, locs, primary) = ctx.open_primary()?;
+    let targets = locs
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Target {
+            name: l.name().to_string(),
+            backend: if i == primary {
+                l.backend.clone()
+            } else {
+                lifeboat_repo::backend::open_location(&mirror_options(&l.opts), false).map_err(|e| e.to_string())
+            },
+        })
+        .collect();
+    let mirrors = Mirrors::new(targets, primary, journal(spool))?;
+    Ok(WalRepo {
+        repo: repo.at(mirrors.backend()),
+        mirrors: Some(mirrors),
+        min,
+    })
+}
+
+impl WalRepo {
+    /// Catches up lagging locations that are due (all of them when the caller needs more
+    /// than one location: a strict setup retries at every call).
+    fn begin(&self) {
+        if let Some(m) = &self.mirrors {
+            m.begin(&self.repo, self.min > 1);
+        }
+    }
+
+    /// Journals what each location missed, warns about it, and fails (exit 25) when fewer than
+    /// `min` locations hold everything. `what` names the WAL in messages; `chatty`: also warn
+    /// about a location still waiting for its next attempt (not only about new failures).
+    fn end(&self, what: &str, chatty: bool) -> (Option<Round>, Result<()>) {
+        let Some(m) = &self.mirrors else { return (None, Ok(())) };
+        let round = m.end();
+        let r = judge(what, &round, self.min, chatty);
+        (Some(round), r)
+    }
+}
+
+/// Warns about lagging locations and applies `min` to a round.
+fn judge(what: &str, round: &Round, min: usize, chatty: bool) -> Result<()> {
+    let complete = round.complete();
+    let lagging: Vec<String> = round
+        .lagging()
+        .map(|l| format!("{}: {}", l.name, l.error.as_deref().unwrap_or("lagging")))
+        .collect();
+    if complete < min {
+        return Err(fail(
+            WAL_LOCATIONS,
+            format!(
+                "{what} is stored in {complete} of {} locations, fewer than wal_min_locations = {min} ({}); PostgreSQL retries and the next call catches the location up first",
+                round.locations.len(),
+                lagging.join("; ")
+            ),
+        ));
+    }
+    for l in round.lagging() {
+        // A failure in this call is always worth a line in the server log; a location still
+        // waiting for its next attempt only when not --quiet.
+        if l.failed_now() || chatty {
+            eprintln!(
+                "lifeboat: warning: location {} lags: {}; {what} is in {complete} of {} locations, the next calls catch it up{}",
+                l.name,
+                l.error.as_deref().unwrap_or("not written"),
+                round.locations.len(),
+                match l.pending {
+                    0 => String::new(),
+                    usize::MAX => " (full copy needed)".into(),
+                    n => format!(" ({n} object(s) journalled)"),
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Without a round of its own (answered by a marker): whether enough locations are complete
+/// according to the journal.
+fn judge_journal(ctx: &Ctx, what: &str, spool: &Spool, min: usize) -> Result<()> {
+    if min < 2 {
+        return Ok(());
+    }
+    let names: Vec<String> = ctx.open_locations()?.iter().map(|l| l.name().to_string()).collect();
+    let total = names.len();
+    let lagging: Vec<_> = journal(spool)
+        .all()
+        .into_iter()
+        .filter(|r| names.contains(&r.location))
+        .collect();
+    let complete = total.saturating_sub(lagging.len());
+    if complete < min {
+        let names: Vec<String> = lagging
+            .iter()
+            .map(|r| format!("{}: {}", r.location, r.last_error))
+            .collect();
+        return Err(fail(
+            WAL_LOCATIONS,
+            format!(
+                "{what} is stored in {complete} of {total} locations, fewer than wal_min_locations = {min} ({}); PostgreSQL retries and the next call catches the location up first",
+                names.join("; ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A push's JSON: the report, plus every location's state with several.
+#[derive(serde::Serialize)]
+struct PushOut<'a> {
+    #[serde(flatten)]
+    report: &'a PushReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locations: Option<&'a Round>,
+}
+
+/// `wal stream`'s hook: every sweep is a mirror round.
+struct StreamRounds<'a> {
+    wal: &'a WalRepo,
+    error: Option<anyhow::Error>,
+}
+
+impl lifeboat_pg::stream::SweepHook for StreamRounds<'_> {
+    fn before(&mut self) {
+        self.wal.begin();
+    }
+
+    fn after(&mut self) -> bool {
+        // A sweep a second: only new failures are worth a line.
+        let (_, r) = self.wal.end("streamed WAL", false);
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                self.error = Some(e);
+                false
+            }
+        }
     }
 }
 
@@ -146,23 +345,40 @@ fn push(ctx: &Ctx, a: &WalPushArgs) -> Result<u8> {
     if is_pusher {
         let _ = run_pusher(ctx, a, &path, &ns, &spool);
     }
-    let report = match wal::push_fast_path(&spool, &path)? {
+    let min = min_locations(ctx, a.min_locations)?;
+    let what = format!(
+        "WAL segment {}",
+        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+    );
+    // The fast path holds while enough locations are complete (always with the default of 1).
+    let fast = match wal::push_fast_path(&spool, &path)? {
+        Some(r) if judge_journal(ctx, &what, &spool, min).is_ok() => Some(r),
+        _ => None,
+    };
+    let mut round = None;
+    let report = match fast {
         Some(r) => Ok(r),
         None => match if is_pusher { None } else { via_pusher(a, &path, &spool)? } {
-            Some(r) => Ok(r),
-            None => match ctx.open() {
-                Ok(repo) => wal::push(
-                    &repo,
-                    &ns,
-                    &spool,
-                    &path,
-                    a.batch.max(1),
-                    compression(ctx, a.compression),
-                )
-                .map_err(|e| match e {
-                    PushError::Conflict(c) => fail(WAL_CONFLICT, c.to_string()),
-                    PushError::Other(e) => e.into(),
-                }),
+            Some(r) => judge_journal(ctx, &what, &spool, min).map(|()| r),
+            None => match open_for_wal(ctx, &spool, min) {
+                Ok(w) => {
+                    w.begin();
+                    let r = wal::push(
+                        &w.repo,
+                        &ns,
+                        &spool,
+                        &path,
+                        a.batch.max(1),
+                        compression(ctx, a.compression),
+                    )
+                    .map_err(|e| match e {
+                        PushError::Conflict(c) => fail(WAL_CONFLICT, c.to_string()),
+                        PushError::Other(e) => e.into(),
+                    });
+                    let (rd, judged) = w.end(&what, !ctx.global.quiet);
+                    round = rd;
+                    r.and_then(|r| judged.map(|()| r))
+                }
                 Err(e) => Err(e),
             },
         },
@@ -190,6 +406,14 @@ fn push(ctx: &Ctx, a: &WalPushArgs) -> Result<u8> {
                         ),
                     ));
                 }
+                QueueFull::Drop if crate::exit::code_for_any(&e) == WAL_LOCATIONS => {
+                    // Stored, only not in enough locations: acknowledged, never dropped.
+                    eprintln!(
+                        "lifeboat: CRITICAL: acknowledged {what} below wal_min_locations because {backlog} segments wait (> {}): {why}",
+                        a.queue_max
+                    );
+                    return Ok(OK);
+                }
                 QueueFull::Drop => {
                     let d = spool.dir().join("dropped");
                     let _ = std::fs::create_dir_all(&d);
@@ -204,7 +428,10 @@ fn push(ctx: &Ctx, a: &WalPushArgs) -> Result<u8> {
         }
     };
     if ctx.global.json {
-        output::json(&report);
+        output::json(&PushOut {
+            report: &report,
+            locations: round.as_ref(),
+        });
     } else if !ctx.global.quiet && !report.fast_path && report.stored.len() > 1 {
         eprintln!(
             "lifeboat: archived {} ({} more ready segment(s) in the same batch, {}, {})",
@@ -273,15 +500,13 @@ fn start_pusher(spool: &Spool) -> Result<()> {
 fn run_pusher(ctx: &Ctx, a: &WalPushArgs, path: &Path, ns: &str, spool: &Spool) -> Result<()> {
     let wal_dir = path.parent().unwrap_or(Path::new("."));
     let commit = a.batch.clamp(1, wal_ahead::COMMIT);
-    let r = ctx.open().and_then(|repo| {
-        Ok(wal_ahead::push_ahead(
-            &repo,
-            ns,
-            spool,
-            wal_dir,
-            commit,
-            compression(ctx, a.compression),
-        )?)
+    let min = min_locations(ctx, a.min_locations)?;
+    let r = open_for_wal(ctx, spool, min).and_then(|w| {
+        w.begin();
+        let r = wal_ahead::push_ahead(&w.repo, ns, spool, wal_dir, commit, compression(ctx, a.compression));
+        // A lagging location is journalled here; each waiting call applies the minimum itself.
+        let _ = w.end("WAL pushed ahead", false);
+        Ok(r?)
     });
     let now = jiff::Timestamp::now();
     match r {
