@@ -909,3 +909,135 @@ fn physical_restore_test_without_its_wal_fails_is_recorded_and_cleans_up() {
     let s = env.lifeboat(&["--json", "snapshots"]);
     assert_eq!(s.json()[0]["verified"], false, "{}", s.stdout);
 }
+
+/// `physical_method = "local"`: lifeboat on the database host reads the data directory between
+/// pg_backup_start and pg_backup_stop; the second backup reads only the files that changed.
+#[test]
+fn local_method_full_then_incremental_under_load_restores_equal_and_pitr() {
+    let Some(env) = PgEnv::new() else { return };
+    let src = env.cluster(true, None);
+    assert!(env.pgbench(&src, &["-i", "-s", "1", "-q"]).wait().unwrap().success());
+    let db = src.client("postgres").unwrap();
+    // A large table the load never touches (what an incremental backup skips), and an unlogged
+    // one (restored empty, like pg_basebackup leaves it).
+    db.execute(
+        "CREATE TABLE static AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 400000) g; \
+         CREATE UNLOGGED TABLE scratch AS SELECT g FROM generate_series(1, 1000) g; CHECKPOINT;",
+    )
+    .unwrap();
+    // The static table's files must be older than the first backup's safety window.
+    std::thread::sleep(physical_window());
+    let cfg = env.root.join("local.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sources.db]\nkind = \"postgres\"\nurl = \"{}\"\nmode = \"physical\"\ndatabases = \"all\"\n\
+             physical_method = \"local\"\ndata_dir = \"{}\"\nchecks = [\"SELECT count(*) = 400000 FROM static\"]\n",
+            src.url("postgres"),
+            src.data_dir().display()
+        ),
+    )
+    .unwrap();
+    env.give(&cfg);
+    let cfg = cfg.to_str().unwrap();
+
+    let mut load = env.pgbench(&src, &["-n", "-T", "60", "-c", "2"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let full = env.lifeboat(&["--config", cfg, "--json", "backup", "db"]);
+    full.ok();
+    let f = full.json();
+    assert_eq!(f["postgres"]["method"], "local", "{f}");
+    assert_eq!(f["postgres"]["backup_type"], "full", "{f}");
+    assert_eq!(f["postgres"]["parent"], serde_json::Value::Null);
+    assert_eq!(f["summary"]["files_unchanged"], 0);
+    let full_read = f["summary"]["bytes_read"].as_u64().unwrap();
+    let full_id = f["snapshot_id"].as_str().unwrap().to_string();
+
+    // More load, then the incremental, still under load.
+    std::thread::sleep(Duration::from_secs(3));
+    let incr = env.lifeboat(&["--config", cfg, "--json", "backup", "db"]);
+    incr.ok();
+    let i = incr.json();
+    let incr_id = i["snapshot_id"].as_str().unwrap().to_string();
+    assert!(
+        load.try_wait().unwrap().is_none(),
+        "pgbench stopped before the backups finished"
+    );
+    let _ = load.kill();
+    let _ = load.wait();
+    let pg = &i["postgres"];
+    assert_eq!(pg["backup_type"], "incremental", "{i}");
+    assert_eq!(pg["parent"], full_id.as_str());
+    let incr_read = i["summary"]["bytes_read"].as_u64().unwrap();
+    assert!(pg["files_skipped"].as_u64().unwrap() > 100, "{i}");
+    assert!(
+        incr_read * 3 < full_read,
+        "the incremental read {incr_read} bytes, the full {full_read}"
+    );
+    eprintln!(
+        "local method: full read {full_read} bytes; incremental read {incr_read} bytes in {} files, skipped {} files ({} bytes)",
+        pg["files_read"], pg["files_skipped"], pg["bytes_skipped"]
+    );
+    let list = env.lifeboat(&["snapshots"]);
+    list.ok();
+    assert!(list.stdout.contains("(local incremental:"), "{}", list.stdout);
+
+    // Restore test of the incremental (recovery to its end, fingerprints, checks, amcheck), and
+    // a restore of it to the same point equals those fingerprints.
+    let v = env.lifeboat(&["--config", cfg, "--json", "verify", "restore", "db", &incr_id]);
+    v.ok();
+    let attested = attested_fingerprints(&v.json()["report"]);
+    assert!(
+        attested.iter().any(|(d, t)| d == "postgres" && t.len() >= 5),
+        "{attested:?}"
+    );
+    let (restored, run, _) = restore_started(
+        &env,
+        "immediate",
+        &["--config", cfg, "--target-immediate", "--no-archive"],
+    );
+    assert_eq!(run.json()["snapshot_id"], incr_id.as_str());
+    let names: Vec<&str> = attested.iter().map(|(d, _)| d.as_str()).collect();
+    assert_eq!(live_fingerprints(&env, &restored, &names), attested);
+    assert_eq!(value(&restored, "SELECT count(*) FROM scratch"), "0");
+    assert_eq!(value(&restored, "SELECT count(*) FROM static"), "400000");
+    drop(restored);
+
+    // PITR from the incremental: quiet source, a moment between two transactions.
+    db.execute("CREATE TABLE marks (t text); INSERT INTO marks VALUES ('first');")
+        .unwrap();
+    let history = value(&src, "SELECT count(*) FROM pgbench_history");
+    let source_fp = live_fingerprints(&env, &src, &["postgres"]);
+    wait_archived(&src);
+    std::thread::sleep(Duration::from_millis(1100));
+    let t1 = server_now(&src);
+    std::thread::sleep(Duration::from_millis(1100));
+    db.execute("INSERT INTO marks VALUES ('second');").unwrap();
+    wait_archived(&src);
+    let (pitr, run, _) = restore_started(&env, "pitr", &["--config", cfg, "--target-time", &t1, "--no-archive"]);
+    assert_eq!(run.json()["snapshot_id"], incr_id.as_str());
+    let marks = pitr.client("postgres").unwrap().query("SELECT t FROM marks").unwrap();
+    assert_eq!(marks, vec![vec![Some("first".to_string())]], "PITR to {t1}");
+    assert_eq!(value(&pitr, "SELECT count(*) FROM pgbench_history"), history);
+    // `scratch` is unlogged: empty after any restore, full at the source.
+    let logged = |mut fp: Vec<(String, Vec<lifeboat_pg::fingerprint::TableFingerprint>)>| {
+        fp[0].1.retain(|t| t.table != "scratch");
+        fp
+    };
+    let pitr_fp = logged(live_fingerprints(&env, &pitr, &["postgres"]));
+    let source_fp = logged(source_fp);
+    assert_eq!(pitr_fp, source_fp, "PITR restore differs from the source at {t1}");
+    drop(pitr);
+
+    // --full reads everything again.
+    let again = env.lifeboat(&["--config", cfg, "--json", "backup", "db", "--full"]);
+    again.ok();
+    let a = again.json();
+    assert_eq!(a["postgres"]["backup_type"], "full", "{a}");
+    assert_eq!(a["summary"]["files_unchanged"], 0, "{a}");
+}
+
+/// A little more than the local method's timestamp safety window.
+fn physical_window() -> Duration {
+    lifeboat_pg::physical_local::SAFETY_WINDOW + Duration::from_millis(200)
+}
