@@ -134,22 +134,24 @@ pub fn backup(
         }
         let stop = session.take().expect("finish runs once").stop()?;
         let start = parse_label(&stop.label)?;
-        let mut extra = vec![ExtraFile {
-            name: "backup_label".into(),
-            data: stop.label.into_bytes(),
-            mode: 0o600,
-            uid: dd_meta.uid(),
-            gid: dd_meta.gid(),
-        }];
-        if !stop.tablespace_map.is_empty() {
-            extra.push(ExtraFile {
+        // Like pg_basebackup's tar, which always carries a tablespace_map (empty without
+        // tablespaces): the same files whichever method made the backup.
+        let extra = vec![
+            ExtraFile {
+                name: "backup_label".into(),
+                data: stop.label.into_bytes(),
+                mode: 0o600,
+                uid: dd_meta.uid(),
+                gid: dd_meta.gid(),
+            },
+            ExtraFile {
                 name: "tablespace_map".into(),
                 data: stop.tablespace_map.into_bytes(),
                 mode: 0o600,
                 uid: dd_meta.uid(),
                 gid: dd_meta.gid(),
-            });
-        }
+            },
+        ];
         let s = done.summary;
         let source = serde_json::json!({
             "source_name": opts.source_name,

@@ -1041,3 +1041,93 @@ fn local_method_full_then_incremental_under_load_restores_equal_and_pitr() {
 fn physical_window() -> Duration {
     lifeboat_pg::physical_local::SAFETY_WINDOW + Duration::from_millis(200)
 }
+
+/// The local method's snapshot has the layout of a pg_basebackup one (same paths, types and
+/// modes; pg_basebackup's backup_manifest aside), so restore and restore tests treat both alike;
+/// a data directory it cannot read, or one of another cluster, is refused with a clear error.
+#[test]
+fn local_method_snapshot_has_the_layout_of_pg_basebackup() {
+    let Some(env) = PgEnv::new() else { return };
+    let src = env.cluster(true, None);
+    let db = src.client("postgres").unwrap();
+    db.execute(
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 10000) g; \
+         CREATE UNLOGGED TABLE u AS SELECT g FROM generate_series(1, 10000) g; \
+         CREATE INDEX ON u (g); CHECKPOINT;",
+    )
+    .unwrap();
+    let write = |name: &str, method: &str, data_dir: &Path| -> String {
+        let p = env.root.join(format!("{name}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "[sources.db]\nkind = \"postgres\"\nurl = \"{}\"\nmode = \"physical\"\nphysical_method = \"{method}\"\ndata_dir = \"{}\"\n",
+                src.url("postgres"),
+                data_dir.display()
+            ),
+        )
+        .unwrap();
+        env.give(&p);
+        p.to_str().unwrap().to_string()
+    };
+    let layout = |id: &str| -> std::collections::BTreeMap<String, (String, u64)> {
+        let r = env.lifeboat(&["--json", "ls", id]);
+        r.ok();
+        r.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["path"].as_str().unwrap().to_string(),
+                    (
+                        e["type"].as_str().unwrap_or("").to_string(),
+                        e["mode"].as_u64().unwrap() & 0o7777,
+                    ),
+                )
+            })
+            .filter(|(p, _)| p != "/backup_manifest")
+            .collect()
+    };
+    let base_cfg = write("base", "basebackup", src.data_dir());
+    let local_cfg = write("local", "local", src.data_dir());
+    let b = env.lifeboat(&["--config", &base_cfg, "--json", "backup", "db"]);
+    b.ok();
+    assert_eq!(b.json()["postgres"]["method"], "basebackup");
+    let l = env.lifeboat(&["--config", &local_cfg, "--json", "backup", "db"]);
+    l.ok();
+    assert_eq!(l.json()["postgres"]["method"], "local");
+    let (base, local) = (
+        layout(b.json()["snapshot_id"].as_str().unwrap()),
+        layout(l.json()["snapshot_id"].as_str().unwrap()),
+    );
+    let only_base: Vec<_> = base.iter().filter(|(k, v)| local.get(*k) != Some(v)).collect();
+    let only_local: Vec<_> = local.iter().filter(|(k, v)| base.get(*k) != Some(v)).collect();
+    assert!(
+        only_base.is_empty() && only_local.is_empty(),
+        "only in pg_basebackup's: {only_base:?}\nonly in the local method's: {only_local:?}"
+    );
+    assert!(local.contains_key("/backup_label") && local.contains_key("/pg_wal/archive_status"));
+    assert!(!local.keys().any(|k| k.starts_with("/pg_wal/0")));
+    eprintln!("pg_basebackup and the local method: the same {} entries", local.len());
+
+    // A data directory of another cluster is refused before anything starts.
+    let other = ScratchCluster::create(&env.tools, &ClusterOptions::default()).unwrap();
+    let wrong = write("wrong", "local", other.data_dir());
+    env.lifeboat(&["--config", &wrong, "backup", "db"])
+        .expect_code(2)
+        .one_line_error(&["system identifier", "data_dir"]);
+    // physical_method = "local" without data_dir is a config error.
+    let p = env.root.join("nodir.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[sources.db]\nkind = \"postgres\"\nurl = \"{}\"\nmode = \"physical\"\nphysical_method = \"local\"\n",
+            src.url("postgres")
+        ),
+    )
+    .unwrap();
+    env.give(&p);
+    env.lifeboat(&["--config", p.to_str().unwrap(), "backup", "db"])
+        .one_line_error(&["physical_method", "data_dir"]);
+}
