@@ -16,6 +16,11 @@
 //! whatever torn or stale version of a page the copy caught, and files created, extended,
 //! truncated or dropped meanwhile are recreated, extended, truncated or removed by replay.
 //!
+//! `global/pg_control` is read in name order like any file (without a lock, as PostgreSQL 15's
+//! own base backup reads it): on a primary, recovery takes its starting point from
+//! `backup_label`, not from pg_control. `pg_basebackup` sends it last because that matters for a
+//! backup from a standby (its minRecoveryPoint ends the backup); standbys are refused here.
+//!
 //! Why reusing the previous copy of an unchanged file is correct: the copy is reused only if the
 //! file's size, mtime, ctime and inode are those the previous backup saw AND its mtime and ctime
 //! are older than that backup's start minus a safety window (see
@@ -32,7 +37,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use lifeboat_repo::archiver::{
@@ -91,6 +95,15 @@ pub fn backup(
     let info = check_server(&client)?;
     let data_dir = check_data_dir(&client, conn, &local.data_dir, &info.system_identifier)?;
     check_tablespaces(&client, conn)?;
+    // From a standby, pg_control would have to be copied after every other file (its
+    // minRecoveryPoint ends the backup); this method copies in name order, so it backs up
+    // primaries only.
+    if client.query_value("SELECT pg_is_in_recovery()")?.as_deref() == Some("t") {
+        return Err(PgError::NotConfigured {
+            target: conn.url().into(),
+            message: "the server is a standby: the local physical method backs up a primary; set physical_method = \"basebackup\" for this source".into(),
+        });
+    }
     let dd_meta = std::fs::metadata(&data_dir).map_err(|e| PgError::io(&data_dir, e))?;
     let data_dir_text = data_dir.display().to_string();
 
@@ -105,7 +118,6 @@ pub fn backup(
         conn,
         &format!("lifeboat {}", opts.source_name),
         info.server_version_num,
-        opts.archive_wait,
     )?;
     let bopts = BackupOptions {
         paths: vec![data_dir.clone()],
@@ -134,6 +146,9 @@ pub fn backup(
         }
         let stop = session.take().expect("finish runs once").stop()?;
         let start = parse_label(&stop.label)?;
+        // The last segment the backup needs: the one holding the byte before the stop point.
+        let last = Segment::of(start.timeline, Lsn(stop.lsn.0.saturating_sub(1)), seg).name(seg);
+        wait_archived(&data_dir, &last, opts.archive_wait, conn)?;
         // Like pg_basebackup's tar, which always carries a tablespace_map (empty without
         // tablespaces): the same files whichever method made the backup.
         let extra = vec![
@@ -173,7 +188,7 @@ pub fn backup(
             "start_lsn": start.lsn.to_string(),
             "stop_lsn": stop.lsn.to_string(),
             "start_wal": Segment::of(start.timeline, start.lsn, seg).name(seg),
-            "stop_wal": Segment::of(start.timeline, stop.lsn, seg).name(seg),
+            "stop_wal": last,
             "start_time": start.time,
             "stop_time": jiff::Timestamp::now(),
             "forensic": false,
@@ -264,8 +279,6 @@ struct BackupSession {
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
     stderr: Option<std::thread::JoinHandle<String>>,
-    gave_up: Arc<AtomicBool>,
-    archive_wait: Duration,
     target: String,
     version: u32,
 }
@@ -282,30 +295,14 @@ fn sql_literal(s: &str) -> String {
 }
 
 impl BackupSession {
-    fn start(tools: &Tools, conn: &ConnInfo, label: &str, version: u32, archive_wait: Duration) -> Result<Self> {
+    fn start(tools: &Tools, conn: &ConnInfo, label: &str, version: u32) -> Result<Self> {
         let mut child = crate::psql::spawn_reading_stdin(tools, conn, true)?;
         let mut stdin = child.stdin.take().expect("piped");
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
         let stderr = child.stderr.take().expect("piped");
-        let pid = rustix::process::Pid::from_child(&child);
-        let gave_up = Arc::new(AtomicBool::new(false));
-        let gave_up2 = gave_up.clone();
-        // pg_backup_stop waits until the backup's last WAL segment is archived, warning every
-        // minute; when archiving is broken it would wait forever. Give up after `archive_wait`.
         let err_thread = std::thread::spawn(move || {
-            let started = std::time::Instant::now();
             let mut s = String::new();
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("still waiting for all required WAL segments to be archived")
-                    && started.elapsed() >= archive_wait
-                    && !gave_up2.swap(true, Ordering::SeqCst)
-                {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-                }
-                s.push_str(&line);
-                s.push('\n');
-            }
+            let _ = BufReader::new(stderr).read_to_string(&mut s);
             s
         });
         let start_sql = if version >= 150000 {
@@ -313,16 +310,21 @@ impl BackupSession {
         } else {
             format!("SELECT pg_start_backup({}, true, false);\n", sql_literal(label))
         };
+        // The session idles while the files are read: no server-side timeout may end it (that
+        // would abort the backup).
+        let timeouts = if version >= 140000 {
+            "SET statement_timeout = 0;\nSET idle_session_timeout = 0;\n"
+        } else {
+            "SET statement_timeout = 0;\n"
+        };
         let sent = stdin
-            .write_all(format!("SET statement_timeout = 0;\n{start_sql}").as_bytes())
+            .write_all(format!("{timeouts}{start_sql}").as_bytes())
             .and_then(|()| stdin.flush());
         let mut session = BackupSession {
             child,
             stdin: Some(stdin),
             stdout,
             stderr: Some(err_thread),
-            gave_up,
-            archive_wait,
             target: conn.url().to_string(),
             version,
         };
@@ -339,15 +341,6 @@ impl BackupSession {
         drop(self.stdin.take());
         let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
         let err = self.stderr.take().and_then(|t| t.join().ok()).unwrap_or_default();
-        if self.gave_up.load(Ordering::SeqCst) {
-            return PgError::NotConfigured {
-                target: self.target.clone(),
-                message: format!(
-                    "the backup's WAL was not archived within {} s: archive_command is failing (see pg_stat_archiver.last_failed_wal and the server log); nothing was committed",
-                    self.archive_wait.as_secs()
-                ),
-            };
-        }
         match classify_client_error("psql", &self.target, status, &err) {
             PgError::ToolFailed { status, message, .. } => PgError::ToolFailed {
                 tool: format!("psql ({what})"),
@@ -358,12 +351,13 @@ impl BackupSession {
         }
     }
 
-    /// `pg_backup_stop`: waits for the backup's WAL to be archived and returns the label.
+    /// `pg_backup_stop` (which switches to a new WAL segment) without its wait for archiving:
+    /// the server checks the archive once a second, [`wait_archived`] every 20 ms.
     fn stop(mut self) -> Result<StopInfo> {
         let sql = if self.version >= 150000 {
-            "SELECT lsn, labelfile, spcmapfile FROM pg_backup_stop(true);\n"
+            "SELECT lsn, labelfile, spcmapfile FROM pg_backup_stop(false);\n"
         } else {
-            "SELECT lsn, labelfile, spcmapfile FROM pg_stop_backup(false, true);\n"
+            "SELECT lsn, labelfile, spcmapfile FROM pg_stop_backup(false, false);\n"
         };
         let mut stdin = self.stdin.take().expect("open until stop");
         let sent = stdin.write_all(sql.as_bytes()).and_then(|()| stdin.flush());
@@ -389,6 +383,33 @@ impl Drop for BackupSession {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Waits until the server archived WAL segment `name` (as `pg_backup_stop(true)` would, with
+/// its rules of `XLogArchiveIsBusy`: a `.done` status file, or neither `.ready` nor the segment
+/// left in pg_wal), so a committed snapshot is restorable from the repository alone. Gives up
+/// after `limit` ([`PgError::NotConfigured`]: archiving is failing; nothing is committed).
+fn wait_archived(data_dir: &Path, name: &str, limit: Duration, conn: &ConnInfo) -> Result<()> {
+    let wal = data_dir.join("pg_wal");
+    let status = wal.join("archive_status");
+    let started = std::time::Instant::now();
+    loop {
+        let done = status.join(format!("{name}.done")).exists();
+        let ready = status.join(format!("{name}.ready")).exists();
+        if done || (!ready && (status.join(format!("{name}.done")).exists() || !wal.join(name).exists())) {
+            return Ok(());
+        }
+        if started.elapsed() >= limit {
+            return Err(PgError::NotConfigured {
+                target: conn.url().into(),
+                message: format!(
+                    "the backup's WAL ({name}) was not archived within {} s: archive_command is failing (see pg_stat_archiver.last_failed_wal and the server log); nothing was committed",
+                    limit.as_secs()
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
