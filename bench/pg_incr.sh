@@ -12,7 +12,9 @@
 # bytes read come from its --json report. Run as root (the cluster runs as the postgres user);
 # pgBackRest (Debian package) configured like bench/pg_scale.sh: aes-256-cbc, zstd, process-max=2.
 #
-# Environment: PG_SCALE (50), LOAD_SECS (20), BENCH_DIR (a new /var/tmp/lifeboat-pgincr.XXXXXX),
+# Environment: PG_SCALE (50), LOAD_SECS (20), LOAD (tpcb: pgbench's default transaction, which
+# updates random rows of the whole 640 MB accounts table, so every large file changes; append:
+# inserts into pgbench_history only, the large files stay unchanged), BENCH_DIR (a new /var/tmp/lifeboat-pgincr.XXXXXX),
 # LIFEBOAT_BIN (<workspace>/target/release/lifeboat), LIFEBOAT_PG_BIN, KEEP=1 keeps the work dir.
 set -euo pipefail
 export LC_ALL=C
@@ -102,8 +104,13 @@ br() { local t0 t1; caught_up; sync; t0=$(now); run "${PGBR[@]}" backup --type="
 read -r L1 L1B L1R L1S < <(lb "$DIR/local.toml" db)
 read -r B1 B1B _ _ < <(lb "$DIR/bb.toml" bb)
 R1=$(br full)
-echo "load average $(cut -d' ' -f1-3 /proc/loadavg) before the load"
-run "$PGBIN/pgbench" -n -c 4 -j 2 -T "$LOAD_SECS" "$URL" >/dev/null 2>&1
+echo "load average $(cut -d' ' -f1-3 /proc/loadavg) before the load (${LOAD:-tpcb}, $LOAD_SECS s)"
+if [ "${LOAD:-tpcb}" = append ]; then
+  run sh -c "printf '%s\n' '\\set aid random(1, 100000 * :scale)' 'INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, :aid, 1, now());' > $DIR/append.sql"
+  run "$PGBIN/pgbench" -n -c 4 -j 2 -T "$LOAD_SECS" -f "$DIR/append.sql" "$URL" >/dev/null 2>&1
+else
+  run "$PGBIN/pgbench" -n -c 4 -j 2 -T "$LOAD_SECS" "$URL" >/dev/null 2>&1
+fi
 read -r L2 L2B L2R L2S < <(lb "$DIR/local.toml" db)
 R2=$(br incr)
 read -r B2 B2B _ _ < <(lb "$DIR/bb.toml" bb)

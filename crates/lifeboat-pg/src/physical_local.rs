@@ -26,9 +26,9 @@
 //! are older than that backup's start minus a safety window (see
 //! `lifeboat_repo::archiver::BackupOptions::safety_window`). The kernel sets ctime to the
 //! current time on every write, so a file written after the previous backup started has a newer
-//! ctime than any it had before that start minus the clock's granularity; the window (more than
-//! one second, the coarsest timestamp of the file systems PostgreSQL runs on) makes "written
-//! after" always visible. A reused copy therefore equals the file's content before the previous
+//! ctime than any it had before that start minus the clock's granularity; the window (see
+//! [`safety_window`]: larger than the file system's timestamp granularity plus a clock tick)
+//! makes "written after" always visible. A reused copy therefore equals the file's content before the previous
 //! backup started, which is its content now: no WAL replay is needed for it.
 
 use std::ffi::OsString;
@@ -56,8 +56,36 @@ use crate::wal_names::{Lsn, Segment};
 pub const METHOD: &str = "local";
 
 /// Parent copies touched within this long before the parent backup started are read again
-/// (timestamp safety; see the module documentation).
+/// (timestamp safety; see the module documentation): more than one second, the coarsest
+/// timestamps of the file systems PostgreSQL runs on (ext4 with 128-byte inodes, NFS).
 pub const SAFETY_WINDOW: Duration = Duration::from_secs(2);
+
+/// The window on a local file system that keeps sub-second timestamps: its ctime comes from the
+/// kernel's coarse clock, at most one tick (10 ms at HZ=100) behind the clock the backup's
+/// start is read from, so 250 ms leaves a wide margin while files flushed by the checkpoint
+/// `pg_backup_start` makes are not read again by the next backup for that reason alone.
+pub const FINE_SAFETY_WINDOW: Duration = Duration::from_millis(250);
+
+/// The timestamp safety window for the data directory: [`FINE_SAFETY_WINDOW`] on ext4, XFS,
+/// Btrfs, ZFS, F2FS or tmpfs when its files show sub-second timestamps, else [`SAFETY_WINDOW`]
+/// (network file systems: their timestamps come from another machine's clock).
+pub fn safety_window(data_dir: &Path) -> Duration {
+    const LOCAL: &[u64] = &[0xEF53, 0x5846_5342, 0x9123_683E, 0x2FC1_2FC1, 0xF2F5_2010, 0x0102_1994];
+    let Ok(st) = rustix::fs::statfs(data_dir) else {
+        return SAFETY_WINDOW;
+    };
+    if !LOCAL.contains(&(st.f_type as u64)) {
+        return SAFETY_WINDOW;
+    }
+    // With nanosecond timestamps, some of a few dozen files have a non-zero fraction.
+    let fine = std::fs::read_dir(data_dir.join("global"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .take(48)
+        .any(|e| e.metadata().is_ok_and(|m| m.mtime_nsec() != 0 || m.ctime_nsec() != 0));
+    if fine { FINE_SAFETY_WINDOW } else { SAFETY_WINDOW }
+}
 
 /// Options of a local physical backup.
 #[derive(Clone, Debug)]
@@ -105,6 +133,7 @@ pub fn backup(
         });
     }
     let dd_meta = std::fs::metadata(&data_dir).map_err(|e| PgError::io(&data_dir, e))?;
+    let window = safety_window(&data_dir);
     let data_dir_text = data_dir.display().to_string();
 
     let parent = if local.full {
@@ -127,7 +156,7 @@ pub fn backup(
         force_reread: local.full,
         root_is_source: true,
         filter: Some(Arc::new(DataDirFilter)),
-        safety_window: Some(SAFETY_WINDOW),
+        safety_window: Some(window),
         vanished_ok: true,
         source_kind: SOURCE_KIND.into(),
         recorded_paths: Some(vec![conn.url().to_string()]),
@@ -179,6 +208,7 @@ pub fn backup(
             "bytes_read": s.bytes_read,
             "bytes_skipped": s.bytes_total.saturating_sub(s.bytes_read),
             "files_reread_recent": done.reread_recent,
+            "safety_window_ms": window.as_millis() as u64,
             "files_vanished": done.vanished,
             "system_identifier": info.system_identifier,
             "server_version_num": info.server_version_num,
@@ -585,6 +615,20 @@ mod tests {
         assert_eq!(decide("pg_tblspc/16400/PG_15_202209061/5/16384", File, &sib), Skip);
         // Outside database folders the rule does not apply.
         assert_eq!(decide("global/16384", File, &sib), Keep);
+    }
+
+    #[test]
+    fn safety_window_of_a_local_file_system() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("global")).unwrap();
+        for i in 0..8 {
+            std::fs::write(dir.path().join(format!("global/{i}")), b"x").unwrap();
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        let w = safety_window(dir.path());
+        assert!(w == FINE_SAFETY_WINDOW || w == SAFETY_WINDOW);
+        assert!(w >= Duration::from_millis(100));
+        assert_eq!(safety_window(Path::new("/nonexistent/lifeboat")), SAFETY_WINDOW);
     }
 
     #[test]
