@@ -61,10 +61,11 @@ pub const METHOD: &str = "local";
 pub const SAFETY_WINDOW: Duration = Duration::from_secs(2);
 
 /// The window on a local file system that keeps sub-second timestamps: its ctime comes from the
-/// kernel's coarse clock, at most one tick (10 ms at HZ=100) behind the clock the backup's
-/// start is read from, so 250 ms leaves a wide margin while files flushed by the checkpoint
-/// `pg_backup_start` makes are not read again by the next backup for that reason alone.
-pub const FINE_SAFETY_WINDOW: Duration = Duration::from_millis(250);
+/// kernel's coarse clock, at most one tick (10 ms at HZ=100, the slowest Linux tick) behind the
+/// clock the backup's start is read from; 100 ms is ten ticks. The backup waits this long after
+/// `pg_backup_start` before it notes its start, so the files that checkpoint flushed are older
+/// than the window and the next backup skips them if they do not change again.
+pub const FINE_SAFETY_WINDOW: Duration = Duration::from_millis(100);
 
 /// The timestamp safety window for the data directory: [`FINE_SAFETY_WINDOW`] on ext4, XFS,
 /// Btrfs, ZFS, F2FS or tmpfs when its files show sub-second timestamps, else [`SAFETY_WINDOW`]
@@ -148,6 +149,9 @@ pub fn backup(
         &format!("lifeboat {}", opts.source_name),
         info.server_version_num,
     )?;
+    if window == FINE_SAFETY_WINDOW {
+        std::thread::sleep(window);
+    }
     let bopts = BackupOptions {
         paths: vec![data_dir.clone()],
         tags: opts.tags.clone(),
