@@ -269,7 +269,9 @@ fn check_data_dir(client: &Client, conn: &ConnInfo, data_dir: &Path, sysid: &str
     Ok(canonical)
 }
 
-/// Refuses tablespaces outside the data directory: their files would not be copied.
+/// Refuses tablespaces outside the data directory: their files would not be copied, and a
+/// restore would need a mapping of their locations (`pg_basebackup --tablespace-mapping`) so it
+/// never writes into the live tablespace.
 fn check_tablespaces(client: &Client, conn: &ConnInfo) -> Result<()> {
     let rows = client.query(
         "SELECT spcname, pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY spcname",
@@ -281,7 +283,7 @@ fn check_tablespaces(client: &Client, conn: &ConnInfo) -> Result<()> {
             return Err(PgError::NotConfigured {
                 target: conn.url().into(),
                 message: format!(
-                    "tablespace {name} is at {loc}, outside the data directory, which the local physical method does not copy: set physical_method = \"basebackup\" for this source"
+                    "tablespace {name} is at {loc}, outside the data directory: lifeboat's physical backups do not copy such tablespaces yet (the local method reads only data_dir; pg_basebackup cannot stream several tablespaces to standard output either): move it into the default tablespace, or back this server up with mode = \"logical\""
                 ),
             });
         }

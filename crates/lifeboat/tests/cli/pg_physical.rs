@@ -1111,6 +1111,38 @@ fn local_method_snapshot_has_the_layout_of_pg_basebackup() {
     assert!(!local.keys().any(|k| k.starts_with("/pg_wal/0")));
     eprintln!("pg_basebackup and the local method: the same {} entries", local.len());
 
+    // A file the backup cannot read: nothing is committed and the server's backup is ended
+    // (the next backup starts one again).
+    use std::os::unix::fs::PermissionsExt;
+    let snapshots = || env.lifeboat(&["--json", "snapshots"]).json().as_array().unwrap().len();
+    let before = snapshots();
+    let junk = src.data_dir().join("unreadable-junk");
+    std::fs::write(&junk, b"x").unwrap();
+    env.give(&junk);
+    std::fs::set_permissions(&junk, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if env.run_as.is_some() {
+        env.lifeboat(&["--config", &local_cfg, "backup", "db"])
+            .expect_code(2)
+            .one_line_error(&["unreadable", "nothing was committed"]);
+        assert_eq!(snapshots(), before);
+    }
+    std::fs::remove_file(&junk).unwrap();
+    let again = env.lifeboat(&["--config", &local_cfg, "--json", "backup", "db"]);
+    again.ok();
+    assert_eq!(again.json()["postgres"]["backup_type"], "incremental");
+
+    // A tablespace outside the data directory is refused, naming it.
+    let ts = env.mkdir("ts-outside");
+    db.execute(&format!("CREATE TABLESPACE elsewhere LOCATION '{}'", ts.display()))
+        .unwrap();
+    env.lifeboat(&["--config", &local_cfg, "backup", "db"])
+        .expect_code(14)
+        .one_line_error(&["tablespace elsewhere", "outside the data directory"]);
+    // (pg_basebackup cannot stream a second tablespace to standard output either.)
+    let bb = env.lifeboat(&["--config", &base_cfg, "backup", "db"]);
+    assert_ne!(bb.code, 0, "{bb}");
+    db.execute("DROP TABLESPACE elsewhere").unwrap();
+
     // A data directory of another cluster is refused before anything starts.
     let other = ScratchCluster::create(&env.tools, &ClusterOptions::default()).unwrap();
     let wrong = write("wrong", "local", other.data_dir());
