@@ -8,7 +8,7 @@
 #   second        the same three after LOAD_SECS of pgbench (-c 4 -j 2): lifeboat local
 #                 incremental | lifeboat basebackup re-run | pgbackrest --type=incr
 #
-# Each timed backup starts with the WAL archive caught up and after `sync`. lifeboat's figures of
+# Each timed backup starts after a CHECKPOINT, with the WAL archive caught up and after `sync`. lifeboat's figures of
 # bytes read come from its --json report. Run as root (the cluster runs as the postgres user);
 # pgBackRest (Debian package) configured like bench/pg_scale.sh: aes-256-cbc, zstd, process-max=2.
 #
@@ -78,6 +78,9 @@ run "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" start -w >/dev/null
 run "${PGBR[@]}" stanza-create >/dev/null
 sql() { run "$PGBIN/psql" -XAtq -d "$URL" -c "$1"; }
 caught_up() {
+  # A checkpoint first: the first backup after the load would otherwise also pay for flushing
+  # the load's dirty buffers in its own (fast) checkpoint, and the next tool would not.
+  sql "CHECKPOINT" >/dev/null
   sql "SELECT pg_switch_wal()" >/dev/null
   for _ in $(seq 1 1200); do
     [ -z "$(ls "$DIR/data/pg_wal/archive_status" | grep '\.ready$' || true)" ] && return 0
