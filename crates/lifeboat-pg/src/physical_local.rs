@@ -112,6 +112,31 @@ pub fn readable_data_dir(data_dir: &Path) -> bool {
     std::fs::File::open(data_dir.join("global/pg_control")).is_ok() && std::fs::read_dir(data_dir.join("base")).is_ok()
 }
 
+/// Why the role of `conn` cannot run a local backup (`pg_backup_start`/`pg_backup_stop` need
+/// superuser or an explicit grant, unlike `pg_basebackup`, which needs REPLICATION), with the
+/// fix; `None` when it can.
+pub fn missing_privilege(tools: &Tools, conn: &ConnInfo) -> Result<Option<String>> {
+    let client = Client::connect(tools, conn)?;
+    let version: u32 = client
+        .query_value("SELECT current_setting('server_version_num')")?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let (start, stop) = if version >= 150000 {
+        ("pg_backup_start(text, boolean)", "pg_backup_stop(boolean)")
+    } else {
+        (
+            "pg_start_backup(text, boolean, boolean)",
+            "pg_stop_backup(boolean, boolean)",
+        )
+    };
+    let ok = client.query_value(&format!(
+        "SELECT has_function_privilege('{start}', 'EXECUTE') AND has_function_privilege('{stop}', 'EXECUTE')"
+    ))?;
+    Ok((ok.as_deref() != Some("t")).then(|| {
+        format!("the backup role may not run {start} and {stop}: GRANT EXECUTE ON FUNCTION {start}, {stop} TO the role")
+    }))
+}
+
 /// Takes a physical backup of the server at `conn` by reading its data directory.
 pub fn backup(
     repo: &Repository,
@@ -122,6 +147,12 @@ pub fn backup(
 ) -> Result<LocalBackup> {
     let client = Client::connect(tools, conn)?;
     let info = check_server(&client)?;
+    if let Some(why) = missing_privilege(tools, conn)? {
+        return Err(PgError::NotConfigured {
+            target: conn.url().into(),
+            message: why,
+        });
+    }
     let data_dir = check_data_dir(&client, conn, &local.data_dir, &info.system_identifier)?;
     check_tablespaces(&client, conn)?;
     // From a standby, pg_control would have to be copied after every other file (its

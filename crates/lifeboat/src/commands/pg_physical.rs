@@ -31,20 +31,28 @@ pub fn backup(ctx: &Ctx, repo: &Repository, src: &DbSource, a: &BackupArgs) -> R
     if a.force {
         return forensic(ctx, repo, src, &opts);
     }
+    let note = |why: String| {
+        if !ctx.global.quiet {
+            eprintln!(
+                "lifeboat: note: sources.{}: {why}; using pg_basebackup (set physical_method to choose)",
+                src.name
+            );
+        }
+    };
     let local_dir = match (src.physical_method, &src.data_dir) {
         (PhysicalMethod::Basebackup, _) | (PhysicalMethod::Auto, None) => None,
         (PhysicalMethod::Local, Some(d)) => Some(d.clone()),
-        (PhysicalMethod::Auto, Some(d)) if physical_local::readable_data_dir(d) => Some(d.clone()),
-        (PhysicalMethod::Auto, Some(d)) => {
-            if !ctx.global.quiet {
-                eprintln!(
-                    "lifeboat: note: sources.{}: data_dir {} is not readable here; using pg_basebackup (set physical_method to choose)",
-                    src.name,
-                    d.display()
-                );
-            }
+        (PhysicalMethod::Auto, Some(d)) if !physical_local::readable_data_dir(d) => {
+            note(format!("data_dir {} is not readable here", d.display()));
             None
         }
+        (PhysicalMethod::Auto, Some(d)) => match physical_local::missing_privilege(&tools, &conn)? {
+            Some(why) => {
+                note(why);
+                None
+            }
+            None => Some(d.clone()),
+        },
         (PhysicalMethod::Local, None) => unreachable!("checked when the config is read"),
     };
     let (snapshot_id, snapshot) = match local_dir {

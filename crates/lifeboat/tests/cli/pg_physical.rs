@@ -1143,6 +1143,45 @@ fn local_method_snapshot_has_the_layout_of_pg_basebackup() {
     assert_ne!(bb.code, 0, "{bb}");
     db.execute("DROP TABLESPACE elsewhere").unwrap();
 
+    // A REPLICATION-only role may run pg_basebackup but not pg_backup_start: "auto" falls back
+    // to pg_basebackup with a note, "local" refuses with the GRANT to run (exit 14).
+    db.execute("CREATE ROLE repl LOGIN REPLICATION").unwrap();
+    let url = src.url("postgres").replacen(
+        &format!(
+            "//{}@",
+            src.url("postgres")
+                .split("//")
+                .nth(1)
+                .unwrap()
+                .split('@')
+                .next()
+                .unwrap()
+        ),
+        "//repl@",
+        1,
+    );
+    for (name, method) in [("repl-auto", "auto"), ("repl-local", "local")] {
+        let p = env.root.join(format!("{name}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "[sources.db]\nkind = \"postgres\"\nurl = \"{url}\"\nmode = \"physical\"\nphysical_method = \"{method}\"\ndata_dir = \"{}\"\n",
+                src.data_dir().display()
+            ),
+        )
+        .unwrap();
+        env.give(&p);
+        let r = env.lifeboat(&["--config", p.to_str().unwrap(), "--json", "backup", "db"]);
+        if method == "auto" {
+            r.ok();
+            assert_eq!(r.json()["postgres"]["method"], "basebackup", "{r}");
+            assert!(r.stderr.contains("GRANT EXECUTE ON FUNCTION pg_backup_start"), "{r}");
+        } else {
+            r.expect_code(14)
+                .one_line_error(&["GRANT EXECUTE ON FUNCTION pg_backup_start"]);
+        }
+    }
+
     // A data directory of another cluster is refused before anything starts.
     let other = ScratchCluster::create(&env.tools, &ClusterOptions::default()).unwrap();
     let wrong = write("wrong", "local", other.data_dir());
