@@ -144,6 +144,7 @@ pub fn backup(
     conn: &ConnInfo,
     opts: &PhysicalOptions,
     local: &LocalOptions,
+    progress: &BackupProgress,
 ) -> Result<LocalBackup> {
     let client = Client::connect(tools, conn)?;
     let info = check_server(&client)?;
@@ -199,7 +200,7 @@ pub fn backup(
     };
     let mut session = Some(session);
     let seg = info.wal_segment_size;
-    let result = archiver::backup_with(repo, &bopts, &BackupProgress::default(), |done: &WalkDone<'_>| {
+    let result = archiver::backup_with(repo, &bopts, progress, |done: &WalkDone<'_>| {
         if let Some(first) = done.unreadable.first() {
             // A file left out would make the backup unrestorable; ending the session without
             // pg_backup_stop aborts the backup on the server.

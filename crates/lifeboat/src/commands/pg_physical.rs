@@ -7,6 +7,7 @@ use lifeboat_pg::physical_local::{self, LocalOptions};
 use lifeboat_pg::verify::RestoreTestReport;
 use lifeboat_pg::verify_physical::{self, ExpectedDatabase, PhysicalTestOptions};
 use lifeboat_pg::{ConnInfo, PgError, Tools};
+use lifeboat_repo::archiver::BackupProgress;
 use lifeboat_repo::format::snapshot::Snapshot;
 use lifeboat_repo::{Id, Repository};
 
@@ -61,7 +62,23 @@ pub fn backup(ctx: &Ctx, repo: &Repository, src: &DbSource, a: &BackupArgs) -> R
                 data_dir: dir,
                 full: a.full,
             };
-            let r = physical_local::backup(repo, &tools, &conn, &opts, &local)?;
+            let progress = std::sync::Arc::new(BackupProgress::default());
+            let p2 = progress.clone();
+            let bar = output::Progress::bytes(ctx.progress(), move || {
+                use std::sync::atomic::Ordering::Relaxed;
+                (
+                    p2.bytes.load(Relaxed),
+                    p2.expected_bytes.load(Relaxed),
+                    format!(
+                        "{} files, {} stored",
+                        p2.files.load(Relaxed),
+                        output::bytes(p2.uploaded.load(Relaxed))
+                    ),
+                )
+            });
+            let r = physical_local::backup(repo, &tools, &conn, &opts, &local, &progress);
+            bar.finish();
+            let r = r?;
             (r.result.snapshot_id, r.result.snapshot)
         }
         None => {
