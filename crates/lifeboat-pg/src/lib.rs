@@ -5,7 +5,7 @@
 //! passwords off command lines ([`conn`]), SQL through `psql` ([`client`]), and throwaway
 //! clusters for restore tests and for every test ([`cluster`]); logical backups and restores
 //! ([`logical`]) with table [`fingerprint`]s, and restore tests ([`verify`], [`verify_physical`]); physical backups
-//! ([`physical`]), WAL archiving ([`wal`], [`wal_ahead`], [`stream`], [`wal_check`], [`wal_retention`]) and
+//! ([`physical`] through pg_basebackup, [`physical_local`] from the data directory), WAL archiving ([`wal`], [`wal_ahead`], [`stream`], [`wal_check`], [`wal_retention`]) and
 //! point-in-time restore ([`restore`]).
 
 pub mod client;
@@ -15,6 +15,7 @@ mod error;
 pub mod fingerprint;
 pub mod logical;
 pub mod physical;
+pub mod physical_local;
 pub mod psql;
 pub mod restore;
 pub mod stream;

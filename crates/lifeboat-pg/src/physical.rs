@@ -209,6 +209,8 @@ pub fn backup(repo: &Repository, tools: &Tools, conn: &ConnInfo, opts: &Physical
     let seg = info.wal_segment_size;
     let source = serde_json::json!({
         "source_name": opts.source_name,
+        "method": "basebackup",
+        "backup_type": "full",
         "system_identifier": info.system_identifier,
         "server_version_num": info.server_version_num,
         "wal_segment_size": seg,

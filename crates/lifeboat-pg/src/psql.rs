@@ -36,7 +36,7 @@ fn command(tools: &Tools, conn: &ConnInfo, stop_on_error: bool) -> Result<std::p
 }
 
 /// Starts `psql` reading its script from standard input, all three streams piped.
-fn spawn_reading_stdin(tools: &Tools, conn: &ConnInfo, stop_on_error: bool) -> Result<Child> {
+pub(crate) fn spawn_reading_stdin(tools: &Tools, conn: &ConnInfo, stop_on_error: bool) -> Result<Child> {
     let mut cmd = command(tools, conn, stop_on_error)?;
     cmd.args(["-f", "-"])
         .stdin(Stdio::piped())

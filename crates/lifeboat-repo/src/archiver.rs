@@ -61,6 +61,83 @@ pub struct BackupOptions {
     pub readers: usize,
     /// Threads sealing directory listings (0 = one). File chunks are sealed by the readers.
     pub sealers: usize,
+    /// Record the (single) source directory's contents at the root of the snapshot tree instead
+    /// of under its absolute path: what a database data directory restore expects.
+    pub root_is_source: bool,
+    /// Decides entry by entry what to leave out (relative to the source root); see
+    /// [`EntryFilter`]. Applied before `excludes` and `includes`.
+    pub filter: Option<std::sync::Arc<dyn EntryFilter>>,
+    /// Timestamp safety: a parent's file is trusted as unchanged only when its mtime and ctime
+    /// are older than the parent snapshot's start minus this window. A file modified just
+    /// before or while the parent read it could be modified again within the same timestamp
+    /// tick (coarse kernel clocks, one-second file systems) without its size, mtime or ctime
+    /// changing, so it is read again. `None`: trust any match (the plain files backup).
+    pub safety_window: Option<Duration>,
+    /// Entries that disappear between the directory listing and their reading (a dropped table)
+    /// are left out silently and counted instead of being reported as unreadable.
+    pub vanished_ok: bool,
+    /// `source_kind` recorded in the snapshot (`files` by default). Only `files` snapshots
+    /// look up their parent automatically; other kinds pass `parent`.
+    pub source_kind: String,
+    /// Paths recorded in the snapshot instead of the source paths (`None`: the source paths).
+    pub recorded_paths: Option<Vec<String>>,
+}
+
+/// What to do with one entry of a walk (see [`EntryFilter`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Back it up.
+    Keep,
+    /// Leave it out.
+    Skip,
+    /// A directory recorded without its contents (anything else: left out).
+    EmptyDir,
+}
+
+/// Leaves entries out of a backup by rule rather than by glob: a PostgreSQL data directory, for
+/// one, has folders whose contents are never restored and relation forks that depend on their
+/// siblings.
+pub trait EntryFilter: Send + Sync + std::fmt::Debug {
+    /// Decides for the entry at `rel` (relative to the source root); `siblings` are the names in
+    /// its folder, sorted.
+    fn decide(&self, rel: &Path, node: &Node, siblings: &[std::ffi::OsString]) -> Decision;
+}
+
+/// A small file added at the root of the snapshot after the walk (see [`backup_with`]).
+#[derive(Clone, Debug)]
+pub struct ExtraFile {
+    /// Name in the root folder.
+    pub name: String,
+    /// Contents.
+    pub data: Vec<u8>,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+/// What the walk found, shown to the `finish` step of [`backup_with`] before anything commits.
+#[derive(Debug)]
+pub struct WalkDone<'a> {
+    /// Counters so far.
+    pub summary: &'a Summary,
+    /// Entries that could not be read.
+    pub unreadable: &'a [String],
+    /// Entries that disappeared during the walk (with `vanished_ok`).
+    pub vanished: u64,
+    /// Files read again only because the safety window did not let their parent copy be trusted.
+    pub reread_recent: u64,
+}
+
+/// What the `finish` step of [`backup_with`] adds to the snapshot.
+#[derive(Debug, Default)]
+pub struct Finish {
+    /// Files added at the root.
+    pub extra_files: Vec<ExtraFile>,
+    /// The snapshot's `source` metadata.
+    pub source: Option<serde_json::Value>,
 }
 
 impl Default for BackupOptions {
@@ -77,6 +154,12 @@ impl Default for BackupOptions {
             cache_dir: None,
             readers: 0,
             sealers: 0,
+            root_is_source: false,
+            filter: None,
+            safety_window: None,
+            vanished_ok: false,
+            source_kind: "files".into(),
+            recorded_paths: None,
         }
     }
 }
@@ -107,6 +190,10 @@ pub struct BackupResult {
     pub resumed_files: u64,
     /// Index checkpoints written during the run.
     pub checkpoints: u64,
+    /// Entries that disappeared during the walk (with `vanished_ok`).
+    pub vanished: u64,
+    /// Files read again only because of the safety window.
+    pub reread_recent: u64,
 }
 
 struct WalkOutcome {
@@ -115,6 +202,9 @@ struct WalkOutcome {
     unreadable: Vec<String>,
     resumed: u64,
     checkpoints: u64,
+    vanished: u64,
+    reread_recent: u64,
+    source: Option<serde_json::Value>,
 }
 
 struct FileJob {
@@ -313,17 +403,37 @@ struct PathTrie {
 
 /// Runs a backup and commits the snapshot.
 pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress) -> Result<BackupResult> {
+    backup_with(repo, opts, progress, |_| Ok::<_, RepoError>(Finish::default()))
+}
+
+/// Runs a backup whose end is decided by the caller: once every file is read (and before the
+/// snapshot commits), `finish` sees what the walk found and returns files to add at the root and
+/// the snapshot's `source` metadata, or an error that commits nothing. A database backup ends its
+/// backup mode there and adds the label the server hands back.
+pub fn backup_with<E, F>(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &BackupProgress,
+    finish: F,
+) -> std::result::Result<BackupResult, E>
+where
+    E: From<RepoError>,
+    F: FnOnce(&WalkDone<'_>) -> std::result::Result<Finish, E>,
+{
     let started = Instant::now();
     let time = jiff::Timestamp::now();
     if opts.paths.is_empty() {
-        return Err(RepoError::Invalid("nothing to back up: no paths given".into()));
+        return Err(RepoError::Invalid("nothing to back up: no paths given".into()).into());
+    }
+    if opts.root_is_source && opts.paths.len() != 1 {
+        return Err(RepoError::Invalid("a backup rooted at its source takes exactly one path".into()).into());
     }
     let mut paths = Vec::new();
     for p in &opts.paths {
         let abs = std::path::absolute(p).map_err(|e| RepoError::io(p, e))?;
         let clean: PathBuf = abs.components().filter(|c| !matches!(c, Component::CurDir)).collect();
         if clean.components().any(|c| matches!(c, Component::ParentDir)) {
-            return Err(RepoError::Invalid(format!("{}: use a path without `..`", p.display())));
+            return Err(RepoError::Invalid(format!("{}: use a path without `..`", p.display())).into());
         }
         std::fs::symlink_metadata(&clean).map_err(|e| RepoError::io(&clean, e))?;
         paths.push(clean);
@@ -340,11 +450,20 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
     let snapshots = repo.list_snapshots()?;
     let parent = match opts.parent {
         Some(id) => snapshots.iter().find(|(i, _)| *i == id).cloned(),
-        None => snapshots
+        None if opts.source_kind == "files" => snapshots
             .iter()
             .rev()
             .find(|(_, s)| s.host == opts.host && s.paths == path_strings && s.source_kind == "files")
             .cloned(),
+        None => None,
+    };
+    // Timestamp safety (see `BackupOptions::safety_window`): parent files touched after this
+    // moment are read again.
+    let trust_before_ns = match (&parent, opts.safety_window) {
+        (Some((_, p)), Some(w)) => {
+            Some(i64::try_from(p.time.as_nanosecond() - w.as_nanos() as i128).unwrap_or(i64::MIN))
+        }
+        _ => None,
     };
     if let Some((_, p)) = &parent {
         progress.expected_bytes.store(p.summary.bytes_total, Ordering::Relaxed);
@@ -397,7 +516,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
     let (seal_tx, seal_rx) = bounded::<SealJob>(sealers);
     let (pack_tx, pack_rx) = bounded::<PackMsg>(readers);
 
-    let outcome = std::thread::scope(|s| -> Result<WalkOutcome> {
+    let outcome = std::thread::scope(|s| -> std::result::Result<WalkOutcome, E> {
         for _ in 0..readers {
             let rx = file_rx.clone();
             let tx = pack_tx.clone();
@@ -433,7 +552,67 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
             last_checkpoint: Instant::now(),
             interval: opts.checkpoint_interval,
             resume_path: resume_path.clone(),
+            filter: opts.filter.as_deref(),
+            filter_root: paths[0].clone(),
+            trust_before_ns,
+            vanished_ok: opts.vanished_ok,
+            vanished: 0,
+            reread_recent: 0,
         };
+        if opts.root_is_source {
+            // Every file is read once the root listing is complete (each folder collects its
+            // files before it returns), so `finish` runs after the last read.
+            let tree = walker.dir_tree(&paths[0], parent_root.as_ref());
+            warm_stop.store(true, Ordering::Relaxed);
+            let mut fin = None;
+            let root = match tree {
+                Ok(mut tree) => {
+                    let done = WalkDone {
+                        summary: &walker.summary,
+                        unreadable: &walker.unreadable,
+                        vanished: walker.vanished,
+                        reread_recent: walker.reread_recent,
+                    };
+                    match finish(&done) {
+                        Ok(f) => {
+                            let added = walker.add_extra_files(&mut tree, &f.extra_files);
+                            fin = Some(f.source);
+                            added
+                                .and_then(|()| walker.store_tree(&mut tree))
+                                .and_then(|id| walker.drain_and_flush().map(|_| id))
+                                .map_err(E::from)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(E::from(e)),
+            };
+            let Walker {
+                file_tx,
+                seal_tx,
+                summary,
+                unreadable,
+                resumed,
+                checkpoints,
+                vanished,
+                reread_recent,
+                ..
+            } = walker;
+            drop(file_tx);
+            drop(seal_tx);
+            drop(pack_tx);
+            let root = root?;
+            return Ok(WalkOutcome {
+                root,
+                summary,
+                unreadable,
+                resumed,
+                checkpoints,
+                vanished,
+                reread_recent,
+                source: fin.flatten(),
+            });
+        }
         let mut trie = PathTrie::default();
         for p in &paths {
             let mut t = &mut trie;
@@ -446,9 +625,27 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
         }
         let root = walker.virtual_dir(Path::new("/"), &trie, parent_root.as_ref());
         warm_stop.store(true, Ordering::Relaxed);
+        let mut fin = None;
         let root = match root {
-            Ok(r) => walker.drain_and_flush().map(|_| r),
-            Err(e) => Err(e),
+            Ok(r) => {
+                let done = WalkDone {
+                    summary: &walker.summary,
+                    unreadable: &walker.unreadable,
+                    vanished: walker.vanished,
+                    reread_recent: walker.reread_recent,
+                };
+                match finish(&done) {
+                    Ok(f) if f.extra_files.is_empty() => {
+                        fin = Some(f.source);
+                        walker.drain_and_flush().map(|_| r).map_err(E::from)
+                    }
+                    Ok(_) => Err(E::from(RepoError::Invalid(
+                        "extra files need a backup rooted at its source".into(),
+                    ))),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(E::from(e)),
         };
         let Walker {
             file_tx,
@@ -457,6 +654,8 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
             unreadable,
             resumed,
             checkpoints,
+            vanished,
+            reread_recent,
             ..
         } = walker;
         drop(file_tx);
@@ -469,10 +668,13 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
             unreadable,
             resumed,
             checkpoints,
+            vanished,
+            reread_recent,
+            source: fin.flatten(),
         })
     });
     if let Some(e) = shared.first_error.lock().expect("lock").take() {
-        return Err(e);
+        return Err(e.into());
     }
     let WalkOutcome {
         root,
@@ -480,6 +682,9 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
         unreadable,
         resumed,
         checkpoints,
+        vanished,
+        reread_recent,
+        source,
     } = outcome?;
 
     summary.bytes_added = progress.uploaded.load(Ordering::Relaxed);
@@ -492,15 +697,15 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
         time,
         host: opts.host.clone(),
         user: crate::repository::username(),
-        paths: path_strings,
+        paths: opts.recorded_paths.clone().unwrap_or(path_strings),
         tags: opts.tags.clone(),
         parent: parent.map(|(id, _)| id),
         tree: root,
-        source_kind: "files".into(),
+        source_kind: opts.source_kind.clone(),
         unreadable,
         summary,
         program_version: env!("CARGO_PKG_VERSION").into(),
-        source: None,
+        source,
     };
     let start: Vec<Id> = index.packs().iter().map(|p| p.id).collect();
     keep_packs(repo, &start)?;
@@ -513,6 +718,8 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
         snapshot,
         resumed_files: resumed,
         checkpoints,
+        vanished,
+        reread_recent,
     })
 }
 
@@ -615,7 +822,13 @@ const FILES_IN_FLIGHT_PER_DIR: usize = 64;
 /// Bytes of chunks being sealed or queued for the packer (see `Shared::budget`).
 const BUDGET: u64 = 4 << 20;
 
-fn read_file(sh: &Shared<'_>, chunker: &mut Chunker, path: &Path, f: File, tx: &Sender<PackMsg>) -> FileOutcome {
+fn read_file(
+    sh: &Shared<'_>,
+    chunker: &mut Chunker,
+    path: &Path,
+    f: impl std::io::Read,
+    tx: &Sender<PackMsg>,
+) -> FileOutcome {
     let mut content = Vec::new();
     let mut size = 0u64;
     let keys = sh.repo.keys();
@@ -820,6 +1033,14 @@ struct Walker<'a, 's> {
     last_checkpoint: Instant,
     interval: Duration,
     resume_path: Option<PathBuf>,
+    filter: Option<&'a dyn EntryFilter>,
+    /// The source root `filter` sees paths relative to.
+    filter_root: PathBuf,
+    /// Parent files with an mtime or ctime at or after this are read again (timestamp safety).
+    trust_before_ns: Option<i64>,
+    vanished_ok: bool,
+    vanished: u64,
+    reread_recent: u64,
 }
 
 enum Pending {
@@ -994,7 +1215,7 @@ impl Walker<'_, '_> {
             Some(NodeKind::File) => {
                 self.summary.bytes_total += node.size;
                 let old = parent.and_then(|t| t.find(&name));
-                let unchanged = old.filter(|o| {
+                let same = old.filter(|o| {
                     o.is_file()
                         && o.size == node.size
                         && o.mtime_ns == node.mtime_ns
@@ -1002,6 +1223,10 @@ impl Walker<'_, '_> {
                         && o.inode == node.inode
                         && o.content.iter().all(|id| self.sh.index.contains(id))
                 });
+                let unchanged = same.filter(|o| self.trust_before_ns.is_none_or(|t| o.mtime_ns < t && o.ctime_ns < t));
+                if same.is_some() && unchanged.is_none() {
+                    self.reread_recent += 1;
+                }
                 if let Some(o) = unchanged {
                     node.content = o.content.clone();
                     node.xattrs = o.xattrs.clone();
@@ -1031,6 +1256,10 @@ impl Walker<'_, '_> {
                 self.maybe_checkpoint()?;
                 let file = match open_ahead(path, node.size) {
                     Ok(f) => f,
+                    Err(e) if self.vanished_ok && e.kind() == std::io::ErrorKind::NotFound => {
+                        self.vanished += 1;
+                        return Ok(Pending::Skipped);
+                    }
                     Err(e) => {
                         self.unreadable.push(format!("{}: {e}", path.display()));
                         return Ok(Pending::Skipped);
@@ -1056,14 +1285,66 @@ impl Walker<'_, '_> {
     }
 
     fn dir(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Id> {
+        let mut tree = self.dir_tree(path, parent)?;
+        self.store_tree(&mut tree)
+    }
+
+    /// Adds small in-memory files to a (root) folder listing, chunked and stored like any file.
+    fn add_extra_files(&mut self, tree: &mut Tree, files: &[ExtraFile]) -> Result<()> {
+        let mut chunker = Chunker::new(self.sh.repo.config().chunker, self.sh.repo.keys().chunker_seed());
+        let now = jiff::Timestamp::now().as_nanosecond() as i64;
+        for f in files {
+            let name = std::ffi::OsStr::new(&f.name);
+            tree.nodes.retain(|n| n.os_name() != name);
+            self.sh.pending_files.fetch_add(1, Ordering::SeqCst);
+            let outcome = read_file(
+                self.sh,
+                &mut chunker,
+                Path::new(&f.name),
+                f.data.as_slice(),
+                &self.pack_tx,
+            );
+            self.sh.pending_files.fetch_sub(1, Ordering::SeqCst);
+            let (content, size) = outcome.map_err(RepoError::Invalid)?;
+            let mut node = Node {
+                kind: Some(NodeKind::File),
+                mode: 0o100000 | (f.mode & 0o7777),
+                uid: f.uid,
+                gid: f.gid,
+                size,
+                mtime_ns: now,
+                ctime_ns: now,
+                content,
+                ..Default::default()
+            };
+            node.set_name(name);
+            self.summary.files_new += 1;
+            self.summary.bytes_total += size;
+            self.summary.bytes_read += size;
+            tree.nodes.push(node);
+        }
+        Ok(())
+    }
+
+    /// The listing of one folder, its files read and its subfolders stored, itself not stored.
+    fn dir_tree(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Tree> {
         let mut entries: Vec<_> = match std::fs::read_dir(path) {
             Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
+            Err(e) if self.vanished_ok && e.kind() == std::io::ErrorKind::NotFound => {
+                self.vanished += 1;
+                Vec::new()
+            }
             Err(e) => {
                 self.unreadable.push(format!("{}: {e}", path.display()));
                 Vec::new()
             }
         };
         entries.sort_by_key(|e| e.file_name());
+        let siblings: Vec<std::ffi::OsString> = if self.filter.is_some() {
+            entries.iter().map(|e| e.file_name()).collect()
+        } else {
+            Vec::new()
+        };
         let mut tree = Tree::new();
         // Files in flight of this folder, oldest first. Only the newest few wait with their
         // reply channel; older ones are collected as the walk goes on, so a folder of tens of
@@ -1078,12 +1359,29 @@ impl Walker<'_, '_> {
             // Like `symlink_metadata`, it does not follow a symlink.
             let meta = match e.metadata() {
                 Ok(m) => m,
+                Err(err) if self.vanished_ok && err.kind() == std::io::ErrorKind::NotFound => {
+                    self.vanished += 1;
+                    continue;
+                }
                 Err(err) => {
                     self.unreadable.push(format!("{}: {err}", p.display()));
                     continue;
                 }
             };
-            let node = node_from_metadata(&e.file_name(), &meta);
+            let mut node = node_from_metadata(&e.file_name(), &meta);
+            if let Some(f) = self.filter {
+                let rel = p.strip_prefix(&self.filter_root).unwrap_or(&p);
+                match f.decide(rel, &node, &siblings) {
+                    Decision::Keep => {}
+                    Decision::Skip => continue,
+                    Decision::EmptyDir if node.is_dir() => {
+                        node.subtree = Some(self.store_tree(&mut Tree::new())?);
+                        pending.push_back(Pending::Ready(node));
+                        continue;
+                    }
+                    Decision::EmptyDir => continue,
+                }
+            }
             if !self.includes.is_empty() && !node.is_dir() && !self.includes.is_match(&p) {
                 continue;
             }
@@ -1101,7 +1399,7 @@ impl Walker<'_, '_> {
             }
         }
         self.check_abort()?;
-        self.store_tree(&mut tree)
+        Ok(tree)
     }
 }
 

@@ -413,6 +413,10 @@ pub struct BackupArgs {
     /// consistency guarantees, never picked by `latest`.
     #[arg(long)]
     pub force: bool,
+    /// Physical PostgreSQL source with the local method: read every file of the data directory
+    /// (a full backup) instead of only those changed since its previous local backup.
+    #[arg(long)]
+    pub full: bool,
     /// Write an index checkpoint this often, so an interrupted backup resumes (e.g. 5m, 30s).
     #[arg(long, default_value = "5m", value_name = "DURATION")]
     pub checkpoint_interval: String,

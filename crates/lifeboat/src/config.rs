@@ -81,6 +81,8 @@ struct RawSource {
     #[serde(default)]
     checks: Vec<String>,
     data_dir: Option<PathBuf>,
+    // kind = "postgres", mode = "physical": how
+    physical_method: Option<String>,
     // kind = "postgres", mode = "logical": restore tests
     scratch_url: Option<String>,
 }
@@ -130,6 +132,19 @@ pub enum DbMode {
     Logical,
 }
 
+/// How a physical backup reads the cluster (`physical_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PhysicalMethod {
+    /// `local` when `data_dir` is set and readable by this process, else `basebackup`.
+    Auto,
+    /// `pg_basebackup` over the replication protocol: works from any host, reads every file.
+    Basebackup,
+    /// Read `data_dir` between `pg_backup_start` and `pg_backup_stop` (on the database host):
+    /// later backups read only the files that changed.
+    Local,
+}
+
 /// A validated `kind = "postgres"` source.
 #[allow(dead_code)] // fields read as the backup modes land
 #[derive(Debug, Clone)]
@@ -146,8 +161,11 @@ pub struct DbSource {
     pub checks: Vec<String>,
     /// Tags added to its snapshots.
     pub tags: Vec<String>,
-    /// The server's data directory on this machine (for `backup --force`: a forensic copy).
+    /// The server's data directory on this machine (the local physical method, and `backup
+    /// --force`: a forensic copy).
     pub data_dir: Option<PathBuf>,
+    /// How physical backups read the cluster.
+    pub physical_method: PhysicalMethod,
     /// Server restore tests restore into (temporary databases, dropped afterwards); None: a
     /// throwaway cluster from the local server binaries.
     pub scratch_url: Option<String>,
@@ -263,10 +281,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
                     || s.mode.is_some()
                     || !s.checks.is_empty()
                     || s.data_dir.is_some()
+                    || s.physical_method.is_some()
                     || s.scratch_url.is_some()
                 {
                     return Err(bad(format!(
-                        "sources.{name}: url, databases, mode, checks, data_dir and scratch_url belong to kind = \"postgres\""
+                        "sources.{name}: url, databases, mode, checks, data_dir, physical_method and scratch_url belong to kind = \"postgres\""
                     )));
                 }
             }
@@ -393,6 +412,21 @@ fn db_source(name: &str, s: RawSource) -> std::result::Result<DbSource, String> 
             ));
         }
     };
+    let physical_method = match s.physical_method.as_deref() {
+        None | Some("auto") => PhysicalMethod::Auto,
+        Some("basebackup") => PhysicalMethod::Basebackup,
+        Some("local") => PhysicalMethod::Local,
+        Some(m) => {
+            return Err(format!(
+                "sources.{name}: physical_method {m:?} (expected \"auto\", \"basebackup\" or \"local\")"
+            ));
+        }
+    };
+    if physical_method == PhysicalMethod::Local && s.data_dir.is_none() {
+        return Err(format!(
+            "sources.{name}: physical_method = \"local\" reads the server's data directory: set data_dir"
+        ));
+    }
     let databases = match s.databases {
         None => Databases::All,
         Some(RawDatabases::All(a)) if a == "all" => Databases::All,
@@ -414,6 +448,7 @@ fn db_source(name: &str, s: RawSource) -> std::result::Result<DbSource, String> 
         checks: s.checks,
         tags: s.tags,
         data_dir: s.data_dir,
+        physical_method,
         scratch_url: match s.scratch_url {
             Some(u) => {
                 lifeboat_pg::ConnInfo::parse(&u).map_err(|e| format!("sources.{name}: scratch_url: {e}"))?;

@@ -115,11 +115,12 @@ pub fn run(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
             excludes: j.excludes,
             includes: j.includes,
             parent,
-            force_reread: a.force,
+            force_reread: a.force || a.full,
             checkpoint_interval: interval,
             cache_dir: ctx.cache_dir(),
             readers: env_count("LIFEBOAT_READERS"),
             sealers: env_count("LIFEBOAT_SEALERS"),
+            ..Default::default()
         };
         let progress = Arc::new(BackupProgress::default());
         let p2 = progress.clone();

@@ -67,8 +67,9 @@ pub fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Result<u8> {
                     None => String::new(),
                 },
                 format!(
-                    "{}{}",
+                    "{}{}{}",
                     s.paths.join(" "),
+                    physical_note(s),
                     if s.unreadable.is_empty() { "" } else { " (partial)" }
                 ),
             ]
@@ -77,6 +78,27 @@ pub fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Result<u8> {
     output::table(&["ID", "Time", "Host", "Tags", "Size", "Verified", "Paths"], &rows);
     println!("{} snapshot(s)", rows.len());
     Ok(OK)
+}
+
+/// " (local incremental: 12 of 1 300 files read)" for a physical PostgreSQL backup made from the
+/// data directory, " (basebackup full)" for one made by pg_basebackup; nothing for other kinds.
+fn physical_note(s: &lifeboat_repo::format::snapshot::Snapshot) -> String {
+    let Some(src) = s.source.as_ref().filter(|_| s.source_kind == "postgres-physical") else {
+        return String::new();
+    };
+    let (Some(method), Some(kind)) = (
+        src.get("method").and_then(|v| v.as_str()),
+        src.get("backup_type").and_then(|v| v.as_str()),
+    ) else {
+        return String::new();
+    };
+    match (
+        src.get("files_read").and_then(|v| v.as_u64()),
+        src.get("files_skipped").and_then(|v| v.as_u64()),
+    ) {
+        (Some(read), Some(skipped)) => format!(" ({method} {kind}: {read} of {} files read)", read + skipped),
+        _ => format!(" ({method} {kind})"),
+    }
 }
 
 fn mode_string(kind: Option<NodeKind>, mode: u32) -> String {

@@ -3,15 +3,17 @@
 
 use anyhow::Result;
 use lifeboat_pg::physical::{self, PhysicalOptions};
+use lifeboat_pg::physical_local::{self, LocalOptions};
 use lifeboat_pg::verify::RestoreTestReport;
 use lifeboat_pg::verify_physical::{self, ExpectedDatabase, PhysicalTestOptions};
 use lifeboat_pg::{ConnInfo, PgError, Tools};
+use lifeboat_repo::archiver::BackupProgress;
 use lifeboat_repo::format::snapshot::Snapshot;
 use lifeboat_repo::{Id, Repository};
 
 use super::{Ctx, select};
 use crate::cli::BackupArgs;
-use crate::config::DbSource;
+use crate::config::{DbSource, PhysicalMethod};
 use crate::exit::{OK, PARTIAL, USAGE, fail};
 use crate::output;
 
@@ -30,15 +32,75 @@ pub fn backup(ctx: &Ctx, repo: &Repository, src: &DbSource, a: &BackupArgs) -> R
     if a.force {
         return forensic(ctx, repo, src, &opts);
     }
-    let r = physical::backup(repo, &tools, &conn, &opts)?;
-    let s = &r.snapshot.summary;
+    let note = |why: String| {
+        if !ctx.global.quiet {
+            eprintln!(
+                "lifeboat: note: sources.{}: {why}; using pg_basebackup (set physical_method to choose)",
+                src.name
+            );
+        }
+    };
+    let local_dir = match (src.physical_method, &src.data_dir) {
+        (PhysicalMethod::Basebackup, _) | (PhysicalMethod::Auto, None) => None,
+        (PhysicalMethod::Local, Some(d)) => Some(d.clone()),
+        (PhysicalMethod::Auto, Some(d)) if !physical_local::readable_data_dir(d) => {
+            note(format!("data_dir {} is not readable here", d.display()));
+            None
+        }
+        (PhysicalMethod::Auto, Some(d)) => match physical_local::missing_privilege(&tools, &conn)? {
+            Some(why) => {
+                note(why);
+                None
+            }
+            None => Some(d.clone()),
+        },
+        (PhysicalMethod::Local, None) => unreachable!("checked when the config is read"),
+    };
+    let (snapshot_id, snapshot) = match local_dir {
+        Some(dir) => {
+            let local = LocalOptions {
+                data_dir: dir,
+                full: a.full,
+            };
+            let progress = std::sync::Arc::new(BackupProgress::default());
+            let p2 = progress.clone();
+            let bar = output::Progress::bytes(ctx.progress(), move || {
+                use std::sync::atomic::Ordering::Relaxed;
+                (
+                    p2.bytes.load(Relaxed),
+                    p2.expected_bytes.load(Relaxed),
+                    format!(
+                        "{} files, {} stored",
+                        p2.files.load(Relaxed),
+                        output::bytes(p2.uploaded.load(Relaxed))
+                    ),
+                )
+            });
+            let r = physical_local::backup(repo, &tools, &conn, &opts, &local, &progress);
+            bar.finish();
+            let r = r?;
+            (r.result.snapshot_id, r.result.snapshot)
+        }
+        None => {
+            let r = physical::backup(repo, &tools, &conn, &opts)?;
+            (r.snapshot_id, r.snapshot)
+        }
+    };
+    let s = &snapshot.summary;
     if !ctx.global.json && !ctx.global.quiet {
-        let src_meta = r.snapshot.source.clone().unwrap_or_default();
+        let src_meta = snapshot.source.clone().unwrap_or_default();
+        let method = src_meta["method"].as_str().unwrap_or("basebackup");
         println!(
-            "snapshot {} saved ({}: physical backup of {})",
-            r.snapshot_id.short(),
+            "snapshot {} saved ({}: physical {} backup of {}, {})",
+            snapshot_id.short(),
             src.name,
-            conn.url()
+            src_meta["backup_type"].as_str().unwrap_or("full"),
+            conn.url(),
+            if method == physical_local::METHOD {
+                "read from the data directory"
+            } else {
+                "pg_basebackup"
+            }
         );
         println!(
             "  wal      {} .. {} (timeline {}), archived as {}",
@@ -47,7 +109,18 @@ pub fn backup(ctx: &Ctx, repo: &Repository, src: &DbSource, a: &BackupArgs) -> R
             src_meta["timeline"],
             src_meta["wal_namespace"].as_str().unwrap_or("?")
         );
-        println!("  read     {} in {} files", output::bytes(s.bytes_read), s.files_new);
+        if method == physical_local::METHOD {
+            println!(
+                "  read     {} in {} files; {} unchanged files ({}) taken from snapshot {}",
+                output::bytes(s.bytes_read),
+                s.files_new + s.files_changed,
+                s.files_unchanged,
+                output::bytes(s.bytes_total.saturating_sub(s.bytes_read)),
+                src_meta["parent"].as_str().map(|p| &p[..p.len().min(8)]).unwrap_or("-")
+            );
+        } else {
+            println!("  read     {} in {} files", output::bytes(s.bytes_read), s.files_new);
+        }
         println!(
             "  added    {} to the repository ({} before compression and encryption)",
             output::bytes(s.bytes_added),
@@ -60,10 +133,10 @@ pub fn backup(ctx: &Ctx, repo: &Repository, src: &DbSource, a: &BackupArgs) -> R
         serde_json::json!({
             "source": src.name,
             "mode": "physical",
-            "snapshot_id": r.snapshot_id,
-            "time": r.snapshot.time,
-            "summary": r.snapshot.summary,
-            "postgres": r.snapshot.source,
+            "snapshot_id": snapshot_id,
+            "time": snapshot.time,
+            "summary": snapshot.summary,
+            "postgres": snapshot.source,
         }),
     ))
 }

@@ -909,3 +909,296 @@ fn physical_restore_test_without_its_wal_fails_is_recorded_and_cleans_up() {
     let s = env.lifeboat(&["--json", "snapshots"]);
     assert_eq!(s.json()[0]["verified"], false, "{}", s.stdout);
 }
+
+/// `physical_method = "local"`: lifeboat on the database host reads the data directory between
+/// pg_backup_start and pg_backup_stop; the second backup reads only the files that changed.
+#[test]
+fn local_method_full_then_incremental_under_load_restores_equal_and_pitr() {
+    let Some(env) = PgEnv::new() else { return };
+    let src = env.cluster(true, None);
+    assert!(env.pgbench(&src, &["-i", "-s", "1", "-q"]).wait().unwrap().success());
+    let db = src.client("postgres").unwrap();
+    // A large table the load never touches (what an incremental backup skips), and an unlogged
+    // one (restored empty, like pg_basebackup leaves it).
+    db.execute(
+        "CREATE TABLE static AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 400000) g; \
+         CREATE UNLOGGED TABLE scratch AS SELECT g FROM generate_series(1, 1000) g; CHECKPOINT;",
+    )
+    .unwrap();
+    // The static table's files must be older than the first backup's safety window.
+    std::thread::sleep(physical_window());
+    let cfg = env.root.join("local.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sources.db]\nkind = \"postgres\"\nurl = \"{}\"\nmode = \"physical\"\ndatabases = \"all\"\n\
+             physical_method = \"local\"\ndata_dir = \"{}\"\nchecks = [\"SELECT count(*) = 400000 FROM static\"]\n",
+            src.url("postgres"),
+            src.data_dir().display()
+        ),
+    )
+    .unwrap();
+    env.give(&cfg);
+    let cfg = cfg.to_str().unwrap();
+
+    let mut load = env.pgbench(&src, &["-n", "-T", "60", "-c", "2"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let full = env.lifeboat(&["--config", cfg, "--json", "backup", "db"]);
+    full.ok();
+    let f = full.json();
+    assert_eq!(f["postgres"]["method"], "local", "{f}");
+    assert_eq!(f["postgres"]["backup_type"], "full", "{f}");
+    assert_eq!(f["postgres"]["parent"], serde_json::Value::Null);
+    assert_eq!(f["summary"]["files_unchanged"], 0);
+    let full_read = f["summary"]["bytes_read"].as_u64().unwrap();
+    let full_id = f["snapshot_id"].as_str().unwrap().to_string();
+
+    // More load, then the incremental, still under load.
+    std::thread::sleep(Duration::from_secs(3));
+    let incr = env.lifeboat(&["--config", cfg, "--json", "backup", "db"]);
+    incr.ok();
+    let i = incr.json();
+    let incr_id = i["snapshot_id"].as_str().unwrap().to_string();
+    assert!(
+        load.try_wait().unwrap().is_none(),
+        "pgbench stopped before the backups finished"
+    );
+    let _ = load.kill();
+    let _ = load.wait();
+    let pg = &i["postgres"];
+    assert_eq!(pg["backup_type"], "incremental", "{i}");
+    assert_eq!(pg["parent"], full_id.as_str());
+    let incr_read = i["summary"]["bytes_read"].as_u64().unwrap();
+    assert!(pg["files_skipped"].as_u64().unwrap() > 100, "{i}");
+    assert!(
+        incr_read * 3 < full_read,
+        "the incremental read {incr_read} bytes, the full {full_read}"
+    );
+    eprintln!(
+        "local method: full read {full_read} bytes; incremental read {incr_read} bytes in {} files, skipped {} files ({} bytes)",
+        pg["files_read"], pg["files_skipped"], pg["bytes_skipped"]
+    );
+    let list = env.lifeboat(&["snapshots"]);
+    list.ok();
+    assert!(list.stdout.contains("(local incremental:"), "{}", list.stdout);
+
+    // Restore test of the incremental (recovery to its end, fingerprints, checks, amcheck), and
+    // a restore of it to the same point equals those fingerprints.
+    let v = env.lifeboat(&["--config", cfg, "--json", "verify", "restore", "db", &incr_id]);
+    v.ok();
+    let attested = attested_fingerprints(&v.json()["report"]);
+    assert!(
+        attested.iter().any(|(d, t)| d == "postgres" && t.len() >= 5),
+        "{attested:?}"
+    );
+    let (restored, run, _) = restore_started(
+        &env,
+        "immediate",
+        &["--config", cfg, "--target-immediate", "--no-archive"],
+    );
+    assert_eq!(run.json()["snapshot_id"], incr_id.as_str());
+    let names: Vec<&str> = attested.iter().map(|(d, _)| d.as_str()).collect();
+    assert_eq!(live_fingerprints(&env, &restored, &names), attested);
+    assert_eq!(value(&restored, "SELECT count(*) FROM scratch"), "0");
+    assert_eq!(value(&restored, "SELECT count(*) FROM static"), "400000");
+    drop(restored);
+
+    // PITR from the incremental: quiet source, a moment between two transactions.
+    db.execute("CREATE TABLE marks (t text); INSERT INTO marks VALUES ('first');")
+        .unwrap();
+    let history = value(&src, "SELECT count(*) FROM pgbench_history");
+    let source_fp = live_fingerprints(&env, &src, &["postgres"]);
+    wait_archived(&src);
+    std::thread::sleep(Duration::from_millis(1100));
+    let t1 = server_now(&src);
+    std::thread::sleep(Duration::from_millis(1100));
+    db.execute("INSERT INTO marks VALUES ('second');").unwrap();
+    wait_archived(&src);
+    let (pitr, run, _) = restore_started(&env, "pitr", &["--config", cfg, "--target-time", &t1, "--no-archive"]);
+    assert_eq!(run.json()["snapshot_id"], incr_id.as_str());
+    let marks = pitr.client("postgres").unwrap().query("SELECT t FROM marks").unwrap();
+    assert_eq!(marks, vec![vec![Some("first".to_string())]], "PITR to {t1}");
+    assert_eq!(value(&pitr, "SELECT count(*) FROM pgbench_history"), history);
+    // `scratch` is unlogged: empty after any restore, full at the source.
+    let logged = |mut fp: Vec<(String, Vec<lifeboat_pg::fingerprint::TableFingerprint>)>| {
+        fp[0].1.retain(|t| t.table != "scratch");
+        fp
+    };
+    let pitr_fp = logged(live_fingerprints(&env, &pitr, &["postgres"]));
+    let source_fp = logged(source_fp);
+    assert_eq!(pitr_fp, source_fp, "PITR restore differs from the source at {t1}");
+    drop(pitr);
+
+    // --full reads everything again.
+    let again = env.lifeboat(&["--config", cfg, "--json", "backup", "db", "--full"]);
+    again.ok();
+    let a = again.json();
+    assert_eq!(a["postgres"]["backup_type"], "full", "{a}");
+    assert_eq!(a["summary"]["files_unchanged"], 0, "{a}");
+}
+
+/// A little more than the local method's timestamp safety window.
+fn physical_window() -> Duration {
+    lifeboat_pg::physical_local::SAFETY_WINDOW + Duration::from_millis(200)
+}
+
+/// The local method's snapshot has the layout of a pg_basebackup one (same paths, types and
+/// modes; pg_basebackup's backup_manifest aside), so restore and restore tests treat both alike;
+/// a data directory it cannot read, or one of another cluster, is refused with a clear error.
+#[test]
+fn local_method_snapshot_has_the_layout_of_pg_basebackup() {
+    let Some(env) = PgEnv::new() else { return };
+    let src = env.cluster(true, None);
+    let db = src.client("postgres").unwrap();
+    db.execute(
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 10000) g; \
+         CREATE UNLOGGED TABLE u AS SELECT g FROM generate_series(1, 10000) g; \
+         CREATE INDEX ON u (g); CHECKPOINT;",
+    )
+    .unwrap();
+    let write = |name: &str, method: &str, data_dir: &Path| -> String {
+        let p = env.root.join(format!("{name}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "[sources.db]\nkind = \"postgres\"\nurl = \"{}\"\nmode = \"physical\"\nphysical_method = \"{method}\"\ndata_dir = \"{}\"\n",
+                src.url("postgres"),
+                data_dir.display()
+            ),
+        )
+        .unwrap();
+        env.give(&p);
+        p.to_str().unwrap().to_string()
+    };
+    let layout = |id: &str| -> std::collections::BTreeMap<String, (String, u64)> {
+        let r = env.lifeboat(&["--json", "ls", id]);
+        r.ok();
+        r.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["path"].as_str().unwrap().to_string(),
+                    (
+                        e["type"].as_str().unwrap_or("").to_string(),
+                        e["mode"].as_u64().unwrap() & 0o7777,
+                    ),
+                )
+            })
+            .filter(|(p, _)| p != "/backup_manifest")
+            .collect()
+    };
+    let base_cfg = write("base", "basebackup", src.data_dir());
+    let local_cfg = write("local", "local", src.data_dir());
+    let b = env.lifeboat(&["--config", &base_cfg, "--json", "backup", "db"]);
+    b.ok();
+    assert_eq!(b.json()["postgres"]["method"], "basebackup");
+    let l = env.lifeboat(&["--config", &local_cfg, "--json", "backup", "db"]);
+    l.ok();
+    assert_eq!(l.json()["postgres"]["method"], "local");
+    let (base, local) = (
+        layout(b.json()["snapshot_id"].as_str().unwrap()),
+        layout(l.json()["snapshot_id"].as_str().unwrap()),
+    );
+    let only_base: Vec<_> = base.iter().filter(|(k, v)| local.get(*k) != Some(v)).collect();
+    let only_local: Vec<_> = local.iter().filter(|(k, v)| base.get(*k) != Some(v)).collect();
+    assert!(
+        only_base.is_empty() && only_local.is_empty(),
+        "only in pg_basebackup's: {only_base:?}\nonly in the local method's: {only_local:?}"
+    );
+    assert!(local.contains_key("/backup_label") && local.contains_key("/pg_wal/archive_status"));
+    assert!(!local.keys().any(|k| k.starts_with("/pg_wal/0")));
+    eprintln!("pg_basebackup and the local method: the same {} entries", local.len());
+
+    // A file the backup cannot read: nothing is committed and the server's backup is ended
+    // (the next backup starts one again).
+    use std::os::unix::fs::PermissionsExt;
+    let snapshots = || env.lifeboat(&["--json", "snapshots"]).json().as_array().unwrap().len();
+    let before = snapshots();
+    let junk = src.data_dir().join("unreadable-junk");
+    std::fs::write(&junk, b"x").unwrap();
+    env.give(&junk);
+    std::fs::set_permissions(&junk, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if env.run_as.is_some() {
+        env.lifeboat(&["--config", &local_cfg, "backup", "db"])
+            .expect_code(2)
+            .one_line_error(&["unreadable", "nothing was committed"]);
+        assert_eq!(snapshots(), before);
+    }
+    std::fs::remove_file(&junk).unwrap();
+    let again = env.lifeboat(&["--config", &local_cfg, "--json", "backup", "db"]);
+    again.ok();
+    assert_eq!(again.json()["postgres"]["backup_type"], "incremental");
+
+    // A tablespace outside the data directory is refused, naming it.
+    let ts = env.mkdir("ts-outside");
+    db.execute(&format!("CREATE TABLESPACE elsewhere LOCATION '{}'", ts.display()))
+        .unwrap();
+    env.lifeboat(&["--config", &local_cfg, "backup", "db"])
+        .expect_code(14)
+        .one_line_error(&["tablespace elsewhere", "outside the data directory"]);
+    // (pg_basebackup cannot stream a second tablespace to standard output either.)
+    let bb = env.lifeboat(&["--config", &base_cfg, "backup", "db"]);
+    assert_ne!(bb.code, 0, "{bb}");
+    db.execute("DROP TABLESPACE elsewhere").unwrap();
+
+    // A REPLICATION-only role may run pg_basebackup but not pg_backup_start: "auto" falls back
+    // to pg_basebackup with a note, "local" refuses with the GRANT to run (exit 14).
+    db.execute("CREATE ROLE repl LOGIN REPLICATION").unwrap();
+    let url = src.url("postgres").replacen(
+        &format!(
+            "//{}@",
+            src.url("postgres")
+                .split("//")
+                .nth(1)
+                .unwrap()
+                .split('@')
+                .next()
+                .unwrap()
+        ),
+        "//repl@",
+        1,
+    );
+    for (name, method) in [("repl-auto", "auto"), ("repl-local", "local")] {
+        let p = env.root.join(format!("{name}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "[sources.db]\nkind = \"postgres\"\nurl = \"{url}\"\nmode = \"physical\"\nphysical_method = \"{method}\"\ndata_dir = \"{}\"\n",
+                src.data_dir().display()
+            ),
+        )
+        .unwrap();
+        env.give(&p);
+        let r = env.lifeboat(&["--config", p.to_str().unwrap(), "--json", "backup", "db"]);
+        if method == "auto" {
+            r.ok();
+            assert_eq!(r.json()["postgres"]["method"], "basebackup", "{r}");
+            assert!(r.stderr.contains("GRANT EXECUTE ON FUNCTION pg_backup_start"), "{r}");
+        } else {
+            r.expect_code(14)
+                .one_line_error(&["GRANT EXECUTE ON FUNCTION pg_backup_start"]);
+        }
+    }
+
+    // A data directory of another cluster is refused before anything starts.
+    let other = ScratchCluster::create(&env.tools, &ClusterOptions::default()).unwrap();
+    let wrong = write("wrong", "local", other.data_dir());
+    env.lifeboat(&["--config", &wrong, "backup", "db"])
+        .expect_code(2)
+        .one_line_error(&["system identifier", "data_dir"]);
+    // physical_method = "local" without data_dir is a config error.
+    let p = env.root.join("nodir.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[sources.db]\nkind = \"postgres\"\nurl = \"{}\"\nmode = \"physical\"\nphysical_method = \"local\"\n",
+            src.url("postgres")
+        ),
+    )
+    .unwrap();
+    env.give(&p);
+    env.lifeboat(&["--config", p.to_str().unwrap(), "backup", "db"])
+        .one_line_error(&["physical_method", "data_dir"]);
+}
