@@ -587,31 +587,8 @@ where
                 }
                 Err(e) => Err(E::from(e)),
             };
-            let Walker {
-                file_tx,
-                seal_tx,
-                summary,
-                unreadable,
-                resumed,
-                checkpoints,
-                vanished,
-                reread_recent,
-                ..
-            } = walker;
-            drop(file_tx);
-            drop(seal_tx);
             drop(pack_tx);
-            let root = root?;
-            return Ok(WalkOutcome {
-                root,
-                summary,
-                unreadable,
-                resumed,
-                checkpoints,
-                vanished,
-                reread_recent,
-                source: fin.flatten(),
-            });
+            return walker.into_outcome(root, fin.flatten());
         }
         let mut trie = PathTrie::default();
         for p in &paths {
@@ -647,31 +624,8 @@ where
             }
             Err(e) => Err(E::from(e)),
         };
-        let Walker {
-            file_tx,
-            seal_tx,
-            summary,
-            unreadable,
-            resumed,
-            checkpoints,
-            vanished,
-            reread_recent,
-            ..
-        } = walker;
-        drop(file_tx);
-        drop(seal_tx);
         drop(pack_tx);
-        let root = root?;
-        Ok(WalkOutcome {
-            root,
-            summary,
-            unreadable,
-            resumed,
-            checkpoints,
-            vanished,
-            reread_recent,
-            source: fin.flatten(),
-        })
+        walker.into_outcome(root, fin.flatten())
     });
     if let Some(e) = shared.first_error.lock().expect("lock").take() {
         return Err(e.into());
@@ -1051,6 +1005,38 @@ enum Pending {
 }
 
 impl Walker<'_, '_> {
+    /// Ends the walk: closes the walker's channels so the workers drain and stop, and hands over
+    /// what the walk counted with the root tree (or the walk's error).
+    fn into_outcome<E>(
+        self,
+        root: std::result::Result<Id, E>,
+        source: Option<serde_json::Value>,
+    ) -> std::result::Result<WalkOutcome, E> {
+        let Walker {
+            file_tx,
+            seal_tx,
+            summary,
+            unreadable,
+            resumed,
+            checkpoints,
+            vanished,
+            reread_recent,
+            ..
+        } = self;
+        drop(file_tx);
+        drop(seal_tx);
+        Ok(WalkOutcome {
+            root: root?,
+            summary,
+            unreadable,
+            resumed,
+            checkpoints,
+            vanished,
+            reread_recent,
+            source,
+        })
+    }
+
     fn check_abort(&self) -> Result<()> {
         if self.sh.progress.cancel.load(Ordering::Relaxed) {
             self.sh.fail(RepoError::Interrupted);
