@@ -12,18 +12,34 @@ use lifeboat_pg::{ClusterOptions, RunAs, ScratchCluster, Tools};
 
 use crate::common::{PASSWORD, Run, bin};
 
-struct PgEnv {
+/// A scratch folder for one test: passphrase, cache and repository, and the server programs.
+/// lifeboat finds the repository through `LIFEBOAT_REPO`, or through `LIFEBOAT_CONFIG` when the
+/// test keeps it in a config ([`PgEnv::with_config`]).
+pub(crate) struct PgEnv {
     _dir: tempfile::TempDir,
-    root: PathBuf,
+    pub(crate) root: PathBuf,
     repo: PathBuf,
+    config: Option<PathBuf>,
     pass_file: PathBuf,
     cache: PathBuf,
-    run_as: Option<RunAs>,
-    tools: Tools,
+    pub(crate) run_as: Option<RunAs>,
+    pub(crate) tools: Tools,
 }
 
 impl PgEnv {
     fn new() -> Option<PgEnv> {
+        let env = PgEnv::scratch("lifeboat-pgtest-", None)?;
+        env.lifeboat(&["init"]).ok();
+        Some(env)
+    }
+
+    /// An environment whose repository is the one `config` (under the scratch root, written by
+    /// the test before it runs lifeboat) names; nothing is initialised.
+    pub(crate) fn with_config(prefix: &str, config: &str) -> Option<PgEnv> {
+        PgEnv::scratch(prefix, Some(config))
+    }
+
+    fn scratch(prefix: &str, config: Option<&str>) -> Option<PgEnv> {
         let tools = match Tools::find() {
             Ok(t) => t,
             Err(e) => {
@@ -32,7 +48,7 @@ impl PgEnv {
             }
         };
         let run_as = RunAs::for_server().unwrap();
-        let dir = tempfile::Builder::new().prefix("lifeboat-pgtest-").tempdir().unwrap();
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let pass_file = root.join("passphrase");
         std::fs::write(&pass_file, PASSWORD).unwrap();
@@ -40,6 +56,7 @@ impl PgEnv {
         std::fs::create_dir(&cache).unwrap();
         let env = PgEnv {
             repo: root.join("repo"),
+            config: config.map(|c| root.join(c)),
             _dir: dir,
             root,
             pass_file,
@@ -48,13 +65,20 @@ impl PgEnv {
             tools,
         };
         env.give(&env.root.clone());
-        env.lifeboat(&["init"]).ok();
         Some(env)
+    }
+
+    /// The variable that tells lifeboat where the repository is, and its value.
+    fn repo_var(&self) -> (&'static str, &Path) {
+        match &self.config {
+            Some(c) => ("LIFEBOAT_CONFIG", c),
+            None => ("LIFEBOAT_REPO", &self.repo),
+        }
     }
 
     /// Hands a path to the server's OS user (lifeboat runs as that user here, like in production
     /// where archive_command runs as the server).
-    fn give(&self, p: &Path) {
+    pub(crate) fn give(&self, p: &Path) {
         if let Some(r) = self.run_as {
             r.chown_tree(p).unwrap();
         }
@@ -67,15 +91,17 @@ impl PgEnv {
         p
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
+        let (var, value) = self.repo_var();
         let mut c = Command::new(bin());
-        c.args(args)
-            .env("LIFEBOAT_REPO", &self.repo)
+        c.env_remove("LIFEBOAT_REPO")
+            .env_remove("LIFEBOAT_CONFIG")
+            .args(args)
+            .env(var, value)
             .env("LIFEBOAT_PASSWORD_FILE", &self.pass_file)
             .env("LIFEBOAT_CACHE_DIR", &self.cache)
             .env("LIFEBOAT_INSECURE_FAST_KDF", "1")
             .env_remove("LIFEBOAT_PASSWORD")
-            .env_remove("LIFEBOAT_CONFIG")
             .current_dir(&self.root)
             .stdin(Stdio::null());
         if let Some(r) = self.run_as {
@@ -84,16 +110,17 @@ impl PgEnv {
         c
     }
 
-    fn lifeboat(&self, args: &[&str]) -> Run {
+    pub(crate) fn lifeboat(&self, args: &[&str]) -> Run {
         let o = self.cmd(args).output().unwrap();
         let a: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
         Run::from_output(&a, o)
     }
 
-    fn archive_command(&self) -> String {
+    pub(crate) fn archive_command(&self) -> String {
+        let (var, value) = self.repo_var();
         format!(
-            "'LIFEBOAT_REPO={} LIFEBOAT_PASSWORD_FILE={} LIFEBOAT_CACHE_DIR={} {} --quiet wal push %p'",
-            self.repo.display(),
+            "'{var}={} LIFEBOAT_PASSWORD_FILE={} LIFEBOAT_CACHE_DIR={} {} --quiet wal push %p'",
+            value.display(),
             self.pass_file.display(),
             self.cache.display(),
             bin().display()

@@ -3,62 +3,39 @@
 //! destroyed with the database: the restore from the second alone has every committed row.
 //! Skipped (with a message) when the PostgreSQL server programs are not installed.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use lifeboat_pg::{ClusterOptions, RunAs, ScratchCluster, Tools};
+use lifeboat_pg::{ClusterOptions, ScratchCluster};
 
-use crate::common::{PASSWORD, Run, bin};
+use crate::pg_physical::PgEnv;
 
+/// The scratch environment, with the repository in two folders named by its config.
 struct Env {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
+    pg: PgEnv,
     a: PathBuf,
     b: PathBuf,
-    config: PathBuf,
-    pass_file: PathBuf,
-    cache: PathBuf,
-    run_as: Option<RunAs>,
-    tools: Tools,
+}
+
+impl std::ops::Deref for Env {
+    type Target = PgEnv;
+    fn deref(&self) -> &PgEnv {
+        &self.pg
+    }
 }
 
 impl Env {
     fn new() -> Option<Env> {
-        let tools = match Tools::find() {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("skipped: {e}");
-                return None;
-            }
-        };
-        let run_as = RunAs::for_server().unwrap();
-        let dir = tempfile::Builder::new().prefix("lifeboat-pgloc-").tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        let pass_file = root.join("passphrase");
-        std::fs::write(&pass_file, PASSWORD).unwrap();
-        let cache = root.join("cache");
-        std::fs::create_dir(&cache).unwrap();
-        let (a, b) = (root.join("region-a"), root.join("region-b"));
+        let pg = PgEnv::with_config("lifeboat-pgloc-", "lifeboat.toml")?;
+        let (a, b) = (pg.root.join("region-a"), pg.root.join("region-b"));
         std::fs::create_dir(&b).unwrap();
-        let env = Env {
-            config: root.join("lifeboat.toml"),
-            a,
-            b,
-            _dir: dir,
-            root,
-            pass_file,
-            cache,
-            run_as,
-            tools,
-        };
-        Some(env)
+        Some(Env { pg, a, b })
     }
 
     fn write_config(&self, url: &str) {
         std::fs::write(
-            &self.config,
+            self.root.join("lifeboat.toml"),
             format!(
                 "[repository]\nlocations = [\"a\", \"b\"]\n\n[locations.a]\nurl = \"{}\"\n\n[locations.b]\nurl = \"{}\"\n\n[sources.db]\nkind = \"postgres\"\nurl = \"{url}\"\nmode = \"physical\"\ndatabases = \"all\"\n",
                 self.a.display(),
@@ -66,47 +43,15 @@ impl Env {
             ),
         )
         .unwrap();
-        if let Some(r) = self.run_as {
-            r.chown_tree(&self.root).unwrap();
-        }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin());
-        c.args(args)
-            .env("LIFEBOAT_CONFIG", &self.config)
-            .env("LIFEBOAT_PASSWORD_FILE", &self.pass_file)
-            .env("LIFEBOAT_CACHE_DIR", &self.cache)
-            .env("LIFEBOAT_INSECURE_FAST_KDF", "1")
-            .env_remove("LIFEBOAT_REPO")
-            .env_remove("LIFEBOAT_PASSWORD")
-            .current_dir(&self.root)
-            .stdin(Stdio::null());
-        if let Some(r) = self.run_as {
-            c.uid(r.uid).gid(r.gid);
-        }
-        c
-    }
-
-    fn lifeboat(&self, args: &[&str]) -> Run {
-        let o = self.cmd(args).output().unwrap();
-        let a: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-        Run::from_output(&a, o)
+        self.give(&self.root);
     }
 
     fn cluster(&self) -> ScratchCluster {
-        let archive_command = format!(
-            "'LIFEBOAT_CONFIG={} LIFEBOAT_PASSWORD_FILE={} LIFEBOAT_CACHE_DIR={} {} --quiet wal push %p'",
-            self.config.display(),
-            self.pass_file.display(),
-            self.cache.display(),
-            bin().display()
-        );
         let opts = ClusterOptions {
             settings: vec![
                 ("wal_level".into(), "replica".into()),
                 ("archive_mode".into(), "on".into()),
-                ("archive_command".into(), archive_command),
+                ("archive_command".into(), self.archive_command()),
                 ("archive_timeout".into(), "0".into()),
             ],
             ..Default::default()
