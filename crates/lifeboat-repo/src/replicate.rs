@@ -237,18 +237,7 @@ pub fn replicate(
             copy_one(src.as_ref(), dst.as_ref(), &job, &packs, opts.existing, progress)
         })
         .into_iter()
-        .for_each(|r| match r {
-            Ok(Outcome::Copied(n)) => {
-                rep.copied += 1;
-                rep.bytes += n;
-            }
-            Ok(Outcome::Replaced(n)) => {
-                rep.replaced += 1;
-                rep.bytes += n;
-            }
-            Ok(Outcome::Intact) => rep.present += 1,
-            Err(e) => rep.errors.push(e),
-        });
+        .for_each(|r| rep.count(r));
         // Deletion records arrived: objects they name must not linger at the destination.
         if folder == "deletions/" {
             deleted.extend(load_deletions(&dst_repo)?);
@@ -377,18 +366,7 @@ pub fn copy_keys(
             copy_one(src.as_ref(), dst.as_ref(), &job, &packs, Existing::TrustSize, &progress)
         })
         .into_iter()
-        .for_each(|r| match r {
-            Ok(Outcome::Copied(n)) => {
-                rep.copied += 1;
-                rep.bytes += n;
-            }
-            Ok(Outcome::Replaced(n)) => {
-                rep.replaced += 1;
-                rep.bytes += n;
-            }
-            Ok(Outcome::Intact) => rep.present += 1,
-            Err(e) => rep.errors.push(e),
-        });
+        .for_each(|r| rep.count(r));
     }
     rep.duration_secs = started.elapsed().as_secs_f64();
     rep
@@ -402,6 +380,24 @@ enum Outcome {
     Copied(u64),
     Replaced(u64),
     Intact,
+}
+
+impl ReplicateReport {
+    /// Adds one copy job's outcome to the totals.
+    fn count(&mut self, r: std::result::Result<Outcome, String>) {
+        match r {
+            Ok(Outcome::Copied(n)) => {
+                self.copied += 1;
+                self.bytes += n;
+            }
+            Ok(Outcome::Replaced(n)) => {
+                self.replaced += 1;
+                self.bytes += n;
+            }
+            Ok(Outcome::Intact) => self.present += 1,
+            Err(e) => self.errors.push(e),
+        }
+    }
 }
 
 /// Runs `f` over `jobs` on `n` threads; results in no particular order.
