@@ -258,7 +258,17 @@ fn recovery_error(log: &str) -> Option<PgError> {
     if fatal.is_empty() {
         return None;
     }
-    let text = fatal.join(" / ");
+    let mut text = fatal.join(" / ");
+    // What restore_command (`lifeboat wal fetch`) said last: "not in the repository" and a
+    // failure to read it need different fixes.
+    let fetch: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.find("lifeboat:").map(|i| l[i..].trim()))
+        .collect();
+    if !fetch.is_empty() {
+        let last = &fetch[fetch.len().saturating_sub(2)..];
+        text = format!("{text} (restore_command: {})", last.join(" / "));
+    }
     let gap = [
         "could not locate required checkpoint",
         "WAL ends before",
@@ -338,6 +348,13 @@ mod tests {
         assert!(matches!(e, PgError::WalMissing(_)), "{e}");
         assert!(
             e.to_string().ends_with(": could not locate required checkpoint record"),
+            "{e}"
+        );
+        let with_fetch = format!("lifeboat: cannot read pack 1f2e: timed out\n{log}");
+        let e = recovery_error(&with_fetch).unwrap();
+        assert!(
+            e.to_string()
+                .ends_with("checkpoint record (restore_command: lifeboat: cannot read pack 1f2e: timed out)"),
             "{e}"
         );
         let e = recovery_error("x FATAL:  could not load library \"foo\"\n").unwrap();
