@@ -522,25 +522,46 @@ pub fn fetch(
         && m.size.is_power_of_two()
         && let Some(seg) = Segment::parse(name, m.size)
     {
-        let dir = spool.dir.join("fetched");
-        std::fs::create_dir_all(&dir).map_err(|e| PgError::io(&dir, e))?;
-        let mut s = seg;
-        for _ in 0..prefetch {
-            s = s.next();
-            let n = s.name(m.size);
-            let target = spool.prefetched(&n);
-            if target.exists() {
-                continue;
-            }
-            let Some(nm) = named::read_manifest(repo, namespace, &n)? else {
-                break;
-            };
-            write_stream(repo, &index, &nm, &target)?;
-            rep.prefetched += 1;
-        }
+        rep.prefetched = prefetch_after(repo, namespace, spool, &index, seg, m.size, prefetch);
     }
 
     Ok(Some(rep))
+}
+
+/// Prefetches up to `count` segments after `seg` into the spool; returns how many. Best effort:
+/// the requested segment is already in place, so a failure here must not fail the call (and
+/// with it recovery). The usual failure is a race with a server still archiving into the
+/// repository: a segment whose manifest appeared after `index` was loaded has blobs that index
+/// does not know. Prefetching stops there; the call that asks for that segment loads a fresh
+/// index. Each prefetch is written to a temporary name and renamed, so nothing half-written is
+/// ever served.
+fn prefetch_after(
+    repo: &Repository,
+    namespace: &str,
+    spool: &Spool,
+    index: &lifeboat_repo::index::Index,
+    seg: Segment,
+    segment_size: u64,
+    count: usize,
+) -> usize {
+    if std::fs::create_dir_all(spool.dir.join("fetched")).is_err() {
+        return 0;
+    }
+    let mut done = 0;
+    let mut s = seg;
+    for _ in 0..count {
+        s = s.next();
+        let n = s.name(segment_size);
+        let target = spool.prefetched(&n);
+        if target.exists() {
+            continue;
+        }
+        match named::read_manifest(repo, namespace, &n) {
+            Ok(Some(nm)) if write_stream(repo, index, &nm, &target).is_ok() => done += 1,
+            _ => break,
+        }
+    }
+    done
 }
 
 fn write_stream(
@@ -647,6 +668,43 @@ mod tests {
     /// A batch stores the ready backlog with fixed chunks; later calls are answered by markers
     /// without the repository; a rewritten file (new stamp) is compared with the repository:
     /// equal is fine, different is a conflict and the stored segment is untouched.
+    /// A segment whose blobs the loaded index does not know (a segment archived after the fetch
+    /// loaded its index; here: its index segment removed) stops prefetching but does not fail
+    /// the fetch of the segment asked for, and leaves nothing in the spool.
+    #[test]
+    fn a_prefetch_that_fails_does_not_fail_the_fetch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wal = tmp.path().join("pg_wal");
+        std::fs::create_dir_all(wal.join("archive_status")).unwrap();
+        let r = repo();
+        let spool = Spool::new(tmp.path().join("spool"));
+        let names = ["000000010000000000000001", "000000010000000000000002"];
+        ready(&wal, names[0], &segment(1));
+        push(&r, "wal-7", &spool, &wal.join(names[0]), 1, WalCompression::Zstd).unwrap();
+        let index_keys = |r: &Repository| -> Vec<String> {
+            r.backend().list("index/").unwrap().into_iter().map(|o| o.key).collect()
+        };
+        let first = index_keys(&r);
+        ready(&wal, names[1], &segment(2));
+        push(&r, "wal-7", &spool, &wal.join(names[1]), 1, WalCompression::Zstd).unwrap();
+        for k in index_keys(&r).into_iter().filter(|k| !first.contains(k)) {
+            r.backend().delete(&k).unwrap();
+        }
+        let fetch_spool = Spool::new(tmp.path().join("fetch-spool"));
+        let dest = tmp.path().join("RECOVERYXLOG");
+        let rep = fetch(&r, "wal-7", &fetch_spool, names[0], &dest, 8).unwrap().unwrap();
+        assert_eq!(rep.prefetched, 0);
+        assert!(std::fs::read(&dest).unwrap() == segment(1));
+        let left: Vec<_> = std::fs::read_dir(fetch_spool.dir().join("fetched"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        // The segment itself, asked for, is an error (not "not found").
+        assert!(fetch(&r, "wal-7", &fetch_spool, names[1], &dest, 8).is_err());
+    }
+
     #[test]
     fn batch_markers_and_conflicts() {
         let tmp = tempfile::tempdir().unwrap();
