@@ -207,10 +207,34 @@ pub fn backup(repo: &Repository, tools: &Tools, conn: &ConnInfo, opts: &Physical
         .and_then(manifest_end_lsn)
         .unwrap_or(start.lsn);
     let seg = info.wal_segment_size;
-    let source = serde_json::json!({
-        "source_name": opts.source_name,
-        "method": "basebackup",
-        "backup_type": "full",
+    let mut source = source_metadata(
+        &opts.source_name,
+        "basebackup",
+        &info,
+        &start,
+        stop,
+        Segment::of(start.timeline, stop, seg).name(seg),
+    );
+    source.insert("backup_type".into(), "full".into());
+    let source = serde_json::Value::Object(source);
+    Ok(writer.commit(Some(source))?)
+}
+
+/// The source metadata every (non-forensic) physical snapshot carries, whichever method made
+/// it: restore, restore tests, `wal check` and retention read these keys. `stop_wal` is the
+/// last segment the backup needs, which each method determines its own way.
+pub(crate) fn source_metadata(
+    source_name: &str,
+    method: &str,
+    info: &ServerInfo,
+    start: &LabelInfo,
+    stop: Lsn,
+    stop_wal: String,
+) -> serde_json::Map<String, serde_json::Value> {
+    let seg = info.wal_segment_size;
+    let serde_json::Value::Object(m) = serde_json::json!({
+        "source_name": source_name,
+        "method": method,
         "system_identifier": info.system_identifier,
         "server_version_num": info.server_version_num,
         "wal_segment_size": seg,
@@ -219,12 +243,14 @@ pub fn backup(repo: &Repository, tools: &Tools, conn: &ConnInfo, opts: &Physical
         "start_lsn": start.lsn.to_string(),
         "stop_lsn": stop.to_string(),
         "start_wal": Segment::of(start.timeline, start.lsn, seg).name(seg),
-        "stop_wal": Segment::of(start.timeline, stop, seg).name(seg),
+        "stop_wal": stop_wal,
         "start_time": start.time,
         "stop_time": jiff::Timestamp::now(),
         "forensic": false,
-    });
-    Ok(writer.commit(Some(source))?)
+    }) else {
+        unreachable!("a JSON object literal")
+    };
+    m
 }
 
 /// The outcome of a forensic copy.

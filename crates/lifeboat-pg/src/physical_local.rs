@@ -48,7 +48,7 @@ use lifeboat_repo::{Id, Repository};
 use crate::client::Client;
 use crate::conn::ConnInfo;
 use crate::error::{PgError, Result, classify_client_error};
-use crate::physical::{PhysicalOptions, SOURCE_KIND, check_server, parse_label, wal_namespace};
+use crate::physical::{PhysicalOptions, SOURCE_KIND, check_server, parse_label, source_metadata};
 use crate::tools::Tools;
 use crate::wal_names::{Lsn, Segment};
 
@@ -233,32 +233,25 @@ pub fn backup(
             },
         ];
         let s = done.summary;
-        let source = serde_json::json!({
-            "source_name": opts.source_name,
-            "method": METHOD,
-            "backup_type": if parent.is_some() { "incremental" } else { "full" },
-            "parent": parent.map(|p| p.to_hex()),
-            "data_dir": data_dir_text,
-            "files_read": s.files_new + s.files_changed,
-            "files_skipped": s.files_unchanged,
-            "bytes_read": s.bytes_read,
-            "bytes_skipped": s.bytes_total.saturating_sub(s.bytes_read),
-            "files_reread_recent": done.reread_recent,
-            "safety_window_ms": window.as_millis() as u64,
-            "files_vanished": done.vanished,
-            "system_identifier": info.system_identifier,
-            "server_version_num": info.server_version_num,
-            "wal_segment_size": seg,
-            "wal_namespace": wal_namespace(&info.system_identifier),
-            "timeline": start.timeline,
-            "start_lsn": start.lsn.to_string(),
-            "stop_lsn": stop.lsn.to_string(),
-            "start_wal": Segment::of(start.timeline, start.lsn, seg).name(seg),
-            "stop_wal": last,
-            "start_time": start.time,
-            "stop_time": jiff::Timestamp::now(),
-            "forensic": false,
-        });
+        let mut source = source_metadata(&opts.source_name, METHOD, &info, &start, stop.lsn, last);
+        for (k, v) in [
+            (
+                "backup_type",
+                (if parent.is_some() { "incremental" } else { "full" }).into(),
+            ),
+            ("parent", serde_json::json!(parent.map(|p| p.to_hex()))),
+            ("data_dir", data_dir_text.clone().into()),
+            ("files_read", (s.files_new + s.files_changed).into()),
+            ("files_skipped", s.files_unchanged.into()),
+            ("bytes_read", s.bytes_read.into()),
+            ("bytes_skipped", s.bytes_total.saturating_sub(s.bytes_read).into()),
+            ("files_reread_recent", done.reread_recent.into()),
+            ("safety_window_ms", (window.as_millis() as u64).into()),
+            ("files_vanished", done.vanished.into()),
+        ] {
+            source.insert(k.into(), v);
+        }
+        let source = serde_json::Value::Object(source);
         Ok(Finish {
             extra_files: extra,
             source: Some(source),

@@ -566,25 +566,17 @@ where
             warm_stop.store(true, Ordering::Relaxed);
             let mut fin = None;
             let root = match tree {
-                Ok(mut tree) => {
-                    let done = WalkDone {
-                        summary: &walker.summary,
-                        unreadable: &walker.unreadable,
-                        vanished: walker.vanished,
-                        reread_recent: walker.reread_recent,
-                    };
-                    match finish(&done) {
-                        Ok(f) => {
-                            let added = walker.add_extra_files(&mut tree, &f.extra_files);
-                            fin = Some(f.source);
-                            added
-                                .and_then(|()| walker.store_tree(&mut tree))
-                                .and_then(|id| walker.drain_and_flush().map(|_| id))
-                                .map_err(E::from)
-                        }
-                        Err(e) => Err(e),
+                Ok(mut tree) => match finish(&walker.walk_done()) {
+                    Ok(f) => {
+                        let added = walker.add_extra_files(&mut tree, &f.extra_files);
+                        fin = Some(f.source);
+                        added
+                            .and_then(|()| walker.store_tree(&mut tree))
+                            .and_then(|id| walker.drain_and_flush().map(|_| id))
+                            .map_err(E::from)
                     }
-                }
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(E::from(e)),
             };
             drop(pack_tx);
@@ -604,24 +596,16 @@ where
         warm_stop.store(true, Ordering::Relaxed);
         let mut fin = None;
         let root = match root {
-            Ok(r) => {
-                let done = WalkDone {
-                    summary: &walker.summary,
-                    unreadable: &walker.unreadable,
-                    vanished: walker.vanished,
-                    reread_recent: walker.reread_recent,
-                };
-                match finish(&done) {
-                    Ok(f) if f.extra_files.is_empty() => {
-                        fin = Some(f.source);
-                        walker.drain_and_flush().map(|_| r).map_err(E::from)
-                    }
-                    Ok(_) => Err(E::from(RepoError::Invalid(
-                        "extra files need a backup rooted at its source".into(),
-                    ))),
-                    Err(e) => Err(e),
+            Ok(r) => match finish(&walker.walk_done()) {
+                Ok(f) if f.extra_files.is_empty() => {
+                    fin = Some(f.source);
+                    walker.drain_and_flush().map(|_| r).map_err(E::from)
                 }
-            }
+                Ok(_) => Err(E::from(RepoError::Invalid(
+                    "extra files need a backup rooted at its source".into(),
+                ))),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(E::from(e)),
         };
         drop(pack_tx);
@@ -1005,6 +989,16 @@ enum Pending {
 }
 
 impl Walker<'_, '_> {
+    /// What the walk found so far, for the caller's `finish` step.
+    fn walk_done(&self) -> WalkDone<'_> {
+        WalkDone {
+            summary: &self.summary,
+            unreadable: &self.unreadable,
+            vanished: self.vanished,
+            reread_recent: self.reread_recent,
+        }
+    }
+
     /// Ends the walk: closes the walker's channels so the workers drain and stop, and hands over
     /// what the walk counted with the root tree (or the walk's error).
     fn into_outcome<E>(

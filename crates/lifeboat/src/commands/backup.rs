@@ -92,6 +92,23 @@ fn jobs(ctx: &Ctx, a: &BackupArgs) -> Result<Vec<Job>> {
 }
 
 /// Thread counts for tuning (`LIFEBOAT_READERS`, `LIFEBOAT_SEALERS`); 0 means one per core.
+/// The progress bar of a walk by the file archiver (a files backup, or a physical database
+/// backup read from its data directory): bytes read against the parent's total.
+pub(super) fn progress_bar(ctx: &Ctx, progress: &Arc<BackupProgress>) -> Progress {
+    let p = progress.clone();
+    Progress::bytes(ctx.progress(), move || {
+        (
+            p.bytes.load(Ordering::Relaxed),
+            p.expected_bytes.load(Ordering::Relaxed),
+            format!(
+                "{} files, {} stored",
+                p.files.load(Ordering::Relaxed),
+                output::bytes(p.uploaded.load(Ordering::Relaxed))
+            ),
+        )
+    })
+}
+
 fn env_count(name: &str) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(0)
 }
@@ -123,18 +140,7 @@ pub fn run(ctx: &Ctx, a: &BackupArgs) -> Result<u8> {
             ..Default::default()
         };
         let progress = Arc::new(BackupProgress::default());
-        let p2 = progress.clone();
-        let bar = Progress::bytes(ctx.progress(), move || {
-            (
-                p2.bytes.load(Ordering::Relaxed),
-                p2.expected_bytes.load(Ordering::Relaxed),
-                format!(
-                    "{} files, {} stored",
-                    p2.files.load(Ordering::Relaxed),
-                    output::bytes(p2.uploaded.load(Ordering::Relaxed))
-                ),
-            )
-        });
+        let bar = progress_bar(ctx, &progress);
         let r = archiver::backup(&repo, &opts, &progress);
         bar.finish();
         let r = r.map_err(|e| match e {

@@ -63,19 +63,7 @@ pub fn backup(ctx: &Ctx, repo: &Repository, src: &DbSource, a: &BackupArgs) -> R
                 full: a.full,
             };
             let progress = std::sync::Arc::new(BackupProgress::default());
-            let p2 = progress.clone();
-            let bar = output::Progress::bytes(ctx.progress(), move || {
-                use std::sync::atomic::Ordering::Relaxed;
-                (
-                    p2.bytes.load(Relaxed),
-                    p2.expected_bytes.load(Relaxed),
-                    format!(
-                        "{} files, {} stored",
-                        p2.files.load(Relaxed),
-                        output::bytes(p2.uploaded.load(Relaxed))
-                    ),
-                )
-            });
+            let bar = super::backup::progress_bar(ctx, &progress);
             let r = physical_local::backup(repo, &tools, &conn, &opts, &local, &progress);
             bar.finish();
             let r = r?;
