@@ -19,6 +19,7 @@ pub mod physical_local;
 pub mod psql;
 pub mod restore;
 pub mod stream;
+pub mod tablespaces;
 #[cfg(test)]
 mod test_support;
 pub mod tools;

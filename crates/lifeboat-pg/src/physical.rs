@@ -124,6 +124,23 @@ pub fn wal_namespace(system_identifier: &str) -> String {
 pub fn backup(repo: &Repository, tools: &Tools, conn: &ConnInfo, opts: &PhysicalOptions) -> Result<WriteResult> {
     let client = Client::connect(tools, conn)?;
     let info = check_server(&client)?;
+    // pg_basebackup streams one tablespace to standard output, no more.
+    if let Some(r) = client
+        .query(
+            "SELECT spcname, pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') AND pg_tablespace_location(oid) LIKE '/%' ORDER BY spcname LIMIT 1",
+        )?
+        .first()
+    {
+        let col = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+        return Err(PgError::NotConfigured {
+            target: conn.url().into(),
+            message: format!(
+                "tablespace {} is at {}: the pg_basebackup method cannot stream a tablespace outside the data directory; run lifeboat on the database host with physical_method = \"local\" (or \"auto\") and data_dir, which backs tablespaces up",
+                col(0),
+                col(1)
+            ),
+        });
+    }
     let mut wo = WriterOptions::new(SOURCE_KIND, vec![conn.url().to_string()]);
     wo.tags = opts.tags.clone();
     if let Some(h) = &opts.host {

@@ -49,6 +49,7 @@ use crate::client::Client;
 use crate::conn::ConnInfo;
 use crate::error::{PgError, Result, classify_client_error};
 use crate::physical::{PhysicalOptions, SOURCE_KIND, check_server, parse_label, source_metadata};
+use crate::tablespaces::Tablespace;
 use crate::tools::Tools;
 use crate::wal_names::{Lsn, Segment};
 
@@ -155,7 +156,7 @@ pub fn backup(
         });
     }
     let data_dir = check_data_dir(&client, conn, &local.data_dir, &info.system_identifier)?;
-    check_tablespaces(&client, conn)?;
+    let spaces = tablespaces(&client, &data_dir)?;
     // From a standby, pg_control would have to be copied after every other file (its
     // minRecoveryPoint ends the backup); this method copies in name order, so it backs up
     // primaries only.
@@ -191,7 +192,7 @@ pub fn backup(
         parent,
         force_reread: local.full,
         root_is_source: true,
-        filter: Some(Arc::new(DataDirFilter)),
+        filter: Some(Arc::new(DataDirFilter::new(info.server_version_num))),
         safety_window: Some(window),
         vanished_ok: true,
         source_kind: SOURCE_KIND.into(),
@@ -210,6 +211,14 @@ pub fn backup(
             )));
         }
         let stop = session.take().expect("finish runs once").stop()?;
+        // A tablespace created or dropped meanwhile is not in the list the restore relies on
+        // (nor in the server's tablespace_map): commit nothing, the next run sees it.
+        if tablespaces(&client, &data_dir)? != spaces {
+            return Err(PgError::Invalid(
+                "a tablespace was created or dropped during the backup; nothing was committed: run the backup again"
+                    .into(),
+            ));
+        }
         let start = parse_label(&stop.label)?;
         // The last segment the backup needs: the one holding the byte before the stop point.
         let last = Segment::of(start.timeline, Lsn(stop.lsn.0.saturating_sub(1)), seg).name(seg);
@@ -248,6 +257,7 @@ pub fn backup(
             ("files_reread_recent", done.reread_recent.into()),
             ("safety_window_ms", (window.as_millis() as u64).into()),
             ("files_vanished", done.vanished.into()),
+            ("tablespaces", serde_json::json!(spaces)),
         ] {
             source.insert(k.into(), v);
         }
@@ -294,26 +304,36 @@ fn check_data_dir(client: &Client, conn: &ConnInfo, data_dir: &Path, sysid: &str
     Ok(canonical)
 }
 
-/// Refuses tablespaces outside the data directory: their files would not be copied, and a
-/// restore would need a mapping of their locations (`pg_basebackup --tablespace-mapping`) so it
-/// never writes into the live tablespace.
-fn check_tablespaces(client: &Client, conn: &ConnInfo) -> Result<()> {
+/// The tablespaces outside the data directory (an in-place tablespace is an ordinary folder in
+/// `pg_tblspc` and needs nothing). Their files are walked through the `pg_tblspc/<oid>` links
+/// (see [`DataDirFilter`]); one located inside the data directory would be copied twice, so it
+/// is refused.
+fn tablespaces(client: &Client, data_dir: &Path) -> Result<Vec<Tablespace>> {
     let rows = client.query(
-        "SELECT spcname, pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY spcname",
+        "SELECT oid::text, spcname, pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY oid",
     )?;
+    let mut out = Vec::new();
     for r in rows {
-        let name = r.first().cloned().flatten().unwrap_or_default();
-        let loc = r.get(1).cloned().flatten().unwrap_or_default();
-        if loc.starts_with('/') {
-            return Err(PgError::NotConfigured {
-                target: conn.url().into(),
-                message: format!(
-                    "tablespace {name} is at {loc}, outside the data directory: lifeboat's physical backups do not copy such tablespaces yet (the local method reads only data_dir; pg_basebackup cannot stream several tablespaces to standard output either): move it into the default tablespace, or back this server up with mode = \"logical\""
-                ),
-            });
+        let col = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+        let (oid, name, location) = (col(0), col(1), col(2));
+        if !location.starts_with('/') {
+            continue;
         }
+        let link = data_dir.join("pg_tblspc").join(&oid);
+        let real = std::fs::canonicalize(&link).map_err(|e| {
+            PgError::Invalid(format!(
+                "tablespace {name} (oid {oid}, at {location}): cannot follow {}: {e}; run lifeboat as the server's OS user or root",
+                link.display()
+            ))
+        })?;
+        if real.starts_with(data_dir) {
+            return Err(PgError::Invalid(format!(
+                "tablespace {name} is at {location}, inside the data directory: its files would be copied twice; move it out (ALTER TABLE … SET TABLESPACE) or use physical_method = \"basebackup\""
+            )));
+        }
+        out.push(Tablespace { oid, name, location });
     }
-    Ok(())
+    Ok(out)
 }
 
 /// The newest committed local physical backup of the same source, cluster and data directory:
@@ -492,8 +512,23 @@ fn parse_stop(out: &str) -> Result<StopInfo> {
 
 /// What `pg_basebackup` leaves out of a data directory (PostgreSQL 15's `basebackup.c`, and
 /// the documentation of the backup protocol), so a restore of either method has the same files.
+/// Tablespace links in `pg_tblspc` are followed, and of a tablespace's folder only this
+/// server's `PG_<major>_<catalog>` folder is kept (another major version's, left by
+/// `pg_upgrade`, belongs to another cluster), as `pg_basebackup` sends it.
 #[derive(Debug)]
-pub struct DataDirFilter;
+pub struct DataDirFilter {
+    /// `PG_<major>_`: the prefix of this server's folder in a tablespace.
+    version_dir: String,
+}
+
+impl DataDirFilter {
+    /// The filter for a server of `server_version_num` (150004 for 15.4).
+    pub fn new(server_version_num: u32) -> DataDirFilter {
+        DataDirFilter {
+            version_dir: format!("PG_{}_", server_version_num / 10000),
+        }
+    }
+}
 
 /// Folders recorded empty: the server recreates or resets their contents at startup.
 const EMPTY_DIRS: &[&str] = &[
@@ -545,6 +580,8 @@ impl EntryFilter for DataDirFilter {
             ["pg_wal", "archive_status"] => Decision::EmptyDir,
             ["pg_wal", _] => Decision::Skip,
             [dir] if EMPTY_DIRS.contains(dir) => Decision::EmptyDir,
+            ["pg_tblspc", _] if node.kind == Some(NodeKind::Symlink) => Decision::FollowDir,
+            ["pg_tblspc", _, v] if !v.starts_with(&self.version_dir) => Decision::Skip,
             ["base", _, _] | ["pg_tblspc", _, _, _, _] if node.is_file() => relation_decision(name, siblings),
             _ => Decision::Keep,
         }
@@ -593,7 +630,7 @@ mod tests {
     fn decide(rel: &str, kind: NodeKind, siblings: &[&str]) -> Decision {
         let mut s: Vec<OsString> = siblings.iter().map(OsString::from).collect();
         s.sort();
-        DataDirFilter.decide(Path::new(rel), &node(kind), &s)
+        DataDirFilter::new(150004).decide(Path::new(rel), &node(kind), &s)
     }
 
     #[test]
@@ -620,7 +657,11 @@ mod tests {
         assert_eq!(decide(".s.PGSQL.5432", Socket, &[]), Skip);
         assert_eq!(decide("global/pg_control", File, &[]), Keep);
         assert_eq!(decide("pg_xact/0000", File, &[]), Keep);
-        assert_eq!(decide("pg_tblspc/16400", Symlink, &[]), Keep);
+        assert_eq!(decide("pg_tblspc/16400", Symlink, &[]), FollowDir);
+        assert_eq!(decide("pg_tblspc/16400", Dir, &[]), Keep);
+        assert_eq!(decide("pg_tblspc/16400/PG_15_202209061", Dir, &[]), Keep);
+        assert_eq!(decide("pg_tblspc/16400/PG_14_202107181", Dir, &[]), Skip);
+        assert_eq!(decide("pg_tblspc/16400/lost+found", Dir, &[]), Skip);
     }
 
     #[test]

@@ -128,6 +128,9 @@ pub struct PhysicalRestoreOptions {
     /// More `name = value` lines for postgresql.auto.conf (restore tests: their own pg_hba.conf,
     /// no SSL), written after the recovery settings so they win.
     pub extra_settings: Vec<String>,
+    /// New folders for tablespaces, by name or oid (`--tablespace-map NAME=DIR`); the others
+    /// go back to their original locations (see [`crate::tablespaces`]).
+    pub tablespace_map: Vec<(String, PathBuf)>,
 }
 
 /// What the restore did.
@@ -143,6 +146,23 @@ pub struct PhysicalRestoreReport {
     pub files: RestoreSummary,
     /// The recovery settings written.
     pub recovery_settings: Vec<String>,
+    /// Where each tablespace was restored.
+    pub tablespaces: Vec<RestoredTablespace>,
+}
+
+/// One tablespace of a restore.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RestoredTablespace {
+    /// Its name.
+    pub name: String,
+    /// Its oid.
+    pub oid: String,
+    /// Where it was when the backup was taken.
+    pub original_location: String,
+    /// Where it is now.
+    pub location: PathBuf,
+    /// Where a folder that stood there was moved (with --force-overwrite).
+    pub moved_aside: Option<PathBuf>,
 }
 
 /// PostgreSQL's own notation of a time, in UTC (it refuses RFC 3339's `T` and `Z` in
@@ -192,6 +212,26 @@ pub fn restore(
     progress: &RestoreProgress,
 ) -> Result<PhysicalRestoreReport> {
     let dir = &opts.data_dir;
+    let spaces = crate::tablespaces::plan(
+        &crate::tablespaces::of_snapshot(&snapshot.1),
+        &opts.tablespace_map,
+        &std::path::absolute(dir).map_err(|e| PgError::io(dir, e))?,
+    )?;
+    // Every refusal before anything moves: a tablespace folder that is not empty is, on the
+    // same host, most likely the live one.
+    for (t, to) in &spaces {
+        if !crate::tablespaces::is_free(to)? && !opts.force_overwrite {
+            return Err(RepoError::RestoreRefused(format!(
+                "tablespace {} would be restored into {}, which is not empty (the live tablespace?): give it another folder with --tablespace-map {}=DIR, or use --force-overwrite to move it aside",
+                t.name,
+                to.display(),
+                t.name
+            ))
+            .into());
+        }
+    }
+    let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+    let aside_of = |p: &Path| PathBuf::from(format!("{}.lifeboat-old-{stamp}", p.display()));
     let mut moved_aside = None;
     if let Ok(mut rd) = std::fs::read_dir(dir)
         && rd.next().is_some()
@@ -210,10 +250,25 @@ pub fn restore(
             ))
             .into());
         }
-        let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
-        let aside = PathBuf::from(format!("{}.lifeboat-old-{stamp}", dir.display()));
+        let aside = aside_of(dir);
         std::fs::rename(dir, &aside).map_err(|e| PgError::io(dir, e))?;
         moved_aside = Some(aside);
+    }
+    let mut restored_spaces = Vec::new();
+    for (t, to) in &spaces {
+        let mut moved = None;
+        if !crate::tablespaces::is_free(to)? {
+            let aside = aside_of(to);
+            std::fs::rename(to, &aside).map_err(|e| PgError::io(to, e))?;
+            moved = Some(aside);
+        }
+        restored_spaces.push(RestoredTablespace {
+            name: t.name.clone(),
+            oid: t.oid.clone(),
+            original_location: t.location.clone(),
+            location: to.clone(),
+            moved_aside: moved,
+        });
     }
     std::fs::create_dir_all(dir).map_err(|e| PgError::io(dir, e))?;
     set_mode(dir, 0o700)?;
@@ -221,28 +276,38 @@ pub fn restore(
     let ropts = RestoreOptions {
         target: dir.clone(),
         includes: Vec::new(),
+        excludes: spaces.iter().map(|(t, _)| t.snapshot_path()).collect(),
         overwrite: Overwrite::Never,
         threads: 0,
     };
-    let files = restorer::restore(repo, &index, &snapshot.1.tree, &ropts, progress)?;
-    if files.disk_full {
-        return Err(PgError::io(
-            dir,
-            std::io::Error::new(
-                std::io::ErrorKind::StorageFull,
-                format!(
-                    "disk full while restoring ({})",
-                    files.errors.first().cloned().unwrap_or_default()
-                ),
-            ),
-        ));
+    let mut files = restorer::restore(repo, &index, &snapshot.1.tree, &ropts, progress)?;
+    check_files(dir, &files)?;
+    for (t, to) in &spaces {
+        let tree = tablespace_tree(repo, &index, &snapshot.1.tree, &t.oid)?;
+        let o = RestoreOptions {
+            target: to.clone(),
+            excludes: Vec::new(),
+            ..ropts.clone()
+        };
+        let f = restorer::restore(repo, &index, &tree, &o, progress)?;
+        check_files(to, &f)?;
+        set_mode(to, 0o700)?;
+        files.files_restored += f.files_restored;
+        files.dirs += f.dirs;
+        files.special += f.special;
+        files.bytes_written += f.bytes_written;
+        files.warnings.extend(f.warnings);
+        sync_filesystem(to)?;
+        if let Some(r) = opts.run_as {
+            r.chown_tree(to)?;
+        }
     }
-    if !files.errors.is_empty() {
-        return Err(PgError::Invalid(format!(
-            "restore incomplete: {} file(s) failed, first: {}",
-            files.errors.len(),
-            files.errors[0]
-        )));
+    if !spaces.is_empty() {
+        // PostgreSQL links pg_tblspc/<oid> to these folders when recovery starts.
+        write_synced(
+            &dir.join("tablespace_map"),
+            crate::tablespaces::map_file(&spaces).as_bytes(),
+        )?;
     }
     for sub in ["pg_wal", "pg_wal/archive_status"] {
         let p = dir.join(sub);
@@ -299,7 +364,44 @@ pub fn restore(
         moved_aside,
         files,
         recovery_settings: settings,
+        tablespaces: restored_spaces,
     })
+}
+
+/// Fails a restore whose files did not all arrive (a full disk named as such).
+fn check_files(dir: &Path, files: &RestoreSummary) -> Result<()> {
+    if files.disk_full {
+        return Err(PgError::io(
+            dir,
+            std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!(
+                    "disk full while restoring ({})",
+                    files.errors.first().cloned().unwrap_or_default()
+                ),
+            ),
+        ));
+    }
+    if let Some(first) = files.errors.first() {
+        return Err(PgError::Invalid(format!(
+            "restore incomplete: {} file(s) failed, first: {first}",
+            files.errors.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The tree of tablespace `oid` in a snapshot (`pg_tblspc/<oid>`).
+fn tablespace_tree(repo: &Repository, index: &lifeboat_repo::index::Index, root: &Id, oid: &str) -> Result<Id> {
+    let mut id = *root;
+    for name in ["pg_tblspc", oid] {
+        let tree = repo.read_tree(index, &id)?;
+        id = tree
+            .find(std::ffi::OsStr::new(name))
+            .and_then(|n| n.subtree)
+            .ok_or_else(|| PgError::Invalid(format!("the backup has no folder pg_tblspc/{oid} for its tablespace")))?;
+    }
+    Ok(id)
 }
 
 /// Flushes the restored files with one `syncfs` of the data directory's file system. A restore

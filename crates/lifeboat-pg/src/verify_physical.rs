@@ -149,6 +149,11 @@ fn run(
             "ssl = 'off'".into(),
             "hot_standby = 'on'".into(),
         ],
+        // Tablespaces go into the scratch folder too, never to their (live) locations.
+        tablespace_map: crate::tablespaces::of_snapshot(&snapshot.1)
+            .into_iter()
+            .map(|t| (t.oid.clone(), root.join("tablespaces").join(&t.oid)))
+            .collect(),
     };
     let files = restore::restore(repo, snapshot, &ropts, &RestoreProgress::default())?;
     report.restore_bytes = files.files.bytes_written;

@@ -92,6 +92,10 @@ pub enum Decision {
     Skip,
     /// A directory recorded without its contents (anything else: left out).
     EmptyDir,
+    /// A symlink to a directory, recorded and walked as that directory under the link's name
+    /// (a PostgreSQL tablespace: `pg_tblspc/<oid>` points at its location). Anything else is
+    /// kept as it is; a link whose target cannot be read is reported unreadable.
+    FollowDir,
 }
 
 /// Leaves entries out of a backup by rule rather than by glob: a PostgreSQL data directory, for
@@ -1360,6 +1364,16 @@ impl Walker<'_, '_> {
                         continue;
                     }
                     Decision::EmptyDir => continue,
+                    Decision::FollowDir if node.kind == Some(NodeKind::Symlink) => match std::fs::metadata(&p) {
+                        Ok(m) if m.is_dir() => node = node_from_metadata(&e.file_name(), &m),
+                        Ok(_) => {}
+                        Err(err) => {
+                            self.unreadable
+                                .push(format!("{} (a link to a directory): {err}", p.display()));
+                            continue;
+                        }
+                    },
+                    Decision::FollowDir => {}
                 }
             }
             if !self.includes.is_empty() && !node.is_dir() && !self.includes.is_match(&p) {

@@ -363,6 +363,20 @@ impl Mirrors {
         })
     }
 
+    /// Compares a manifest a mirror already holds with ours by content (see
+    /// [`crate::named::same_sealed_manifest`]): a mirror holding a different stream under the
+    /// same name lags with that conflict as its reason instead of counting as written.
+    pub fn compare_manifests_with(&self, repo: &Repository) {
+        let keys = repo.keys().clone();
+        self.tee.set_comparer(Arc::new(move |key, ours, theirs| {
+            if key.starts_with("named/") {
+                crate::named::same_sealed_manifest(&keys, key, ours, theirs)
+            } else {
+                None
+            }
+        }));
+    }
+
     /// The backend to write through (reads go to the primary).
     pub fn backend(&self) -> Arc<dyn Backend> {
         Arc::new(self.tee.clone())

@@ -442,6 +442,29 @@ fn put_manifest(repo: &Repository, p: &Pending) -> Result<PutOutcome> {
     })
 }
 
+/// Whether `theirs`, found under `key` where `ours` was to be stored (a mirror or a replica that
+/// already has the name), is the same stream: `Some(false)` when it differs or does not open
+/// (damaged, or another repository's), `None` when that cannot be told without reading both
+/// streams (cut differently), `Some(true)` when equal. Both are sealed manifests.
+pub fn same_sealed_manifest(keys: &crate::crypto::Keys, key: &str, ours: &[u8], theirs: &[u8]) -> Option<bool> {
+    let open = |d: &[u8]| {
+        sealed::open(keys, Kind::Named, d, key)
+            .ok()
+            .and_then(|body| NamedManifest::decode(&body, key).ok())
+    };
+    let ours = open(ours)?;
+    let Some(theirs) = open(theirs) else {
+        return Some(false);
+    };
+    if ours.namespace != theirs.namespace || ours.name != theirs.name {
+        return Some(false);
+    }
+    if ours.chunking() != theirs.chunking() {
+        return None;
+    }
+    Some(same_or_conflict(&theirs, &ours) == PutStatus::AlreadyStored)
+}
+
 fn same_or_conflict(old: &NamedManifest, new: &NamedManifest) -> PutStatus {
     // Blob ids are keyed hashes of the chunks and chunking is deterministic, so equal streams
     // cut the same way (the caller made sure) have equal id lists.

@@ -234,7 +234,15 @@ pub fn replicate(
             }
         }
         run_jobs(jobs, opts.concurrency, |job| {
-            copy_one(src.as_ref(), dst.as_ref(), &job, &packs, opts.existing, progress)
+            copy_one(
+                repo.keys(),
+                src.as_ref(),
+                dst.as_ref(),
+                &job,
+                &packs,
+                opts.existing,
+                progress,
+            )
         })
         .into_iter()
         .for_each(|r| rep.count(r));
@@ -353,7 +361,10 @@ pub fn copy_keys(
                 continue;
             }
             match dst.head(key) {
-                Ok(Some(s)) if s == size => rep.present += 1,
+                // A name already there is compared, not trusted by its size: the same segment
+                // name with other content is a conflict to report (two manifests of one
+                // segment size are the same size whatever they say).
+                Ok(Some(s)) if s == size && !key.starts_with("named/") => rep.present += 1,
                 Ok(p) => jobs.push(Job {
                     key: key.clone(),
                     size,
@@ -363,7 +374,15 @@ pub fn copy_keys(
             }
         }
         run_jobs(jobs, 4, |job| {
-            copy_one(src.as_ref(), dst.as_ref(), &job, &packs, Existing::TrustSize, &progress)
+            copy_one(
+                repo.keys(),
+                src.as_ref(),
+                dst.as_ref(),
+                &job,
+                &packs,
+                Existing::TrustSize,
+                &progress,
+            )
         })
         .into_iter()
         .for_each(|r| rep.count(r));
@@ -433,7 +452,9 @@ fn hash_object(b: &dyn Backend, key: &str, size: u64) -> std::result::Result<Id,
     Ok(Id(*h.finalize().as_bytes()))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn copy_one(
+    keys: &crate::crypto::Keys,
     src: &dyn Backend,
     dst: &dyn Backend,
     job: &Job,
@@ -509,9 +530,18 @@ fn copy_one(
         let n = data.len() as u64;
         if key.starts_with("named/") {
             // A name is stored once: never replace what a location already holds under it.
-            match dst.put(key, data, PutMode::Create) {
+            match dst.put(key, data.clone(), PutMode::Create) {
                 Ok(()) => {}
-                Err(e) if e.kind == crate::backend::BackendErrorKind::AlreadyExists => return Ok(Outcome::Intact),
+                Err(e) if e.kind == crate::backend::BackendErrorKind::AlreadyExists => {
+                    let theirs = dst.get(key).map_err(|e| e.to_string())?;
+                    if crate::named::same_sealed_manifest(keys, key, &data, &theirs) == Some(false) {
+                        return Err(fail(&format!(
+                            "{} already holds a different stream under this name (a conflict; nothing was overwritten)",
+                            dst.location()
+                        )));
+                    }
+                    return Ok(Outcome::Intact);
+                }
                 Err(e) => return Err(e.to_string()),
             }
         } else {

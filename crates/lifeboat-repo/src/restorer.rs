@@ -41,6 +41,9 @@ pub struct RestoreOptions {
     pub target: PathBuf,
     /// Glob patterns on snapshot paths (e.g. `/etc/myapp/**`); empty restores everything.
     pub includes: Vec<String>,
+    /// Glob patterns on snapshot paths left out with everything below them (a database restore
+    /// places tablespaces, which sit inside the data directory's tree, somewhere else).
+    pub excludes: Vec<String>,
     /// Existing-file policy.
     pub overwrite: Overwrite,
     /// Parallel file writers (0 = cores + 1: decrypting and decompressing keep the cores busy,
@@ -56,7 +59,8 @@ pub struct RestoreProgress {
     pub files: AtomicU64,
     /// Bytes written.
     pub bytes: AtomicU64,
-    /// Total bytes to restore (set once known).
+    /// Total bytes to restore, growing as the restore plans its files (restores that share a
+    /// progress add up).
     pub total_bytes: AtomicU64,
 }
 
@@ -105,6 +109,7 @@ pub fn restore(
 ) -> Result<RestoreSummary> {
     let started = std::time::Instant::now();
     let includes = crate::glob_set(&opts.includes, "include")?;
+    let excludes = crate::glob_set(&opts.excludes, "exclude")?;
 
     match std::fs::symlink_metadata(&opts.target) {
         Ok(m) if !m.is_dir() => {
@@ -194,7 +199,7 @@ pub fn restore(
             links: HashMap::new(),
             hardlinks: &mut hardlinks,
             progress,
-            total: 0,
+            excludes: &excludes,
         };
         walked = walker
             .walk(root, Path::new("/"), &opts.target, &includes)
@@ -262,7 +267,8 @@ struct PlanWalker<'a> {
     links: HashMap<(u64, u64), PathBuf>,
     hardlinks: &'a mut Vec<(PathBuf, PathBuf)>,
     progress: &'a RestoreProgress,
-    total: u64,
+    /// Snapshot paths left out with their contents.
+    excludes: &'a globset::GlobSet,
 }
 
 impl PlanWalker<'_> {
@@ -271,6 +277,9 @@ impl PlanWalker<'_> {
         for n in tree.nodes {
             let name = n.os_name();
             let sp = snap_path.join(&name);
+            if !self.excludes.is_empty() && self.excludes.is_match(&sp) {
+                continue;
+            }
             let dp = dest.join(&name);
             let selected = includes.is_empty() || includes.is_match(&sp);
             match n.kind {
@@ -291,8 +300,9 @@ impl PlanWalker<'_> {
                 }
                 Some(NodeKind::File) if selected => {
                     self.create_pending()?;
-                    self.total += n.size;
-                    self.progress.total_bytes.store(self.total, Ordering::Relaxed);
+                    // Added, not stored: several restores may share one progress (a database
+                    // restore puts tablespaces elsewhere with restores of their own).
+                    self.progress.total_bytes.fetch_add(n.size, Ordering::Relaxed);
                     if n.nlink > 1 {
                         let key = (n.dev, n.inode);
                         if let Some(first) = self.links.get(&key) {

@@ -395,6 +395,7 @@ mod tests {
         let opts = crate::restorer::RestoreOptions {
             target: dir.path().to_path_buf(),
             includes: Vec::new(),
+            excludes: Vec::new(),
             overwrite: crate::restorer::Overwrite::Never,
             threads: 0,
         };

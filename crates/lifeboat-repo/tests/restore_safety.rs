@@ -39,6 +39,7 @@ fn restore(repo: &Repository, snap: &Id, target: &Path) -> Result<restorer::Rest
         &RestoreOptions {
             target: target.to_path_buf(),
             includes: Vec::new(),
+            excludes: Vec::new(),
             overwrite: Overwrite::Always,
             threads: 0,
         },

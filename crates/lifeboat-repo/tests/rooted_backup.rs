@@ -27,7 +27,7 @@ fn repo(dir: &Path) -> Repository {
     .unwrap()
 }
 
-/// Leaves out `skip*`, keeps `empty` without its contents.
+/// Leaves out `skip*`, keeps `empty` without its contents, follows the links in `links/`.
 #[derive(Debug)]
 struct Rules;
 
@@ -39,6 +39,8 @@ impl EntryFilter for Rules {
             Decision::Skip
         } else if rel == Path::new("empty") {
             Decision::EmptyDir
+        } else if rel.parent() == Some(Path::new("links")) {
+            Decision::FollowDir
         } else {
             Decision::Keep
         }
@@ -103,6 +105,7 @@ fn rooted_filtered_backup_with_a_label_restores_that_layout() {
     let ropts = RestoreOptions {
         target: target.clone(),
         includes: Vec::new(),
+        excludes: Vec::new(),
         overwrite: Overwrite::Never,
         threads: 0,
     };
@@ -189,4 +192,94 @@ fn files_touched_within_the_safety_window_are_read_again() {
     );
     assert_eq!(fourth.reread_recent, 0);
     assert_eq!(fourth.snapshot.summary.bytes_read, 1, "only the label");
+}
+
+/// A followed link is stored as the directory it points at (its files skipped by the next
+/// backup when unchanged), and a restore can leave that subtree out and put it elsewhere.
+#[test]
+fn followed_links_are_stored_as_directories_and_restored_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(src.join("links")).unwrap();
+    std::fs::create_dir_all(outside.join("deep/skip-dir")).unwrap();
+    std::fs::write(outside.join("deep/f"), b"far away").unwrap();
+    std::fs::write(src.join("a"), b"alpha").unwrap();
+    std::os::unix::fs::symlink(&outside, src.join("links/1")).unwrap();
+    std::os::unix::fs::symlink(src.join("a"), src.join("links/2")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), src.join("links/3")).unwrap();
+    let repo = repo(dir.path());
+    let r = archiver::backup_with(
+        &repo,
+        &opts(&src, None, Duration::from_millis(1)),
+        &BackupProgress::default(),
+        |done: &WalkDone<'_>| {
+            assert_eq!(done.unreadable.len(), 1, "{:?}", done.unreadable);
+            assert!(done.unreadable[0].contains("links/3"), "{:?}", done.unreadable);
+            Ok::<_, RepoError>(Finish::default())
+        },
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let again = archiver::backup_with(
+        &repo,
+        &opts(&src, Some(r.snapshot_id), Duration::from_millis(1)),
+        &BackupProgress::default(),
+        |_: &WalkDone<'_>| Ok::<_, RepoError>(Finish::default()),
+    )
+    .unwrap();
+    assert_eq!(
+        again.snapshot.summary.files_unchanged, 2,
+        "{:?}",
+        again.snapshot.summary
+    );
+
+    let index = repo.load_index_for_reading().unwrap();
+    let ropts = |target: &Path, excludes: Vec<String>| RestoreOptions {
+        target: target.to_path_buf(),
+        includes: Vec::new(),
+        excludes,
+        overwrite: Overwrite::Never,
+        threads: 0,
+    };
+    let main = dir.path().join("main");
+    let sum = restorer::restore(
+        &repo,
+        &index,
+        &again.snapshot.tree,
+        &ropts(&main, vec!["/links/1".into()]),
+        &RestoreProgress::default(),
+    )
+    .unwrap();
+    assert!(sum.errors.is_empty(), "{:?}", sum.errors);
+    assert!(main.join("links").is_dir());
+    assert!(!main.join("links/1").exists(), "excluded");
+    assert!(
+        std::fs::symlink_metadata(main.join("links/2"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // The followed directory's own tree, restored somewhere else.
+    let root = repo.read_tree(&index, &again.snapshot.tree).unwrap();
+    let links = repo
+        .read_tree(&index, root.find("links".as_ref()).unwrap().subtree.as_ref().unwrap())
+        .unwrap();
+    let one = links.find("1".as_ref()).unwrap();
+    assert!(one.is_dir());
+    let elsewhere = dir.path().join("elsewhere");
+    let sum = restorer::restore(
+        &repo,
+        &index,
+        one.subtree.as_ref().unwrap(),
+        &ropts(&elsewhere, Vec::new()),
+        &RestoreProgress::default(),
+    )
+    .unwrap();
+    assert!(sum.errors.is_empty(), "{:?}", sum.errors);
+    assert_eq!(std::fs::read(elsewhere.join("deep/f")).unwrap(), b"far away");
+    assert!(
+        !elsewhere.join("deep/skip-dir").exists(),
+        "the filter applies below a followed link"
+    );
 }

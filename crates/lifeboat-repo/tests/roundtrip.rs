@@ -232,6 +232,7 @@ fn round_trip(tree: &Entry) -> Result<(), String> {
         &RestoreOptions {
             target: target.clone(),
             includes: Vec::new(),
+            excludes: Vec::new(),
             overwrite: Overwrite::Never,
             threads: 0,
         },

@@ -496,9 +496,21 @@ pub struct RestoreArgs {
     pub to: Option<String>,
     /// Replace what is there. Logical: an existing database, after a safety backup of it (tagged
     /// `safety`). Physical: a non-empty data directory is moved aside (to
-    /// DIR.lifeboat-old-TIME, never deleted).
+    /// DIR.lifeboat-old-TIME, never deleted), and so is a non-empty tablespace folder.
     #[arg(long, help_heading = "Database restore")]
     pub force_overwrite: bool,
+    /// Physical: restore a tablespace into DIR instead of its original location, by name or
+    /// oid (repeatable), e.g. `--tablespace-map fast=/mnt/ssd2/fast`. A tablespace's folder must
+    /// be empty or absent (on the same host its original location is usually the live one);
+    /// with --force-overwrite a non-empty one is moved aside like the data directory.
+    #[arg(
+        long,
+        value_name = "NAME=DIR",
+        requires = "data_dir",
+        value_parser = lifeboat_pg::tablespaces::parse_mapping,
+        help_heading = "Database restore"
+    )]
+    pub tablespace_map: Vec<(String, PathBuf)>,
     /// With --force-overwrite: skip the safety backup of the database being replaced.
     #[arg(long, requires = "force_overwrite", help_heading = "Database restore")]
     pub no_safety_backup: bool,

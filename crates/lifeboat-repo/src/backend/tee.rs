@@ -9,7 +9,9 @@
 //!   segments, named by their hash or a random id) go everywhere in parallel.
 //! - A mirror write that fails takes that mirror out for the rest of the round: it receives
 //!   nothing more, so it never holds a commit point whose data or index did not arrive. A
-//!   mirror that already has a name (`AlreadyExists`) counts as written.
+//!   mirror that already has a name (`AlreadyExists`) counts as written once the comparer (see
+//!   [`Tee::set_comparer`]) finds its object the same as ours; a different one takes that
+//!   mirror out with the conflict as the reason, and nothing is overwritten.
 //! - The keys written to the primary are recorded, so a caller can journal what a failed mirror
 //!   missed and copy exactly that later ([`crate::mirror`]).
 
@@ -25,10 +27,15 @@ struct Member {
     error: Mutex<Option<String>>,
 }
 
+/// Compares the object a mirror already holds under a name with ours: `Some(false)` when
+/// different, `None` when it cannot tell (accepted).
+pub type Comparer = Arc<dyn Fn(&str, &[u8], &[u8]) -> Option<bool> + Send + Sync>;
+
 struct Inner {
     primary: Arc<dyn Backend>,
     mirrors: Vec<Member>,
     written: Mutex<Vec<String>>,
+    comparer: Mutex<Option<Comparer>>,
 }
 
 impl Inner {
@@ -40,6 +47,23 @@ impl Inner {
         let m = &self.mirrors[i];
         if m.active.swap(false, Ordering::SeqCst) {
             *m.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        }
+    }
+
+    /// Mirror `i` already holds `key`: the same as `ours`, or out of the round.
+    fn compare(&self, i: usize, key: &str, ours: &[u8]) {
+        let Some(cmp) = self.comparer.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return;
+        };
+        match self.mirrors[i].backend.get(key) {
+            Ok(theirs) if cmp(key, ours, &theirs) == Some(false) => self.fail_with(
+                i,
+                format!(
+                    "{key}: already holds a different object under this name (a conflict; nothing was overwritten)"
+                ),
+            ),
+            Ok(_) => {}
+            Err(e) => self.fail(i, &e),
         }
     }
 
@@ -62,7 +86,7 @@ impl Inner {
             for i in active {
                 s.spawn(move || match self.mirrors[i].backend.put(key, data.to_vec(), mode) {
                     Ok(()) => {}
-                    Err(e) if e.kind == BackendErrorKind::AlreadyExists => {}
+                    Err(e) if e.kind == BackendErrorKind::AlreadyExists => self.compare(i, key, data),
                     Err(e) => self.fail(i, &e),
                 });
             }
@@ -100,8 +124,16 @@ impl Tee {
                     })
                     .collect(),
                 written: Mutex::new(Vec::new()),
+                comparer: Mutex::new(None),
             }),
         }
+    }
+
+    /// How to compare what a mirror already holds under a name with what we write there (the
+    /// repository's manifests are sealed with a random nonce, so equal content never has equal
+    /// bytes). Without a comparer an existing name counts as written.
+    pub fn set_comparer(&self, c: Comparer) {
+        *self.inner.comparer.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
     }
 
     /// Includes or leaves out mirror `i` from the next writes; `why` says why it is left out.
@@ -394,5 +426,28 @@ mod tests {
         assert_eq!(r.written, ["data/00/pack", "index/abc", "named/ns/a"]);
         assert!(r.mirrors[0].is_none());
         assert!(r.mirrors[1].as_deref().unwrap().contains("down"));
+    }
+
+    #[test]
+    fn a_mirror_holding_a_different_object_under_the_name_is_taken_out() {
+        let p: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::memory());
+        let same: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::memory());
+        let other: Arc<dyn Backend> = Arc::new(ObjectStoreBackend::memory());
+        same.put("named/ns/a", b"MANIFEST".to_vec(), PutMode::Create).unwrap();
+        other.put("named/ns/a", b"forked".to_vec(), PutMode::Create).unwrap();
+        let t = Tee::new(p.clone(), vec![same.clone(), other.clone()]);
+        // Case-blind equality stands for "the same stream sealed with another nonce".
+        t.set_comparer(Arc::new(|_, ours, theirs| Some(ours.eq_ignore_ascii_case(theirs))));
+        t.put("named/ns/a", b"manifest".to_vec(), PutMode::Create).unwrap();
+        let round = t.take_round();
+        assert_eq!(round.mirrors[0], None, "the same content counts as written");
+        let why = round.mirrors[1].as_deref().unwrap();
+        assert!(why.contains("different object under this name"), "{why}");
+        assert_eq!(other.get("named/ns/a").unwrap(), b"forked", "nothing overwritten");
+        t.put("named/ns/b", b"next".to_vec(), PutMode::Create).unwrap();
+        assert!(
+            other.head("named/ns/b").unwrap().is_none(),
+            "out for the rest of the round"
+        );
     }
 }

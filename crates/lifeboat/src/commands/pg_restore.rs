@@ -184,6 +184,7 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
         run_as,
         no_archive: a.no_archive,
         extra_settings: Vec::new(),
+        tablespace_map: a.tablespace_map.clone(),
     };
     let progress = Arc::new(RestoreProgress::default());
     let p2 = progress.clone();
@@ -226,6 +227,7 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
             "files": r.files,
             "files_secs": files_secs,
             "recovery_settings": r.recovery_settings,
+            "tablespaces": r.tablespaces,
             "started": start_report,
             "total_secs": started.elapsed().as_secs_f64(),
         }));
@@ -240,6 +242,17 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
         );
         if let Some(m) = &r.moved_aside {
             println!("  the previous data directory was moved to {}", m.display());
+        }
+        for t in &r.tablespaces {
+            println!(
+                "  tablespace {} (oid {}) restored into {}",
+                t.name,
+                t.oid,
+                t.location.display()
+            );
+            if let Some(m) = &t.moved_aside {
+                println!("    what stood there was moved to {}", m.display());
+            }
         }
         println!("  recovery: {}", r.recovery_settings[1..].join(", "));
         match &start_report {

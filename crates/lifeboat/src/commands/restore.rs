@@ -36,6 +36,7 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     let opts = RestoreOptions {
         target: target.clone(),
         includes: a.includes.clone(),
+        excludes: Vec::new(),
         overwrite: match a.overwrite {
             OverwriteArg::Never => Overwrite::Never,
             OverwriteArg::IfChanged => Overwrite::IfChanged,

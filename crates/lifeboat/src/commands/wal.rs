@@ -171,6 +171,7 @@ fn open_for_wal(ctx: &Ctx, spool: &Spool, min: usize) -> Result<WalRepo> {
         })
         .collect();
     let mirrors = Mirrors::new(targets, primary, journal(spool))?;
+    mirrors.compare_manifests_with(&repo);
     Ok(WalRepo {
         repo: repo.at(mirrors.backend()),
         mirrors: Some(mirrors),

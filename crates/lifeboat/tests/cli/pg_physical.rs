@@ -1158,16 +1158,14 @@ fn local_method_snapshot_has_the_layout_of_pg_basebackup() {
     again.ok();
     assert_eq!(again.json()["postgres"]["backup_type"], "incremental");
 
-    // A tablespace outside the data directory is refused, naming it.
+    // The pg_basebackup method cannot stream a tablespace outside the data directory: refused,
+    // naming it and the method that can (see local_method_backs_up_tablespaces…).
     let ts = env.mkdir("ts-outside");
     db.execute(&format!("CREATE TABLESPACE elsewhere LOCATION '{}'", ts.display()))
         .unwrap();
-    env.lifeboat(&["--config", &local_cfg, "backup", "db"])
+    env.lifeboat(&["--config", &base_cfg, "backup", "db"])
         .expect_code(14)
-        .one_line_error(&["tablespace elsewhere", "outside the data directory"]);
-    // (pg_basebackup cannot stream a second tablespace to standard output either.)
-    let bb = env.lifeboat(&["--config", &base_cfg, "backup", "db"]);
-    assert_ne!(bb.code, 0, "{bb}");
+        .one_line_error(&["tablespace elsewhere", "physical_method = \"local\""]);
     db.execute("DROP TABLESPACE elsewhere").unwrap();
 
     // A REPLICATION-only role may run pg_basebackup but not pg_backup_start: "auto" falls back
@@ -1228,4 +1226,171 @@ fn local_method_snapshot_has_the_layout_of_pg_basebackup() {
     env.give(&p);
     env.lifeboat(&["--config", p.to_str().unwrap(), "backup", "db"])
         .one_line_error(&["physical_method", "data_dir"]);
+}
+
+/// Tablespaces outside the data directory: the local method follows their links, the restore
+/// test puts them into its scratch folder, a restore refuses the live location and puts them
+/// where `--tablespace-map` says, and WAL replayed after the backup lands there too.
+#[test]
+fn local_method_backs_up_tablespaces_and_restores_them_where_told() {
+    let Some(env) = PgEnv::new() else { return };
+    let src = env.cluster(true, None);
+    let live_ts = env.mkdir("ts-live");
+    let db = src.client("postgres").unwrap();
+    db.execute(&format!("CREATE TABLESPACE fast LOCATION '{}'", live_ts.display()))
+        .unwrap();
+    db.execute(
+        "CREATE TABLE hot (id int, v text) TABLESPACE fast; \
+         INSERT INTO hot SELECT g, md5(g::text) FROM generate_series(1, 50000) g; \
+         CREATE DATABASE appdb TABLESPACE fast;",
+    )
+    .unwrap();
+    src.client("appdb")
+        .unwrap()
+        .execute("CREATE TABLE orders AS SELECT g AS id FROM generate_series(1, 1234) g;")
+        .unwrap();
+    db.execute("CHECKPOINT").unwrap();
+    let cfg = env.root.join("ts.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sources.db]\nkind = \"postgres\"\nurl = \"{}\"\nmode = \"physical\"\ndatabases = \"all\"\n\
+             physical_method = \"local\"\ndata_dir = \"{}\"\nchecks = [\"SELECT count(*) = 50000 FROM hot\"]\n",
+            src.url("postgres"),
+            src.data_dir().display()
+        ),
+    )
+    .unwrap();
+    env.give(&cfg);
+    let cfg = cfg.to_str().unwrap();
+
+    let b = env.lifeboat(&["--config", cfg, "--json", "backup", "db"]);
+    b.ok();
+    let j = b.json();
+    let spaces = &j["postgres"]["tablespaces"];
+    assert_eq!(spaces.as_array().map(Vec::len), Some(1), "{j}");
+    assert_eq!(spaces[0]["name"], "fast");
+    assert_eq!(spaces[0]["location"], live_ts.to_str().unwrap());
+    let id = j["snapshot_id"].as_str().unwrap().to_string();
+
+    // The restore test restores the tablespace into its scratch folder, never the live one.
+    let live_files = || {
+        let mut v = Vec::new();
+        for e in walk(&live_ts) {
+            let m = std::fs::metadata(&e).unwrap();
+            v.push((e, m.len()));
+        }
+        v.sort();
+        v
+    };
+    let before = live_files();
+    let v = env.lifeboat(&["--config", cfg, "--json", "verify", "restore", "db", &id]);
+    v.ok();
+    let report = &v.json()["report"];
+    assert_eq!(report["passed"], true, "{report}");
+    let attested = attested_fingerprints(report);
+    assert!(attested.iter().any(|(d, _)| d == "appdb"), "{attested:?}");
+    assert!(before.len() > 3, "{before:?}");
+
+    // Written after the backup: replayed from WAL into the restored tablespace.
+    db.execute("INSERT INTO hot SELECT g, 'late' FROM generate_series(50001, 50100) g")
+        .unwrap();
+    wait_archived(&src);
+
+    // The default target is the tablespace's original location: not empty here, so refused
+    // before anything is written.
+    let refused_dir = env.root.join("refused");
+    env.lifeboat(&[
+        "--config",
+        cfg,
+        "restore",
+        "db",
+        "latest",
+        "--data-dir",
+        refused_dir.to_str().unwrap(),
+    ])
+    .expect_code(8)
+    .one_line_error(&["tablespace fast", "not empty", "--tablespace-map fast=DIR"]);
+    assert!(!refused_dir.exists());
+    env.lifeboat(&[
+        "--config",
+        cfg,
+        "restore",
+        "db",
+        "latest",
+        "--data-dir",
+        refused_dir.to_str().unwrap(),
+        "--tablespace-map",
+        "nope=/tmp/x",
+    ])
+    .one_line_error(&["no tablespace nope", "fast (oid"]);
+
+    let moved = env.mkdir("ts-restored");
+    let map = format!("fast={}", moved.display());
+    let (restored, run, _) = restore_started(
+        &env,
+        "with-ts",
+        &["--config", cfg, "--tablespace-map", &map, "--no-archive"],
+    );
+    let r = run.json();
+    assert_eq!(r["tablespaces"][0]["location"], moved.to_str().unwrap(), "{r}");
+    assert_eq!(value(&restored, "SELECT count(*) FROM hot"), "50100");
+    assert_eq!(
+        value(
+            &restored,
+            "SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'fast'"
+        ),
+        moved.to_str().unwrap()
+    );
+    let orders = restored
+        .client("appdb")
+        .unwrap()
+        .query_value("SELECT count(*) FROM orders")
+        .unwrap();
+    assert_eq!(orders.as_deref(), Some("1234"));
+    assert!(
+        std::fs::symlink_metadata(
+            restored
+                .data_dir()
+                .join("pg_tblspc")
+                .join(spaces[0]["oid"].as_str().unwrap())
+        )
+        .unwrap()
+        .file_type()
+        .is_symlink()
+    );
+    // The restored server writes into its own copy; the live tablespace is the source's alone.
+    restored
+        .client("postgres")
+        .unwrap()
+        .execute("INSERT INTO hot VALUES (-1, 'restored copy'); CHECKPOINT;")
+        .unwrap();
+    drop(restored);
+    assert_eq!(value(&src, "SELECT count(*) FROM hot WHERE id = -1"), "0");
+    let after: Vec<_> = live_files()
+        .into_iter()
+        .filter(|(p, _)| before.iter().any(|(q, _)| q == p))
+        .collect();
+    assert_eq!(after.len(), before.len(), "live tablespace files vanished");
+
+    // The next backup skips the tablespace's unchanged files too.
+    let again = env.lifeboat(&["--config", cfg, "--json", "backup", "db"]);
+    again.ok();
+    let a = again.json();
+    assert_eq!(a["postgres"]["backup_type"], "incremental", "{a}");
+    assert!(a["postgres"]["files_skipped"].as_u64().unwrap() > 100, "{a}");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

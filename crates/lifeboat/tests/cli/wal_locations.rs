@@ -384,3 +384,56 @@ fn s3_second_location_gets_each_segment_locked_and_is_caught_up_after_an_outage(
         t.fetch(s, c);
     }
 }
+
+/// A location that already holds a *different* segment under a name being written (a history
+/// that forked, another cluster's WAL) is never overwritten and never counted as holding ours:
+/// it lags with the conflict as the reason, both when the segment is mirrored in the call and
+/// when a later call catches the location up.
+#[test]
+fn a_location_holding_a_different_segment_under_the_name_lags_as_a_conflict() {
+    let t = Two::new("");
+    let (s1, _) = t.segment(1);
+    t.push(&s1).ok();
+    // The first region away: the second stores its own version of segment 2 …
+    let away = t.env.path("region-a-away");
+    std::fs::rename(&t.a, &away).unwrap();
+    let name = format!("0000000100000000000000{:02X}", 2);
+    std::fs::write(t.data.join("pg_wal").join(&name), random_bytes(1 << 20, 9_999)).unwrap();
+    std::fs::write(t.data.join(format!("pg_wal/archive_status/{name}.ready")), b"").unwrap();
+    t.push(&name).ok();
+    let theirs = std::fs::read(t.b.join(format!("named/wal-{SYSID}/{name}"))).unwrap();
+    // … and the journal of that is lost (a call killed before writing it).
+    for r in t.journal() {
+        std::fs::remove_file(r).unwrap();
+    }
+    std::fs::rename(&away, &t.a).unwrap();
+    // Another segment 2: the first region stores it, the second holds a different one.
+    let (s2, _) = t.segment(2);
+    assert_eq!(s2, name);
+    let r = t.push(&s2);
+    r.ok();
+    assert!(r.stderr.contains("warning: location b lags"), "{r}");
+    assert!(r.stderr.contains("different object under this name"), "{r}");
+    assert_eq!(location(&r.json(), "b")["complete"], false, "{r}");
+    let bytes = std::fs::read(t.b.join(format!("named/wal-{SYSID}/{name}"))).unwrap();
+    assert!(bytes == theirs, "nothing overwritten in b");
+    // The catch-up meets the same conflict and keeps the location lagging, with the reason.
+    let rec = t.journal().remove(0);
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&rec).unwrap()).unwrap();
+    assert_eq!(v["location"], "b", "{v}");
+    v["next_try"] = "2020-01-01T00:00:00Z".into();
+    std::fs::write(&rec, serde_json::to_vec(&v).unwrap()).unwrap();
+    let (s3, _) = t.segment(3);
+    let r = t.push(&s3);
+    r.ok();
+    assert_eq!(location(&r.json(), "b")["complete"], false, "{r}");
+    assert!(r.stderr.contains("different stream under this name"), "{r}");
+    let bytes = std::fs::read(t.b.join(format!("named/wal-{SYSID}/{name}"))).unwrap();
+    assert!(bytes == theirs, "nothing overwritten in b by the catch-up");
+    // `locations` sees the missing name; the journal on this host keeps the reason.
+    let locs = t.run(&["--json", "locations"]).json();
+    let b = locs.as_array().unwrap().iter().find(|l| l["name"] == "b").unwrap();
+    assert_eq!(b["wal"][0]["lag_names"], 1, "{b}");
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(t.journal().remove(0)).unwrap()).unwrap();
+    assert!(rec.to_string().contains("conflict"), "{rec}");
+}
