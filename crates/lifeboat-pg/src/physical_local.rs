@@ -72,21 +72,55 @@ pub const FINE_SAFETY_WINDOW: Duration = Duration::from_millis(100);
 /// Btrfs, ZFS, F2FS or tmpfs when its files show sub-second timestamps, else [`SAFETY_WINDOW`]
 /// (network file systems: their timestamps come from another machine's clock).
 pub fn safety_window(data_dir: &Path) -> Duration {
+    let global: Vec<PathBuf> = entries(&data_dir.join("global")).into_iter().take(48).collect();
+    window_for(data_dir, &global)
+}
+
+/// [`safety_window`] of a tablespace's folder, whose files sit two levels down
+/// (`PG_15_<catalog>/<database>/`); an empty tablespace gets the coarse window.
+fn safety_window_of(dir: &Path) -> Duration {
+    let mut files = Vec::new();
+    for version in entries(dir) {
+        for db in entries(&version) {
+            files.extend(entries(&db).into_iter().take(48));
+        }
+    }
+    window_for(dir, &files)
+}
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
+/// The fine window when `dir` is on a local file system with sub-second timestamps (some of a
+/// few dozen `files` have a non-zero fraction), else the coarse one.
+fn window_for(dir: &Path, files: &[PathBuf]) -> Duration {
     const LOCAL: &[u64] = &[0xEF53, 0x5846_5342, 0x9123_683E, 0x2FC1_2FC1, 0xF2F5_2010, 0x0102_1994];
-    let Ok(st) = rustix::fs::statfs(data_dir) else {
+    let Ok(st) = rustix::fs::statfs(dir) else {
         return SAFETY_WINDOW;
     };
     if !LOCAL.contains(&(st.f_type as u64)) {
         return SAFETY_WINDOW;
     }
-    // With nanosecond timestamps, some of a few dozen files have a non-zero fraction.
-    let fine = std::fs::read_dir(data_dir.join("global"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .take(48)
-        .any(|e| e.metadata().is_ok_and(|m| m.mtime_nsec() != 0 || m.ctime_nsec() != 0));
+    let fine = files.iter().any(|f| {
+        std::fs::symlink_metadata(f).is_ok_and(|m| m.is_file() && (m.mtime_nsec() != 0 || m.ctime_nsec() != 0))
+    });
     if fine { FINE_SAFETY_WINDOW } else { SAFETY_WINDOW }
+}
+
+/// The catalog version in `global/pg_control` (bytes 12..16, after the system identifier and
+/// the control file's own version): what names this server's folder in a tablespace
+/// (`PG_15_202209061`). `None` when unreadable (the filter then keeps every `PG_<major>_`).
+fn catalog_version(data_dir: &Path) -> Option<u32> {
+    let mut b = [0u8; 16];
+    let mut f = std::fs::File::open(data_dir.join("global/pg_control")).ok()?;
+    f.read_exact(&mut b).ok()?;
+    Some(u32::from_ne_bytes(b[12..16].try_into().ok()?))
 }
 
 /// Options of a local physical backup.
@@ -167,7 +201,12 @@ pub fn backup(
         });
     }
     let dd_meta = std::fs::metadata(&data_dir).map_err(|e| PgError::io(&data_dir, e))?;
-    let window = safety_window(&data_dir);
+    // The coarsest of the data directory's and every tablespace's file system.
+    let window = spaces
+        .iter()
+        .filter_map(|t| std::fs::canonicalize(data_dir.join("pg_tblspc").join(&t.oid)).ok())
+        .map(|p| safety_window_of(&p))
+        .fold(safety_window(&data_dir), Duration::max);
     let data_dir_text = data_dir.display().to_string();
 
     let parent = if local.full {
@@ -192,7 +231,11 @@ pub fn backup(
         parent,
         force_reread: local.full,
         root_is_source: true,
-        filter: Some(Arc::new(DataDirFilter::new(info.server_version_num))),
+        filter: Some(Arc::new(DataDirFilter::new(
+            info.server_version_num,
+            catalog_version(&data_dir),
+            spaces.iter().map(|t| t.oid.clone()).collect(),
+        ))),
         safety_window: Some(window),
         vanished_ok: true,
         source_kind: SOURCE_KIND.into(),
@@ -517,15 +560,35 @@ fn parse_stop(out: &str) -> Result<StopInfo> {
 /// `pg_upgrade`, belongs to another cluster), as `pg_basebackup` sends it.
 #[derive(Debug)]
 pub struct DataDirFilter {
-    /// `PG_<major>_`: the prefix of this server's folder in a tablespace.
+    /// This server's folder in a tablespace (`PG_15_202209061`), or its prefix (`PG_15_`)
+    /// when the catalog version is unknown.
     version_dir: String,
+    exact: bool,
+    /// The tablespaces the backup recorded: only their links are followed (another link in
+    /// `pg_tblspc` is kept as a link, as `pg_basebackup` keeps it).
+    oids: Vec<String>,
 }
 
 impl DataDirFilter {
-    /// The filter for a server of `server_version_num` (150004 for 15.4).
-    pub fn new(server_version_num: u32) -> DataDirFilter {
+    /// The filter for a server of `server_version_num` (150004 for 15.4) and `catalog_version`,
+    /// following the links of the tablespaces `oids`.
+    pub fn new(server_version_num: u32, catalog_version: Option<u32>, oids: Vec<String>) -> DataDirFilter {
+        let major = server_version_num / 10000;
         DataDirFilter {
-            version_dir: format!("PG_{}_", server_version_num / 10000),
+            version_dir: match catalog_version {
+                Some(c) => format!("PG_{major}_{c}"),
+                None => format!("PG_{major}_"),
+            },
+            exact: catalog_version.is_some(),
+            oids,
+        }
+    }
+
+    fn is_version_dir(&self, name: &str) -> bool {
+        if self.exact {
+            name == self.version_dir
+        } else {
+            name.starts_with(&self.version_dir)
         }
     }
 }
@@ -580,8 +643,10 @@ impl EntryFilter for DataDirFilter {
             ["pg_wal", "archive_status"] => Decision::EmptyDir,
             ["pg_wal", _] => Decision::Skip,
             [dir] if EMPTY_DIRS.contains(dir) => Decision::EmptyDir,
-            ["pg_tblspc", _] if node.kind == Some(NodeKind::Symlink) => Decision::FollowDir,
-            ["pg_tblspc", _, v] if !v.starts_with(&self.version_dir) => Decision::Skip,
+            ["pg_tblspc", oid] if node.kind == Some(NodeKind::Symlink) && self.oids.iter().any(|o| o == oid) => {
+                Decision::FollowDir
+            }
+            ["pg_tblspc", _, v] if !self.is_version_dir(v) => Decision::Skip,
             ["base", _, _] | ["pg_tblspc", _, _, _, _] if node.is_file() => relation_decision(name, siblings),
             _ => Decision::Keep,
         }
@@ -630,7 +695,7 @@ mod tests {
     fn decide(rel: &str, kind: NodeKind, siblings: &[&str]) -> Decision {
         let mut s: Vec<OsString> = siblings.iter().map(OsString::from).collect();
         s.sort();
-        DataDirFilter::new(150004).decide(Path::new(rel), &node(kind), &s)
+        DataDirFilter::new(150004, Some(202209061), vec!["16400".into()]).decide(Path::new(rel), &node(kind), &s)
     }
 
     #[test]
@@ -658,6 +723,16 @@ mod tests {
         assert_eq!(decide("global/pg_control", File, &[]), Keep);
         assert_eq!(decide("pg_xact/0000", File, &[]), Keep);
         assert_eq!(decide("pg_tblspc/16400", Symlink, &[]), FollowDir);
+        assert_eq!(
+            decide("pg_tblspc/16500", Symlink, &[]),
+            Keep,
+            "not a recorded tablespace"
+        );
+        assert_eq!(
+            decide("pg_tblspc/16400/PG_15_202209060", Dir, &[]),
+            Skip,
+            "another catalog"
+        );
         assert_eq!(decide("pg_tblspc/16400", Dir, &[]), Keep);
         assert_eq!(decide("pg_tblspc/16400/PG_15_202209061", Dir, &[]), Keep);
         assert_eq!(decide("pg_tblspc/16400/PG_14_202107181", Dir, &[]), Skip);

@@ -217,98 +217,164 @@ pub fn restore(
         &opts.tablespace_map,
         &std::path::absolute(dir).map_err(|e| PgError::io(dir, e))?,
     )?;
-    // Every refusal before anything moves: a tablespace folder that is not empty is, on the
-    // same host, most likely the live one.
-    for (t, to) in &spaces {
-        if !crate::tablespaces::is_free(to)? && !opts.force_overwrite {
-            return Err(RepoError::RestoreRefused(format!(
-                "tablespace {} would be restored into {}, which is not empty (the live tablespace?): give it another folder with --tablespace-map {}=DIR, or use --force-overwrite to move it aside",
-                t.name,
-                to.display(),
-                t.name
-            ))
-            .into());
+    let index = repo.load_index_for_reading()?;
+    // Every refusal before anything moves.
+    let replacing = std::fs::read_dir(dir).is_ok_and(|mut rd| rd.next().is_some());
+    if replacing && !opts.force_overwrite {
+        return Err(RepoError::RestoreRefused(format!(
+            "data directory {} is not empty (use --force-overwrite to move it aside and restore)",
+            dir.display()
+        ))
+        .into());
+    }
+    if replacing && dir.join("postmaster.pid").exists() {
+        return Err(RepoError::RestoreRefused(format!(
+            "{} has a postmaster.pid: stop the server first",
+            dir.display()
+        ))
+        .into());
+    }
+    // A tablespace folder may hold other things (lost+found, another major version's folder):
+    // what must not be there is the folder the backup restores (`PG_15_<catalog>`). One that is
+    // there is, on the same host, most likely the live tablespace: it is moved aside only with
+    // --force-overwrite and only when the (stopped) data directory being replaced links to it.
+    let mut trees = Vec::new();
+    let mut in_the_way: Vec<(usize, PathBuf)> = Vec::new();
+    for (i, (t, to)) in spaces.iter().enumerate() {
+        let tree = tablespace_tree(repo, &index, &snapshot.1.tree, &t.oid)?;
+        for n in repo.read_tree(&index, &tree)?.nodes {
+            let p = to.join(n.os_name());
+            if crate::tablespaces::is_free(&p)? {
+                continue;
+            }
+            if !opts.force_overwrite {
+                return Err(RepoError::RestoreRefused(format!(
+                    "tablespace {} would be restored into {}, which already holds {} (the live tablespace?): give it another folder with --tablespace-map {}=DIR",
+                    t.name,
+                    to.display(),
+                    p.display(),
+                    t.name
+                ))
+                .into());
+            }
+            let link = dir.join("pg_tblspc").join(&t.oid);
+            let ours = replacing
+                && std::fs::canonicalize(&link).ok().is_some()
+                && std::fs::canonicalize(&link).ok() == std::fs::canonicalize(to).ok();
+            if !ours {
+                return Err(RepoError::RestoreRefused(format!(
+                    "tablespace {}: {} already exists and the data directory being replaced does not link to it, so nothing shows that no server uses it: move it away yourself once you are sure, or give the tablespace another folder with --tablespace-map {}=DIR",
+                    t.name,
+                    p.display(),
+                    t.name
+                ))
+                .into());
+            }
+            in_the_way.push((i, p));
         }
+        trees.push(tree);
     }
     let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
-    let aside_of = |p: &Path| PathBuf::from(format!("{}.lifeboat-old-{stamp}", p.display()));
-    let mut moved_aside = None;
-    if let Ok(mut rd) = std::fs::read_dir(dir)
-        && rd.next().is_some()
-    {
-        if !opts.force_overwrite {
-            return Err(RepoError::RestoreRefused(format!(
-                "data directory {} is not empty (use --force-overwrite to move it aside and restore)",
-                dir.display()
-            ))
-            .into());
+    // What was moved so far, named in any later error: nothing is deleted, but the user must
+    // know where it went.
+    let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let said = |moved: &[(PathBuf, PathBuf)], e: PgError| -> PgError {
+        if moved.is_empty() {
+            return e;
         }
-        if dir.join("postmaster.pid").exists() {
-            return Err(RepoError::RestoreRefused(format!(
-                "{} has a postmaster.pid: stop the server first",
-                dir.display()
-            ))
-            .into());
-        }
-        let aside = aside_of(dir);
-        std::fs::rename(dir, &aside).map_err(|e| PgError::io(dir, e))?;
-        moved_aside = Some(aside);
-    }
-    let mut restored_spaces = Vec::new();
-    for (t, to) in &spaces {
-        let mut moved = None;
-        if !crate::tablespaces::is_free(to)? {
-            let aside = aside_of(to);
-            std::fs::rename(to, &aside).map_err(|e| PgError::io(to, e))?;
-            moved = Some(aside);
-        }
-        restored_spaces.push(RestoredTablespace {
+        let list: Vec<String> = moved
+            .iter()
+            .map(|(a, b)| format!("{} -> {}", a.display(), b.display()))
+            .collect();
+        PgError::Invalid(format!("{e} (already moved aside: {})", list.join(", ")))
+    };
+    let mut restored_spaces: Vec<RestoredTablespace> = spaces
+        .iter()
+        .map(|(t, to)| RestoredTablespace {
             name: t.name.clone(),
             oid: t.oid.clone(),
             original_location: t.location.clone(),
             location: to.clone(),
-            moved_aside: moved,
-        });
+            moved_aside: None,
+        })
+        .collect();
+    for (i, p) in &in_the_way {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // A sibling that PostgreSQL ignores (it is not named PG_<major>_…), on the same file
+        // system (a tablespace folder is often a mount point, which cannot be renamed).
+        let aside = p.with_file_name(format!("lifeboat-old-{stamp}-{name}"));
+        std::fs::rename(p, &aside).map_err(|e| said(&moved, PgError::io(p, e)))?;
+        restored_spaces[*i].moved_aside = Some(aside.clone());
+        moved.push((p.clone(), aside));
     }
-    std::fs::create_dir_all(dir).map_err(|e| PgError::io(dir, e))?;
-    set_mode(dir, 0o700)?;
-    let index = repo.load_index_for_reading()?;
-    let ropts = RestoreOptions {
-        target: dir.clone(),
-        includes: Vec::new(),
-        excludes: spaces.iter().map(|(t, _)| t.snapshot_path()).collect(),
-        overwrite: Overwrite::Never,
-        threads: 0,
-    };
-    let mut files = restorer::restore(repo, &index, &snapshot.1.tree, &ropts, progress)?;
-    check_files(dir, &files)?;
-    for (t, to) in &spaces {
-        let tree = tablespace_tree(repo, &index, &snapshot.1.tree, &t.oid)?;
-        let o = RestoreOptions {
-            target: to.clone(),
-            excludes: Vec::new(),
-            ..ropts.clone()
-        };
-        let f = restorer::restore(repo, &index, &tree, &o, progress)?;
-        check_files(to, &f)?;
-        set_mode(to, 0o700)?;
-        files.files_restored += f.files_restored;
-        files.dirs += f.dirs;
-        files.special += f.special;
-        files.bytes_written += f.bytes_written;
-        files.warnings.extend(f.warnings);
-        sync_filesystem(to)?;
-        if let Some(r) = opts.run_as {
-            r.chown_tree(to)?;
+    let mut moved_aside = None;
+    if replacing {
+        let aside = PathBuf::from(format!("{}.lifeboat-old-{stamp}", dir.display()));
+        std::fs::rename(dir, &aside).map_err(|e| said(&moved, PgError::io(dir, e)))?;
+        moved.push((dir.clone(), aside.clone()));
+        moved_aside = Some(aside);
+    }
+    let result = (|| -> Result<RestoreSummary> {
+        std::fs::create_dir_all(dir).map_err(|e| PgError::io(dir, e))?;
+        set_mode(dir, 0o700)?;
+        let mut excludes: Vec<String> = spaces.iter().map(|(t, _)| t.snapshot_path()).collect();
+        if !spaces.is_empty() {
+            // The server's map names the original locations: never left in place, even by a
+            // restore that fails half way (a start with backup_label would link them).
+            excludes.push("/tablespace_map".into());
         }
-    }
-    if !spaces.is_empty() {
-        // PostgreSQL links pg_tblspc/<oid> to these folders when recovery starts.
-        write_synced(
-            &dir.join("tablespace_map"),
-            crate::tablespaces::map_file(&spaces).as_bytes(),
-        )?;
-    }
+        let ropts = RestoreOptions {
+            target: dir.clone(),
+            includes: Vec::new(),
+            excludes,
+            overwrite: Overwrite::Never,
+            threads: 0,
+        };
+        let mut files = restorer::restore(repo, &index, &snapshot.1.tree, &ropts, progress)?;
+        check_files(dir, &files)?;
+        if !spaces.is_empty() {
+            // PostgreSQL links pg_tblspc/<oid> to these folders when recovery starts.
+            write_synced(
+                &dir.join("tablespace_map"),
+                crate::tablespaces::map_file(&spaces).as_bytes(),
+            )?;
+        }
+        for ((_, to), tree) in spaces.iter().zip(&trees) {
+            let existed = to.exists();
+            let o = RestoreOptions {
+                target: to.clone(),
+                excludes: Vec::new(),
+                overwrite: Overwrite::IfChanged,
+                ..ropts.clone()
+            };
+            let f = restorer::restore(repo, &index, tree, &o, progress)?;
+            check_files(to, &f)?;
+            if !existed {
+                set_mode(to, 0o700)?;
+            }
+            files.files_restored += f.files_restored;
+            files.dirs += f.dirs;
+            files.special += f.special;
+            files.bytes_written += f.bytes_written;
+            files.warnings.extend(f.warnings);
+            sync_filesystem(to)?;
+            if let Some(r) = opts.run_as {
+                // What was restored, and the folder if this restore made it; never what else
+                // the folder holds (lost+found of a mount point, another version's folder).
+                for n in repo.read_tree(&index, tree)?.nodes {
+                    r.chown_tree(&to.join(n.os_name()))?;
+                }
+                if !existed {
+                    r.chown(to)?;
+                }
+            }
+        }
+        Ok(files)
+    })();
+    let files = result.map_err(|e| said(&moved, e))?;
     for sub in ["pg_wal", "pg_wal/archive_status"] {
         let p = dir.join(sub);
         std::fs::create_dir_all(&p).map_err(|e| PgError::io(&p, e))?;

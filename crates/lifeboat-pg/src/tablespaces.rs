@@ -5,8 +5,10 @@
 //! `PG_<major>_<catalog>` folder, as `pg_basebackup` sends it), and records every tablespace's
 //! oid, name and location in the snapshot. A restore puts each tablespace at its original
 //! location or where `--tablespace-map NAME=DIR` says, and writes `tablespace_map` so that
-//! PostgreSQL recreates the links when recovery starts. A location that is not empty is refused
-//! (on the same host it is most likely the live tablespace): nothing is ever restored into it.
+//! PostgreSQL recreates the links when recovery starts. A location that already holds the
+//! server's `PG_<major>_<catalog>` folder is refused (on the same host it is most likely the
+//! live tablespace); with `--force-overwrite` that folder is moved aside only when the stopped
+//! data directory being replaced links to it.
 
 use std::path::{Path, PathBuf};
 
@@ -105,9 +107,13 @@ pub fn plan(spaces: &[Tablespace], map: &[(String, PathBuf)], data_dir: &Path) -
                 dir.display()
             )));
         }
-        if out.iter().any(|(_, d): &(Tablespace, PathBuf)| d == &dir) {
+        if let Some((_, d)) = out
+            .iter()
+            .find(|(_, d): &&(Tablespace, PathBuf)| d.starts_with(&dir) || dir.starts_with(d))
+        {
             return Err(PgError::Invalid(format!(
-                "two tablespaces would go to {}: map them apart with --tablespace-map",
+                "two tablespaces would go to {} and {}, one inside the other: map them apart with --tablespace-map",
+                d.display(),
                 dir.display()
             )));
         }
@@ -172,7 +178,13 @@ mod tests {
         let e = plan(&spaces, &[("fast".into(), "/d/ts".into())], Path::new("/d")).unwrap_err();
         assert!(e.to_string().contains("inside (or around) the data directory"), "{e}");
         let e = plan(&spaces, &[("fast".into(), "/hdd/big".into())], Path::new("/d")).unwrap_err();
-        assert!(e.to_string().contains("two tablespaces would go to /hdd/big"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("two tablespaces would go to /hdd/big and /hdd/big"),
+            "{e}"
+        );
+        let e = plan(&spaces, &[("big".into(), "/ssd/fast/inner".into())], Path::new("/d")).unwrap_err();
+        assert!(e.to_string().contains("one inside the other"), "{e}");
     }
 
     #[test]

@@ -368,13 +368,10 @@ impl Mirrors {
     /// same name lags with that conflict as its reason instead of counting as written.
     pub fn compare_manifests_with(&self, repo: &Repository) {
         let keys = repo.keys().clone();
-        self.tee.set_comparer(Arc::new(move |key, ours, theirs| {
-            if key.starts_with("named/") {
-                crate::named::same_sealed_manifest(&keys, key, ours, theirs)
-            } else {
-                None
-            }
-        }));
+        self.tee.set_comparer(
+            "named/",
+            Arc::new(move |key, ours, theirs| crate::named::same_sealed_manifest(&keys, key, ours, theirs)),
+        );
     }
 
     /// The backend to write through (reads go to the primary).

@@ -35,7 +35,8 @@ struct Inner {
     primary: Arc<dyn Backend>,
     mirrors: Vec<Member>,
     written: Mutex<Vec<String>>,
-    comparer: Mutex<Option<Comparer>>,
+    /// Keys under this prefix are compared with [`Comparer`]; the others count as written.
+    comparer: Mutex<Option<(String, Comparer)>>,
 }
 
 impl Inner {
@@ -52,9 +53,12 @@ impl Inner {
 
     /// Mirror `i` already holds `key`: the same as `ours`, or out of the round.
     fn compare(&self, i: usize, key: &str, ours: &[u8]) {
-        let Some(cmp) = self.comparer.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+        let Some((prefix, cmp)) = self.comparer.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
             return;
         };
+        if !key.starts_with(&prefix) {
+            return;
+        }
         match self.mirrors[i].backend.get(key) {
             Ok(theirs) if cmp(key, ours, &theirs) == Some(false) => self.fail_with(
                 i,
@@ -131,9 +135,10 @@ impl Tee {
 
     /// How to compare what a mirror already holds under a name with what we write there (the
     /// repository's manifests are sealed with a random nonce, so equal content never has equal
-    /// bytes). Without a comparer an existing name counts as written.
-    pub fn set_comparer(&self, c: Comparer) {
-        *self.inner.comparer.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+    /// bytes). Only keys under `prefix` are read back and compared; without a comparer an
+    /// existing name counts as written.
+    pub fn set_comparer(&self, prefix: &str, c: Comparer) {
+        *self.inner.comparer.lock().unwrap_or_else(|e| e.into_inner()) = Some((prefix.to_string(), c));
     }
 
     /// Includes or leaves out mirror `i` from the next writes; `why` says why it is left out.
@@ -437,7 +442,10 @@ mod tests {
         other.put("named/ns/a", b"forked".to_vec(), PutMode::Create).unwrap();
         let t = Tee::new(p.clone(), vec![same.clone(), other.clone()]);
         // Case-blind equality stands for "the same stream sealed with another nonce".
-        t.set_comparer(Arc::new(|_, ours, theirs| Some(ours.eq_ignore_ascii_case(theirs))));
+        t.set_comparer(
+            "named/",
+            Arc::new(|_, ours, theirs| Some(ours.eq_ignore_ascii_case(theirs))),
+        );
         t.put("named/ns/a", b"manifest".to_vec(), PutMode::Create).unwrap();
         let round = t.take_round();
         assert_eq!(round.mirrors[0], None, "the same content counts as written");

@@ -1310,8 +1310,29 @@ fn local_method_backs_up_tablespaces_and_restores_them_where_told() {
         refused_dir.to_str().unwrap(),
     ])
     .expect_code(8)
-    .one_line_error(&["tablespace fast", "not empty", "--tablespace-map fast=DIR"]);
+    .one_line_error(&["tablespace fast", "already holds", "--tablespace-map fast=DIR"]);
     assert!(!refused_dir.exists());
+    // --force-overwrite does not make the live tablespace fair game: the data directory being
+    // replaced (none here) must link to it.
+    env.lifeboat(&[
+        "--config",
+        cfg,
+        "restore",
+        "db",
+        "latest",
+        "--data-dir",
+        refused_dir.to_str().unwrap(),
+        "--force-overwrite",
+    ])
+    .expect_code(8)
+    .one_line_error(&["tablespace fast", "does not link to it"]);
+    assert!(!refused_dir.exists());
+    let names = |v: Vec<(PathBuf, u64)>| v.into_iter().map(|(p, _)| p).collect::<Vec<_>>();
+    assert_eq!(
+        names(live_files()),
+        names(before.clone()),
+        "the live tablespace is untouched"
+    );
     env.lifeboat(&[
         "--config",
         cfg,
@@ -1365,6 +1386,39 @@ fn local_method_backs_up_tablespaces_and_restores_them_where_told() {
         .unwrap()
         .execute("INSERT INTO hot VALUES (-1, 'restored copy'); CHECKPOINT;")
         .unwrap();
+    // Restoring over that (stopped) copy with --force-overwrite: its data directory links the
+    // tablespace to `moved`, so the PG_15_… folder there is moved aside, not deleted.
+    let mut restored = restored;
+    restored.stop().unwrap();
+    let again = env.lifeboat(&[
+        "--config",
+        cfg,
+        "--json",
+        "restore",
+        "db",
+        "latest",
+        "--data-dir",
+        restored.data_dir().to_str().unwrap(),
+        "--tablespace-map",
+        &map,
+        "--force-overwrite",
+        "--no-archive",
+    ]);
+    again.ok();
+    let aside = again.json()["tablespaces"][0]["moved_aside"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(aside.contains("lifeboat-old-"), "{again}");
+    assert!(Path::new(&aside).is_dir());
+    assert!(again.json()["moved_aside"].as_str().is_some(), "{again}");
+    let version_dirs: Vec<String> = std::fs::read_dir(&moved)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("PG_15_"))
+        .collect();
+    assert_eq!(version_dirs.len(), 1, "{version_dirs:?}");
     drop(restored);
     assert_eq!(value(&src, "SELECT count(*) FROM hot WHERE id = -1"), "0");
     let after: Vec<_> = live_files()
