@@ -210,24 +210,7 @@ caught_up
 SEGS=$(ls "$DIR/stash" | grep -E '^[0-9A-F]{24}$' | sort)
 NSEG=$(echo "$SEGS" | wc -l)
 STASH_MB=$(du -sm "$DIR/stash" | cut -f1)
-run sh -c "cat > $DIR/archiver.py" <<'PY'
-import os, subprocess, sys, time
-data, cmd = sys.argv[1], sys.argv[2]
-st = os.path.join(data, "pg_wal", "archive_status")
-os.chdir(data)
-n, t0 = 0, time.monotonic()
-while True:
-    ready = sorted(f[:-6] for f in os.listdir(st) if f.endswith(".ready"))
-    if not ready:
-        break
-    for name in ready:
-        c = cmd.replace("%p", "pg_wal/" + name).replace("%f", name)
-        if subprocess.run(["/bin/sh", "-c", c]).returncode != 0:
-            sys.exit(f"archive command failed for {name}")
-        os.rename(os.path.join(st, name + ".ready"), os.path.join(st, name + ".done"))
-        n += 1
-print(f"{n} {time.monotonic() - t0:.2f}")
-PY
+run sh -c "cat > $DIR/archiver.py" < "$WS/bench/archiver.py"
 fake() { # fresh fake data folder with every stashed segment ready
   run rm -rf "$DIR/fake"
   run mkdir -p "$DIR/fake/global" "$DIR/fake/pg_wal/archive_status"
@@ -243,7 +226,7 @@ fake() { # fresh fake data folder with every stashed segment ready
 push_rate() { # label command
   fake
   local out; out=$(run python3 "$DIR/archiver.py" "$DIR/fake" "$2")
-  local n t; n=${out% *}; t=${out#* }
+  local n t; read -r n t _ <<<"$out"
   printf '%-44s %4s segments in %6ss = %6s segments/s\n' "$1" "$n" "$t" "$(awk -v n="$n" -v t="$t" 'BEGIN{printf "%.1f", n/t}')" >&2
   awk -v n="$n" -v t="$t" 'BEGIN{printf "%.1f", n/t}'
 }

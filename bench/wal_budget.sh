@@ -61,24 +61,7 @@ SEGS=$(ls "$SEGMENTS_DIR" | grep -E '^[0-9A-F]{24}$' | sort)
 N=$(echo "$SEGS" | wc -l)
 MB=$(du -smL "$SEGMENTS_DIR" | cut -f1)
 
-cat >"$DIR/archiver.py" <<'PY'
-import os, resource, subprocess, sys, time
-data, cmd = sys.argv[1], sys.argv[2]
-st = os.path.join(data, "pg_wal", "archive_status")
-os.chdir(data)
-n, t0 = 0, time.monotonic()
-while True:
-    ready = sorted(f[:-6] for f in os.listdir(st) if f.endswith(".ready"))
-    if not ready:
-        break
-    for name in ready:
-        if subprocess.run(["/bin/sh", "-c", cmd.replace("%p", "pg_wal/" + name)]).returncode != 0:
-            sys.exit(f"archive command failed for {name}")
-        os.rename(os.path.join(st, name + ".ready"), os.path.join(st, name + ".done"))
-        n += 1
-ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(f"{n} {time.monotonic() - t0:.3f} {ru.ru_utime + ru.ru_stime:.3f}")
-PY
+cp "$WS/bench/archiver.py" "$DIR/archiver.py"
 mkdir -p "$DIR/fake/global" "$DIR/fake/pg_wal/archive_status"
 cp "$CONTROL" "$DIR/fake/global/pg_control"
 for s in $SEGS; do ln -f "$SEGMENTS_DIR/$s" "$DIR/fake/pg_wal/$s" 2>/dev/null || cp "$SEGMENTS_DIR/$s" "$DIR/fake/pg_wal/$s"; done

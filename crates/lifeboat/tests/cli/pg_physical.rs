@@ -155,6 +155,24 @@ impl PgEnv {
         p
     }
 
+    /// A config with the physical source `db` of cluster `c`, read by the local method, with
+    /// one restore-test check.
+    fn local_config(&self, name: &str, c: &ScratchCluster, check: &str) -> PathBuf {
+        let p = self.root.join(format!("{name}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "[sources.db]\nkind = \"postgres\"\nurl = \"{}\"\nmode = \"physical\"\ndatabases = \"all\"\n\
+                 physical_method = \"local\"\ndata_dir = \"{}\"\nchecks = [\"{check}\"]\n",
+                c.url("postgres"),
+                c.data_dir().display()
+            ),
+        )
+        .unwrap();
+        self.give(&p);
+        p
+    }
+
     fn pgbench(&self, c: &ScratchCluster, args: &[&str]) -> std::process::Child {
         let mut cmd = self.tools.command("pgbench").unwrap();
         cmd.args(args)
@@ -954,18 +972,7 @@ fn local_method_full_then_incremental_under_load_restores_equal_and_pitr() {
     .unwrap();
     // The static table's files must be older than the first backup's safety window.
     std::thread::sleep(physical_window());
-    let cfg = env.root.join("local.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[sources.db]\nkind = \"postgres\"\nurl = \"{}\"\nmode = \"physical\"\ndatabases = \"all\"\n\
-             physical_method = \"local\"\ndata_dir = \"{}\"\nchecks = [\"SELECT count(*) = 400000 FROM static\"]\n",
-            src.url("postgres"),
-            src.data_dir().display()
-        ),
-    )
-    .unwrap();
-    env.give(&cfg);
+    let cfg = env.local_config("local", &src, "SELECT count(*) = 400000 FROM static");
     let cfg = cfg.to_str().unwrap();
 
     let mut load = env.pgbench(&src, &["-n", "-T", "60", "-c", "2"]);
@@ -1250,18 +1257,7 @@ fn local_method_backs_up_tablespaces_and_restores_them_where_told() {
         .execute("CREATE TABLE orders AS SELECT g AS id FROM generate_series(1, 1234) g;")
         .unwrap();
     db.execute("CHECKPOINT").unwrap();
-    let cfg = env.root.join("ts.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[sources.db]\nkind = \"postgres\"\nurl = \"{}\"\nmode = \"physical\"\ndatabases = \"all\"\n\
-             physical_method = \"local\"\ndata_dir = \"{}\"\nchecks = [\"SELECT count(*) = 50000 FROM hot\"]\n",
-            src.url("postgres"),
-            src.data_dir().display()
-        ),
-    )
-    .unwrap();
-    env.give(&cfg);
+    let cfg = env.local_config("ts", &src, "SELECT count(*) = 50000 FROM hot");
     let cfg = cfg.to_str().unwrap();
 
     let b = env.lifeboat(&["--config", cfg, "--json", "backup", "db"]);
