@@ -125,19 +125,12 @@ pub fn backup(repo: &Repository, tools: &Tools, conn: &ConnInfo, opts: &Physical
     let client = Client::connect(tools, conn)?;
     let info = check_server(&client)?;
     // pg_basebackup streams one tablespace to standard output, no more.
-    if let Some(r) = client
-        .query(
-            "SELECT spcname, pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') AND pg_tablespace_location(oid) LIKE '/%' ORDER BY spcname LIMIT 1",
-        )?
-        .first()
-    {
-        let col = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+    if let Some(t) = crate::tablespaces::list(&client)?.first() {
         return Err(PgError::NotConfigured {
             target: conn.url().into(),
             message: format!(
                 "tablespace {} is at {}: the pg_basebackup method cannot stream a tablespace outside the data directory; run lifeboat on the database host with physical_method = \"local\" (or \"auto\") and data_dir, which backs tablespaces up",
-                col(0),
-                col(1)
+                t.name, t.location
             ),
         });
     }

@@ -352,31 +352,26 @@ fn check_data_dir(client: &Client, conn: &ConnInfo, data_dir: &Path, sysid: &str
 /// (see [`DataDirFilter`]); one located inside the data directory would be copied twice, so it
 /// is refused.
 fn tablespaces(client: &Client, data_dir: &Path) -> Result<Vec<Tablespace>> {
-    let rows = client.query(
-        "SELECT oid::text, spcname, pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY oid",
-    )?;
-    let mut out = Vec::new();
-    for r in rows {
-        let col = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
-        let (oid, name, location) = (col(0), col(1), col(2));
-        if !location.starts_with('/') {
-            continue;
-        }
-        let link = data_dir.join("pg_tblspc").join(&oid);
+    let spaces = crate::tablespaces::list(client)?;
+    for t in &spaces {
+        let link = data_dir.join("pg_tblspc").join(&t.oid);
         let real = std::fs::canonicalize(&link).map_err(|e| {
             PgError::Invalid(format!(
-                "tablespace {name} (oid {oid}, at {location}): cannot follow {}: {e}; run lifeboat as the server's OS user or root",
+                "tablespace {} (oid {}, at {}): cannot follow {}: {e}; run lifeboat as the server's OS user or root",
+                t.name,
+                t.oid,
+                t.location,
                 link.display()
             ))
         })?;
         if real.starts_with(data_dir) {
             return Err(PgError::Invalid(format!(
-                "tablespace {name} is at {location}, inside the data directory: its files would be copied twice; move it out (ALTER TABLE … SET TABLESPACE) or use physical_method = \"basebackup\""
+                "tablespace {} is at {}, inside the data directory: its files would be copied twice; move it out (ALTER TABLE … SET TABLESPACE) or use physical_method = \"basebackup\"",
+                t.name, t.location
             )));
         }
-        out.push(Tablespace { oid, name, location });
     }
-    Ok(out)
+    Ok(spaces)
 }
 
 /// The newest committed local physical backup of the same source, cluster and data directory:

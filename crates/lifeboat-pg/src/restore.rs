@@ -242,8 +242,14 @@ pub fn restore(
     let mut in_the_way: Vec<(usize, PathBuf)> = Vec::new();
     for (i, (t, to)) in spaces.iter().enumerate() {
         let tree = tablespace_tree(repo, &index, &snapshot.1.tree, &t.oid)?;
-        for n in repo.read_tree(&index, &tree)?.nodes {
-            let p = to.join(n.os_name());
+        let names: Vec<std::ffi::OsString> = repo
+            .read_tree(&index, &tree)?
+            .nodes
+            .iter()
+            .map(|n| n.os_name())
+            .collect();
+        for name in &names {
+            let p = to.join(name);
             if crate::tablespaces::is_free(&p)? {
                 continue;
             }
@@ -272,7 +278,7 @@ pub fn restore(
             }
             in_the_way.push((i, p));
         }
-        trees.push(tree);
+        trees.push((tree, names));
     }
     let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
     // What was moved so far, named in any later error: nothing is deleted, but the user must
@@ -342,7 +348,7 @@ pub fn restore(
                 crate::tablespaces::map_file(&spaces).as_bytes(),
             )?;
         }
-        for ((_, to), tree) in spaces.iter().zip(&trees) {
+        for ((_, to), (tree, names)) in spaces.iter().zip(&trees) {
             let existed = to.exists();
             let o = RestoreOptions {
                 target: to.clone(),
@@ -364,8 +370,8 @@ pub fn restore(
             if let Some(r) = opts.run_as {
                 // What was restored, and the folder if this restore made it; never what else
                 // the folder holds (lost+found of a mount point, another version's folder).
-                for n in repo.read_tree(&index, tree)?.nodes {
-                    r.chown_tree(&to.join(n.os_name()))?;
+                for name in names {
+                    r.chown_tree(&to.join(name))?;
                 }
                 if !existed {
                     r.chown(to)?;

@@ -34,6 +34,26 @@ impl Tablespace {
     }
 }
 
+/// The server's tablespaces outside the data directory, by oid (an in-place tablespace has a
+/// relative location and lives inside it).
+pub fn list(client: &crate::client::Client) -> Result<Vec<Tablespace>> {
+    let rows = client.query(
+        "SELECT oid::text, spcname, pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY oid",
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let col = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+            Tablespace {
+                oid: col(0),
+                name: col(1),
+                location: col(2),
+            }
+        })
+        .filter(|t| t.location.starts_with('/'))
+        .collect())
+}
+
 /// The tablespaces a physical snapshot recorded (none for older snapshots and for the
 /// `pg_basebackup` method, which refuses clusters with tablespaces).
 pub fn of_snapshot(s: &Snapshot) -> Vec<Tablespace> {
