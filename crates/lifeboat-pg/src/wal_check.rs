@@ -2,6 +2,7 @@
 //! following timeline switches through the archived history files?
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use lifeboat_repo::Repository;
 use lifeboat_repo::named;
@@ -38,6 +39,9 @@ pub struct NamespaceReport {
     pub newest_timeline: u32,
     /// Newest segment on the newest timeline.
     pub newest: Option<String>,
+    /// Number of the newest segment (for the confirming second listing).
+    #[serde(skip)]
+    newest_number: Option<u64>,
     /// Per kept base backup.
     pub backups: Vec<BackupChain>,
     /// Gaps anywhere between the oldest backup's start and the newest segment.
@@ -52,142 +56,190 @@ impl NamespaceReport {
 }
 
 /// Checks every WAL namespace (or one).
-pub fn check(repo: &Repository, only: Option<&str>) -> Result<Vec<NamespaceReport>> {
+///
+/// A push stores a batch of segments and writes their manifests in parallel, so a listing taken
+/// while the archiver works can show a segment before the one it follows. A gap found in the
+/// first listing is therefore confirmed by a second one `settle` later: a segment counts as
+/// missing only when neither listing holds it, and only up to the newest segment of the first
+/// listing (anything newer may still be in flight; the next check sees it). `Duration::ZERO`
+/// reports the first listing as it is.
+pub fn check(repo: &Repository, only: Option<&str>, settle: Duration) -> Result<Vec<NamespaceReport>> {
+    if settle.is_zero() {
+        check_with(repo, only, None::<fn()>)
+    } else {
+        check_with(repo, only, Some(|| std::thread::sleep(settle)))
+    }
+}
+
+/// [`check`], running `between` (if any) between a first listing with gaps and the second.
+fn check_with(repo: &Repository, only: Option<&str>, between: Option<impl FnOnce()>) -> Result<Vec<NamespaceReport>> {
     let snaps = repo.list_snapshots()?;
-    let mut out = Vec::new();
+    let mut listed = Vec::new();
     for ns in named::namespaces(repo)? {
         if !ns.starts_with("wal-") || only.is_some_and(|o| o != ns) {
             continue;
         }
-        let names = named::list(repo, &ns)?;
-        let backups: Vec<_> = snaps
-            .iter()
-            .filter(|(_, s)| {
-                s.source_kind == SOURCE_KIND
-                    && s.source
-                        .as_ref()
-                        .and_then(|v| v.get("wal_namespace"))
-                        .and_then(|v| v.as_str())
-                        == Some(&ns)
-            })
-            .collect();
-        let seg_size = backups
-            .iter()
-            .find_map(|(_, s)| s.source.as_ref()?.get("wal_segment_size")?.as_u64())
-            .unwrap_or(16 << 20);
-        let mut by_tli: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
-        let mut histories: BTreeMap<u32, Vec<(u32, Lsn)>> = BTreeMap::new();
-        for n in &names {
-            if let Some(s) = Segment::parse(n, seg_size) {
-                by_tli.entry(s.timeline).or_default().insert(s.number);
-            } else if let Some(t) = history_timeline(n)
-                && let Some(m) = named::read_manifest(repo, &ns, n)?
-            {
-                let index = repo.load_index_for_reading()?;
-                let mut buf = Vec::new();
-                named::read_to(repo, &index, &m, &mut buf)?;
-                histories.insert(t, parse_history(&String::from_utf8_lossy(&buf)));
-            }
+        let names: BTreeSet<String> = named::list(repo, &ns)?.into_iter().collect();
+        let report = evaluate(repo, &snaps, &ns, &names, None)?;
+        listed.push((names, report));
+    }
+    let Some(between) = between.filter(|_| listed.iter().any(|(_, r)| !r.ok())) else {
+        return Ok(listed.into_iter().map(|(_, r)| r).collect());
+    };
+    between();
+    let mut out = Vec::new();
+    for (mut names, first) in listed {
+        if first.ok() {
+            out.push(first);
+            continue;
         }
-        let newest_tli = by_tli.keys().chain(histories.keys()).copied().max().unwrap_or(1);
-        let newest = by_tli
-            .get(&newest_tli)
-            .and_then(|s| s.last().copied())
-            .map(|n| Segment {
-                timeline: newest_tli,
-                number: n,
-            });
-        // Which timeline holds segment `n` on the way to the newest timeline.
-        let ancestry = histories.get(&newest_tli).cloned().unwrap_or_default();
-        let tli_for = |n: u64| -> u32 {
-            for (tli, switch) in &ancestry {
-                if n < switch.0 / seg_size {
-                    return *tli;
-                }
-            }
-            newest_tli
-        };
-        let has = |s: Segment| by_tli.get(&s.timeline).is_some_and(|set| set.contains(&s.number));
-        let mut report = NamespaceReport {
-            namespace: ns.clone(),
-            segments: names.len(),
-            newest_timeline: newest_tli,
-            newest: newest.map(|s| s.name(seg_size)),
-            backups: Vec::new(),
-            gaps: Vec::new(),
-        };
-        let mut gaps = BTreeSet::new();
-        for (id, s) in backups {
-            let src = s.source.as_ref();
-            let get = |k: &str| {
-                src.and_then(|v| v.get(k))
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .to_string()
-            };
-            let (Some(start), Some(stop)) = (
-                Segment::parse(&get("start_wal"), seg_size),
-                Segment::parse(&get("stop_wal"), seg_size),
-            ) else {
-                continue;
-            };
-            let on_path = start.timeline == tli_for(start.number) || start.timeline == newest_tli;
-            let end = match (on_path, newest) {
-                (true, Some(n)) => n.number.max(stop.number),
-                _ => by_tli
-                    .get(&start.timeline)
-                    .and_then(|s| s.last().copied())
-                    .unwrap_or(stop.number)
-                    .max(stop.number),
-            };
-            let mut missing = Vec::new();
-            let mut reachable = None;
-            let mut consistent = true;
-            for n in start.number..=end {
-                let seg = Segment {
-                    timeline: if on_path {
-                        tli_for(n).max(start.timeline)
-                    } else {
-                        start.timeline
-                    },
-                    number: n,
-                };
-                // Like PostgreSQL's recovery, accept the segment from an older timeline of the
-                // same ancestry when the expected timeline has none (it reads the newest it finds).
-                let present = has(seg)
-                    || (on_path
-                        && ancestry
-                            .iter()
-                            .map(|(t, _)| *t)
-                            .filter(|t| *t < seg.timeline && *t >= start.timeline)
-                            .any(|t| has(Segment { timeline: t, number: n })));
-                if present {
-                    if missing.is_empty() {
-                        reachable = Some(seg.name(seg_size));
-                    }
-                } else {
-                    if n <= stop.number {
-                        consistent = false;
-                    }
-                    gaps.insert(seg.name(seg_size));
-                    if missing.len() < 20 {
-                        missing.push(seg.name(seg_size));
-                    }
-                }
-            }
-            report.backups.push(BackupChain {
-                snapshot_id: id.to_hex(),
-                start_wal: start.name(seg_size),
-                stop_wal: stop.name(seg_size),
-                reachable_until: reachable,
-                missing,
-                consistent,
-            });
-        }
-        report.gaps = gaps.into_iter().take(100).collect();
-        out.push(report);
+        names.extend(named::list(repo, &first.namespace)?);
+        let cap = first.newest_number;
+        out.push(evaluate(repo, &snaps, &first.namespace, &names, cap)?);
     }
     Ok(out)
+}
+
+/// The report for one namespace holding `names`, checking no further than segment number `cap`.
+fn evaluate(
+    repo: &Repository,
+    snaps: &[(lifeboat_repo::Id, lifeboat_repo::format::snapshot::Snapshot)],
+    ns: &str,
+    names: &BTreeSet<String>,
+    cap: Option<u64>,
+) -> Result<NamespaceReport> {
+    let backups: Vec<_> = snaps
+        .iter()
+        .filter(|(_, s)| {
+            s.source_kind == SOURCE_KIND
+                && s.source
+                    .as_ref()
+                    .and_then(|v| v.get("wal_namespace"))
+                    .and_then(|v| v.as_str())
+                    == Some(ns)
+        })
+        .collect();
+    let seg_size = backups
+        .iter()
+        .find_map(|(_, s)| s.source.as_ref()?.get("wal_segment_size")?.as_u64())
+        .unwrap_or(16 << 20);
+    let mut by_tli: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
+    let mut histories: BTreeMap<u32, Vec<(u32, Lsn)>> = BTreeMap::new();
+    let mut index = None;
+    for n in names {
+        if let Some(s) = Segment::parse(n, seg_size) {
+            by_tli.entry(s.timeline).or_default().insert(s.number);
+        } else if let Some(t) = history_timeline(n)
+            && let Some(m) = named::read_manifest(repo, ns, n)?
+        {
+            let index = match &mut index {
+                Some(i) => i,
+                None => index.insert(repo.load_index_for_reading()?),
+            };
+            let mut buf = Vec::new();
+            named::read_to(repo, index, &m, &mut buf)?;
+            histories.insert(t, parse_history(&String::from_utf8_lossy(&buf)));
+        }
+    }
+    let newest_tli = by_tli.keys().chain(histories.keys()).copied().max().unwrap_or(1);
+    let newest = by_tli
+        .get(&newest_tli)
+        .and_then(|s| s.last().copied())
+        .map(|n| Segment {
+            timeline: newest_tli,
+            number: n,
+        });
+    // Which timeline holds segment `n` on the way to the newest timeline.
+    let ancestry = histories.get(&newest_tli).cloned().unwrap_or_default();
+    let tli_for = |n: u64| -> u32 {
+        for (tli, switch) in &ancestry {
+            if n < switch.0 / seg_size {
+                return *tli;
+            }
+        }
+        newest_tli
+    };
+    let has = |s: Segment| by_tli.get(&s.timeline).is_some_and(|set| set.contains(&s.number));
+    let mut report = NamespaceReport {
+        namespace: ns.to_string(),
+        segments: names.len(),
+        newest_timeline: newest_tli,
+        newest: newest.map(|s| s.name(seg_size)),
+        newest_number: newest.map(|s| s.number),
+        backups: Vec::new(),
+        gaps: Vec::new(),
+    };
+    let mut gaps = BTreeSet::new();
+    for (id, s) in backups {
+        let src = s.source.as_ref();
+        let get = |k: &str| {
+            src.and_then(|v| v.get(k))
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        let (Some(start), Some(stop)) = (
+            Segment::parse(&get("start_wal"), seg_size),
+            Segment::parse(&get("stop_wal"), seg_size),
+        ) else {
+            continue;
+        };
+        let on_path = start.timeline == tli_for(start.number) || start.timeline == newest_tli;
+        let end = match (on_path, newest) {
+            (true, Some(n)) => n.number.max(stop.number),
+            _ => by_tli
+                .get(&start.timeline)
+                .and_then(|s| s.last().copied())
+                .unwrap_or(stop.number)
+                .max(stop.number),
+        };
+        let end = cap.map_or(end, |c| end.min(c.max(stop.number)));
+        let mut missing = Vec::new();
+        let mut reachable = None;
+        let mut consistent = true;
+        for n in start.number..=end {
+            let seg = Segment {
+                timeline: if on_path {
+                    tli_for(n).max(start.timeline)
+                } else {
+                    start.timeline
+                },
+                number: n,
+            };
+            // Like PostgreSQL's recovery, accept the segment from an older timeline of the
+            // same ancestry when the expected timeline has none (it reads the newest it finds).
+            let present = has(seg)
+                || (on_path
+                    && ancestry
+                        .iter()
+                        .map(|(t, _)| *t)
+                        .filter(|t| *t < seg.timeline && *t >= start.timeline)
+                        .any(|t| has(Segment { timeline: t, number: n })));
+            if present {
+                if missing.is_empty() {
+                    reachable = Some(seg.name(seg_size));
+                }
+            } else {
+                if n <= stop.number {
+                    consistent = false;
+                }
+                gaps.insert(seg.name(seg_size));
+                if missing.len() < 20 {
+                    missing.push(seg.name(seg_size));
+                }
+            }
+        }
+        report.backups.push(BackupChain {
+            snapshot_id: id.to_hex(),
+            start_wal: start.name(seg_size),
+            stop_wal: stop.name(seg_size),
+            reachable_until: reachable,
+            missing,
+            consistent,
+        });
+    }
+    report.gaps = gaps.into_iter().take(100).collect();
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -222,7 +274,7 @@ mod tests {
         ] {
             seg(&r, n);
         }
-        let rep = check(&r, None).unwrap();
+        let rep = check(&r, None, Duration::ZERO).unwrap();
         assert!(!rep[0].ok());
         assert!(rep[0].backups[0].consistent, "its own range is complete");
         assert_eq!(rep[0].backups[0].missing, vec!["000000010000000000000004"]);
@@ -238,7 +290,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let rep = check(&r, None).unwrap();
+        let rep = check(&r, None, Duration::ZERO).unwrap();
         assert!(rep[0].ok(), "{:?}", rep[0]);
         assert_eq!(rep[0].newest.as_deref(), Some("000000020000000000000005"));
 
@@ -247,7 +299,41 @@ mod tests {
         backup(&r, "000000010000000000000002", "000000010000000000000003");
         seg(&r, "000000010000000000000002");
         seg(&r, "000000010000000000000004");
-        let rep = check(&r, None).unwrap();
+        let rep = check(&r, None, Duration::ZERO).unwrap();
         assert!(!rep[0].backups[0].consistent);
+    }
+
+    #[test]
+    fn a_gap_counts_only_when_the_second_listing_confirms_it() {
+        let r = repo();
+        backup(&r, "000000010000000000000002", "000000010000000000000003");
+        for n in [2, 3, 5, 7] {
+            seg(&r, &format!("0000000100000000000000{n:02X}"));
+        }
+        // Between the listings 4 arrives (it was in flight), 9 arrives before 8 (both newer
+        // than the first listing's newest, so 8 is not judged yet); 6 stays missing.
+        let rep = check_with(
+            &r,
+            None,
+            Some(|| {
+                seg(&r, "000000010000000000000004");
+                seg(&r, "000000010000000000000009");
+            }),
+        )
+        .unwrap();
+        assert_eq!(rep[0].gaps, vec!["000000010000000000000006"]);
+        assert_eq!(rep[0].backups[0].missing, vec!["000000010000000000000006"]);
+        assert_eq!(
+            rep[0].backups[0].reachable_until.as_deref(),
+            Some("000000010000000000000005")
+        );
+        assert_eq!(rep[0].newest.as_deref(), Some("000000010000000000000009"));
+
+        // 8 arrives between the listings: ok. A complete first listing needs no second one.
+        seg(&r, "000000010000000000000006");
+        let rep = check_with(&r, None, Some(|| seg(&r, "000000010000000000000008"))).unwrap();
+        assert!(rep[0].ok(), "8 arrived between the listings: {:?}", rep[0]);
+        let rep = check_with(&r, None, Some(|| panic!("a complete listing needs no second look"))).unwrap();
+        assert!(rep[0].ok());
     }
 }

@@ -337,6 +337,11 @@ pub struct WalCheckArgs {
     /// Check only this cluster's WAL (its system identifier).
     #[arg(long, value_name = "ID")]
     pub system_id: Option<String>,
+    /// A gap is reported only when a second listing this much later still misses it: a push
+    /// writes a batch's segments in parallel, so a check during archiving can see a segment
+    /// before the one it follows. 0 reports the first listing as it is.
+    #[arg(long, value_name = "DURATION", default_value = "2s")]
+    pub settle: String,
 }
 
 /// `health`.

@@ -275,6 +275,9 @@ pub fn open_repository(location: &str, sources: &PassphraseSources) -> Result<Re
 
 /// Parses a duration such as `30s`, `5m`, `24h`, `7d`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    if s.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
     if let Ok(d) = s.parse::<jiff::SignedDuration>()
         && !d.is_negative()
     {

@@ -569,7 +569,8 @@ fn fetch(ctx: &Ctx, a: &WalFetchArgs) -> Result<u8> {
 fn check(ctx: &Ctx, a: &WalCheckArgs) -> Result<u8> {
     let repo = ctx.open()?;
     let only = a.system_id.as_ref().map(|s| physical::wal_namespace(s));
-    let reports = wal_check::check(&repo, only.as_deref())?;
+    let settle = parse_duration(&a.settle)?;
+    let reports = wal_check::check(&repo, only.as_deref(), settle)?;
     let ok = reports.iter().all(|r| r.ok());
     if ctx.global.json {
         output::json(&serde_json::json!({"ok": ok, "clusters": reports}));
