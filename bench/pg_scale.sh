@@ -30,7 +30,9 @@
 # (<workspace>/target/release/lifeboat), RPO_LOAD_SECS (10, writes before each loss), RTO_LOAD_SECS
 # (10, pgbench after the backups: the WAL both restores replay), COMPARE_BIN (another lifeboat build whose wal push is
 # also timed on the same segments, e.g. an older release), LIFEBOAT_PG_BIN, KEEP=1 keeps the
-# work dir.
+# work dir. ONLY=rto runs the two backups each side needs and then only the RTO comparison,
+# RTO_RUNS times (1), alternating which side goes first; the servers' logs of every run are kept
+# in <work dir>/rto-logs.
 set -euo pipefail
 export LC_ALL=C
 WS="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -129,9 +131,13 @@ SIZE=$(sql "SELECT pg_size_pretty(pg_database_size('postgres'))")
 echo "pgbench scale $SCALE: $SIZE, loaded in $(secs "$t0" "$t1")s; lifeboat $("$LB" --version 2>/dev/null | head -n1), $(pgbackrest version), $("$PGBIN/postgres" --version)"
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at start (shared with other builds: rough figures)"
 
+ONLY="${ONLY:-}"
 caught_up
+BB=- BB_SIZE=- DUMP=- LB_LOGI=- LB_REST=- BR_REST=-
+if [ "$ONLY" != rto ]; then
 sync; t0=$(now); run "$PGBIN/pg_basebackup" -d "$URL" -D "$DIR/pgbb" -Ft -X none --checkpoint=fast >/dev/null 2>&1; sync; t1=$(now)
 BB=$(secs "$t0" "$t1"); BB_SIZE=$(du -sh "$DIR/pgbb" | cut -f1); rm -rf "$DIR/pgbb"
+fi
 caught_up; sync
 LB_FULL=$(timed run "$LB" --config "$DIR/phys.toml" --quiet backup db)
 caught_up; sync
@@ -143,6 +149,7 @@ LB_INCR=$(timed run "$LB" --config "$DIR/phys.toml" --quiet backup db)
 caught_up; sync
 BR_INCR=$(timed run "${PGBR[@]}" backup --type=incr)
 
+if [ "$ONLY" != rto ]; then
 sync; t0=$(now); run "$PGBIN/pg_dump" -Fc -f "$DIR/dump.fc" "$URL"; sync; t1=$(now)
 DUMP=$(secs "$t0" "$t1")
 LB_LOGI=$(timed run "$LB" --config "$DIR/logi.toml" --quiet backup db)
@@ -152,6 +159,7 @@ LB_REST=$(timed run sh -c "'$LB' --config '$DIR/phys.toml' --quiet restore db la
 BR_REST=$(timed run sh -c "pgbackrest --config=$DIR/pgbr.conf --stanza=bench --pg1-path=$DIR/r-pgbr restore && sync")
 
 rm -rf "$DIR/r-lifeboat" "$DIR/r-pgbr"
+fi
 
 # RTO: restore to a database that answers queries. Both restore their newest backup (lifeboat's
 # second physical backup, pgBackRest's incremental) and replay the same archived WAL: every
@@ -176,21 +184,45 @@ until_queryable() { # port
 # Each timed restore starts with the source cluster's dirty pages written and synced: the first
 # run found the writeback of pgbench's load in its way (PostgreSQL fsyncs every file of a data
 # directory it starts after a crash or a restore), 2.8 s of its 5.8 s at scale 5.
-settle() { sql "CHECKPOINT" >/dev/null; sync; }
-RP=$(free_port)
-settle; t0=$(now)
-run "$LB" --config "$DIR/phys.toml" --quiet restore db latest --data-dir "$DIR/rto-lifeboat" --start --no-archive \
-  --port "$RP" --socket-dir "$DIR" --start-timeout 600s >/dev/null 2>"$DIR/last.err" || { cat "$DIR/last.err" >&2; exit 1; }
-until_queryable "$RP"; t1=$(now)
-LB_RTO=$(secs "$t0" "$t1")
-run "$PGBIN/pg_ctl" -D "$DIR/rto-lifeboat" stop -m fast >/dev/null; rm -rf "$DIR/rto-lifeboat"
-RP=$(free_port)
-settle; t0=$(now)
-run "${PGBR[@]}" --pg1-path="$DIR/rto-pgbr" --archive-mode=off restore >/dev/null 2>"$DIR/last.err" || { cat "$DIR/last.err" >&2; exit 1; }
-run "$PGBIN/pg_ctl" -D "$DIR/rto-pgbr" -l "$DIR/rto-pgbr.log" -o "-p $RP -k $DIR" start >/dev/null
-until_queryable "$RP"; t1=$(now)
-BR_RTO=$(secs "$t0" "$t1")
-run "$PGBIN/pg_ctl" -D "$DIR/rto-pgbr" stop -m fast >/dev/null; rm -rf "$DIR/rto-pgbr"
+# The source cluster is stopped meanwhile (its autovacuum, woken by the load, must not run into
+# a timed restore), and the page cache is dropped before each restore: both tools read their
+# repository from the disk, as a restore after a disaster does. (Without it, the first restore of
+# a series ran up to 0.7 s slower than the next ones, whichever tool went first.)
+settle() { sync; echo 1 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
+run "$PGBIN/pg_ctl" -D "$DIR/data" stop -m fast -w >/dev/null
+run mkdir -p "$DIR/rto-logs"
+rto_lifeboat() { # run number; prints seconds
+  local rp; rp=$(free_port)
+  settle; t0=$(now)
+  run "$LB" --config "$DIR/phys.toml" --quiet restore db latest --data-dir "$DIR/rto-lifeboat" --start --no-archive \
+    --port "$rp" --socket-dir "$DIR" --start-timeout 600s >/dev/null 2>"$DIR/last.err" || { cat "$DIR/last.err" >&2; exit 1; }
+  until_queryable "$rp"; t1=$(now)
+  secs "$t0" "$t1"
+  run "$PGBIN/pg_ctl" -D "$DIR/rto-lifeboat" stop -m fast >/dev/null
+  run cp "$DIR/.lifeboat-rto-lifeboat.spool/recovery.log" "$DIR/rto-logs/lifeboat-$1.log"
+  rm -rf "$DIR/rto-lifeboat" "$DIR/.lifeboat-rto-lifeboat.spool"
+}
+rto_pgbr() { # run number; prints seconds
+  local rp; rp=$(free_port)
+  settle; t0=$(now)
+  run "${PGBR[@]}" --pg1-path="$DIR/rto-pgbr" --archive-mode=off restore >/dev/null 2>"$DIR/last.err" || { cat "$DIR/last.err" >&2; exit 1; }
+  run "$PGBIN/pg_ctl" -D "$DIR/rto-pgbr" -l "$DIR/rto-logs/pgbackrest-$1.log" -o "-p $rp -k $DIR" start >/dev/null
+  until_queryable "$rp"; t1=$(now)
+  secs "$t0" "$t1"
+  run "$PGBIN/pg_ctl" -D "$DIR/rto-pgbr" stop -m fast >/dev/null; rm -rf "$DIR/rto-pgbr"
+}
+LB_RTOS=() BR_RTOS=()
+for i in $(seq 1 "${RTO_RUNS:-1}"); do
+  if [ $((i % 2)) = 1 ]; then
+    LB_RTOS+=("$(rto_lifeboat "$i")"); BR_RTOS+=("$(rto_pgbr "$i")")
+  else
+    BR_RTOS+=("$(rto_pgbr "$i")"); LB_RTOS+=("$(rto_lifeboat "$i")")
+  fi
+  echo "RTO run $i: lifeboat ${LB_RTOS[-1]} s, pgbackrest ${BR_RTOS[-1]} s, ratio $(ratio "${LB_RTOS[-1]}" "${BR_RTOS[-1]}")" >&2
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+LB_RTO=$(median "${LB_RTOS[@]}") BR_RTO=$(median "${BR_RTOS[@]}")
+run "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" start -w >/dev/null
 
 REPO_SIZE=$(du -sh "$DIR/repo" | cut -f1); BR_SIZE=$(du -sh "$DIR/pgbr" | cut -f1)
 echo
@@ -202,6 +234,8 @@ printf '%-34s %10s %10s %10s %8s\n' "logical backup vs pg_dump -Fc" "$LB_LOGI" "
 printf '%-34s %10s %10s %10s %8s\n' "restore (files) vs pgbackrest" "$LB_REST" "$BR_REST" "" "$(ratio "$LB_REST" "$BR_REST")"
 printf '%-34s %10s %10s %10s %8s\n' "restore to queryable (RTO)" "$LB_RTO" "$BR_RTO" "" "$(ratio "$LB_RTO" "$BR_RTO")"
 echo "(RTO: newest backup + at least ${RTO_SEGS} WAL segment(s) to replay, ${RTO_LOAD_SECS:-10} s of pgbench after the backups; files-only restore ratio $(ratio "$LB_REST" "$BR_REST"), to queryable $(ratio "$LB_RTO" "$BR_RTO"))"
+[ "${RTO_RUNS:-1}" = 1 ] || echo "(RTO: median of ${RTO_RUNS} runs; each run's figures above)"
+if [ "$ONLY" = rto ]; then echo "(work dir $DIR)"; exit 0; fi
 echo "(ratio < 1: lifeboat faster) repository $REPO_SIZE (physical x2 + logical + WAL), pgBackRest $BR_SIZE (full + incr + WAL), pg_basebackup tar $BB_SIZE, pg_dump file $(du -sh "$DIR/dump.fc" | cut -f1)"
 
 # WAL push: the stashed segments, copied into a fake data folder (pg_control of the cluster, so

@@ -29,6 +29,7 @@ pub mod wal;
 pub mod wal_ahead;
 pub mod wal_check;
 pub mod wal_names;
+pub mod wal_prefetch;
 pub mod wal_retention;
 
 pub use client::Client;

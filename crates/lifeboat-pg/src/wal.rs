@@ -28,17 +28,18 @@
 //! the ratio, but in the whole pipeline that saved only about 7 % of a segment's CPU, so zstd
 //! stays the default.
 //!
-//! **Fetch** (`lifeboat wal fetch %f %p`) restores one segment and prefetches the next ones of the
-//! same timeline into a local spool, so recovery pays the key derivation once per batch.
+//! **Fetch** (`lifeboat wal fetch %f %p`) restores one segment; a background prefetcher keeps the
+//! next ones of the same timeline in a local spool ([`crate::wal_prefetch`]), so recovery neither
+//! waits for the repository at every segment nor pays the key derivation for each.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use lifeboat_repo::Repository;
 use lifeboat_repo::named::{self, ChunkCodec, Chunking, NamedOptions, NamedWriter, PutStatus};
 
 use crate::error::{PgError, Result};
-use crate::wal_names::{Segment, is_history};
+use crate::wal_names::is_history;
 
 /// Reads the system identifier from `global/pg_control` (its first 8 bytes, native order): what
 /// names a cluster's WAL namespace, available to `archive_command` without a connection.
@@ -166,10 +167,6 @@ impl Spool {
 
     pub(crate) fn marker(&self, name: &str) -> PathBuf {
         self.dir.join("pushed").join(name)
-    }
-
-    fn prefetched(&self, name: &str) -> PathBuf {
-        self.dir.join("fetched").join(name)
     }
 
     /// Reads a marker: `size hash [inode mtime_ns ctime_ns]` (hash `-`: not computed).
@@ -451,41 +448,22 @@ pub struct FetchReport {
     pub name: String,
     /// True when served from the prefetch spool (repository not opened).
     pub from_spool: bool,
-    /// Segments prefetched into the spool by this call.
-    pub prefetched: usize,
+    /// Segments this call handed to a background prefetcher (see [`crate::wal_prefetch`]).
+    pub prefetch_started: usize,
     /// Bytes written to the destination.
     pub bytes: u64,
 }
 
-/// Serves `name` from the prefetch spool if it is there (moving it to `dest`).
-pub fn fetch_from_spool(spool: &Spool, name: &str, dest: &Path) -> Result<Option<FetchReport>> {
-    let src = spool.prefetched(name);
-    if !src.exists() {
-        return Ok(None);
-    }
-    let bytes = std::fs::metadata(&src).map_err(|e| PgError::io(&src, e))?.len();
-    if std::fs::rename(&src, dest).is_err() {
-        copy_durably(&src, dest)?;
-        let _ = std::fs::remove_file(&src);
-    }
-    Ok(Some(FetchReport {
-        name: name.into(),
-        from_spool: true,
-        prefetched: 0,
-        bytes,
-    }))
-}
-
-/// Restores `name` to `dest` (written to a temporary name, synced, then renamed) and prefetches
-/// up to `prefetch` following segments of the same timeline into the spool. `Ok(None)`: the
-/// repository does not have `name` (what `restore_command` reports as "not found").
+/// Restores `name` to `dest` (written to a temporary name, then renamed; not synced:
+/// PostgreSQL syncs a restored segment before it keeps it). `Ok(None)`: the repository does not
+/// have `name` (what `restore_command` reports as "not found"). Prefetching the next segments is
+/// [`crate::wal_prefetch`]'s job.
 pub fn fetch(
     repo: &Repository,
     namespace: &str,
     spool: &Spool,
     name: &str,
     dest: &Path,
-    prefetch: usize,
 ) -> Result<Option<FetchReport>> {
     let m = match named::read_manifest(repo, namespace, name)? {
         Some(m) => m,
@@ -502,73 +480,25 @@ pub fn fetch(
         },
     };
     let index = repo.load_index_for_reading()?;
-    let bytes = write_stream(repo, &index, &m, dest)?;
-    let mut rep = FetchReport {
+    let bytes = write_stream(repo, &index, &m, dest, false)?;
+    // Recovery asked for this one: what it passed (or left on another timeline) goes.
+    crate::wal_prefetch::drop_older(spool, name);
+    Ok(Some(FetchReport {
         name: name.into(),
         from_spool: false,
-        prefetched: 0,
+        prefetch_started: 0,
         bytes,
-    };
-    // Old prefetches (recovery moved past them) are dropped.
-    if let Ok(rd) = std::fs::read_dir(spool.dir.join("fetched")) {
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().as_ref() < name {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-    if prefetch > 0
-        && m.size > 0
-        && m.size.is_power_of_two()
-        && let Some(seg) = Segment::parse(name, m.size)
-    {
-        rep.prefetched = prefetch_after(repo, namespace, spool, &index, seg, m.size, prefetch);
-    }
-
-    Ok(Some(rep))
+    }))
 }
 
-/// Prefetches up to `count` segments after `seg` into the spool; returns how many. Best effort:
-/// the requested segment is already in place, so a failure here must not fail the call (and
-/// with it recovery). The usual failure is a race with a server still archiving into the
-/// repository: a segment whose manifest appeared after `index` was loaded has blobs that index
-/// does not know. Prefetching stops there; the call that asks for that segment loads a fresh
-/// index. Each prefetch is written to a temporary name and renamed, so nothing half-written is
-/// ever served.
-fn prefetch_after(
-    repo: &Repository,
-    namespace: &str,
-    spool: &Spool,
-    index: &lifeboat_repo::index::Index,
-    seg: Segment,
-    segment_size: u64,
-    count: usize,
-) -> usize {
-    if std::fs::create_dir_all(spool.dir.join("fetched")).is_err() {
-        return 0;
-    }
-    let mut done = 0;
-    let mut s = seg;
-    for _ in 0..count {
-        s = s.next();
-        let n = s.name(segment_size);
-        let target = spool.prefetched(&n);
-        if target.exists() {
-            continue;
-        }
-        match named::read_manifest(repo, namespace, &n) {
-            Ok(Some(nm)) if write_stream(repo, index, &nm, &target).is_ok() => done += 1,
-            _ => break,
-        }
-    }
-    done
-}
-
-fn write_stream(
+/// Writes the stream of `m` to `dest` through a temporary file and a rename, so nothing
+/// half-written is ever found under the name; `sync` first syncs the file.
+pub(crate) fn write_stream(
     repo: &Repository,
     index: &lifeboat_repo::index::Index,
     m: &named::NamedManifest,
     dest: &Path,
+    sync: bool,
 ) -> Result<u64> {
     let tmp = tmp_name(dest);
     let r = (|| {
@@ -579,7 +509,9 @@ fn write_stream(
             e => e.into(),
         })?;
         let f = w.into_inner().map_err(|e| PgError::io(&tmp, e.into_error()))?;
-        f.sync_all().map_err(|e| PgError::io(&tmp, e))?;
+        if sync {
+            f.sync_all().map_err(|e| PgError::io(&tmp, e))?;
+        }
         std::fs::rename(&tmp, dest).map_err(|e| PgError::io(dest, e))?;
         Ok(n)
     })();
@@ -589,26 +521,10 @@ fn write_stream(
     r
 }
 
-fn tmp_name(dest: &Path) -> PathBuf {
+pub(crate) fn tmp_name(dest: &Path) -> PathBuf {
     let mut n = dest.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     n.push(".lifeboat-tmp");
     dest.with_file_name(n)
-}
-
-fn copy_durably(src: &Path, dest: &Path) -> Result<()> {
-    let tmp = tmp_name(dest);
-    let r = (|| {
-        let mut i = std::fs::File::open(src).map_err(|e| PgError::io(src, e))?;
-        let mut o = std::fs::File::create(&tmp).map_err(|e| PgError::io(&tmp, e))?;
-        std::io::copy(&mut i, &mut o).map_err(|e| PgError::io(&tmp, e))?;
-        o.flush().map_err(|e| PgError::io(&tmp, e))?;
-        o.sync_all().map_err(|e| PgError::io(&tmp, e))?;
-        std::fs::rename(&tmp, dest).map_err(|e| PgError::io(dest, e))
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
 }
 
 #[cfg(test)]
@@ -668,11 +584,11 @@ mod tests {
     /// A batch stores the ready backlog with fixed chunks; later calls are answered by markers
     /// without the repository; a rewritten file (new stamp) is compared with the repository:
     /// equal is fine, different is a conflict and the stored segment is untouched.
-    /// A segment whose blobs the loaded index does not know (a segment archived after the fetch
-    /// loaded its index; here: its index segment removed) stops prefetching but does not fail
-    /// the fetch of the segment asked for, and leaves nothing in the spool.
+    /// A segment whose blobs the prefetcher's index does not know (a segment archived after it
+    /// loaded its index; here: its index segment removed) stops prefetching and leaves nothing
+    /// to serve; the fetch of that segment itself is an error, not "not found".
     #[test]
-    fn a_prefetch_that_fails_does_not_fail_the_fetch() {
+    fn a_prefetch_that_fails_leaves_nothing_to_serve() {
         let tmp = tempfile::tempdir().unwrap();
         let wal = tmp.path().join("pg_wal");
         std::fs::create_dir_all(wal.join("archive_status")).unwrap();
@@ -692,17 +608,21 @@ mod tests {
         }
         let fetch_spool = Spool::new(tmp.path().join("fetch-spool"));
         let dest = tmp.path().join("RECOVERYXLOG");
-        let rep = fetch(&r, "wal-7", &fetch_spool, names[0], &dest, 8).unwrap().unwrap();
-        assert_eq!(rep.prefetched, 0);
+        let rep = fetch(&r, "wal-7", &fetch_spool, names[0], &dest).unwrap().unwrap();
+        assert!(!rep.from_spool);
         assert!(std::fs::read(&dest).unwrap() == segment(1));
-        let left: Vec<_> = std::fs::read_dir(fetch_spool.dir().join("fetched"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        assert!(left.is_empty(), "{left:?}");
-        // The segment itself, asked for, is an error (not "not found").
-        assert!(fetch(&r, "wal-7", &fetch_spool, names[1], &dest, 8).is_err());
+        let want = crate::wal_prefetch::wanted(&fetch_spool, names[0], 16 << 20, 1);
+        assert_eq!(want, vec![names[1].to_string()]);
+        let lock = crate::wal_prefetch::claim(&fetch_spool, "x", &want).unwrap().unwrap();
+        let p = crate::wal_prefetch::prefetch(&r, "wal-7", &fetch_spool, &want, 2).unwrap();
+        drop(lock);
+        assert_eq!(p.fetched, 0);
+        assert!(
+            crate::wal_prefetch::take(&fetch_spool, names[1], &dest)
+                .unwrap()
+                .is_none()
+        );
+        assert!(fetch(&r, "wal-7", &fetch_spool, names[1], &dest).is_err());
     }
 
     #[test]

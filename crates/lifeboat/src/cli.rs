@@ -326,8 +326,9 @@ pub struct WalFetchArgs {
     /// Local spool for prefetched segments (default: <cache dir>/wal/<repository>-<system id>).
     #[arg(long, env = "LIFEBOAT_WAL_SPOOL", value_name = "DIR")]
     pub spool: Option<PathBuf>,
-    /// Segments to prefetch after the one asked for.
-    #[arg(long, default_value_t = 8, value_name = "N")]
+    /// Segments kept ready after the one asked for: a background prefetcher fetches them into
+    /// the spool on every core while recovery replays (0: fetch each segment when asked).
+    #[arg(long, default_value_t = 16, value_name = "N")]
     pub prefetch: usize,
 }
 

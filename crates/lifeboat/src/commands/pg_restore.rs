@@ -218,6 +218,15 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
             run_as,
             timeout,
         )?);
+        // Recovery is over: segments prefetched past its end are never asked for.
+        if let Ok(rd) = std::fs::read_dir(&spool) {
+            for e in rd.flatten().filter(|e| e.path().join("fetched").is_dir()) {
+                lifeboat_pg::wal_prefetch::discard(
+                    &lifeboat_pg::wal::Spool::new(e.path()),
+                    std::time::Duration::from_secs(10),
+                );
+            }
+        }
     }
     if ctx.global.json {
         output::json(&serde_json::json!({

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use lifeboat_pg::wal::{self, PushError, PushReport, Spool};
-use lifeboat_pg::{physical, wal_ahead, wal_check};
+use lifeboat_pg::{physical, wal_ahead, wal_check, wal_prefetch};
 use lifeboat_repo::Repository;
 use lifeboat_repo::mirror::{Journal, Mirrors, Round, Target};
 
@@ -537,19 +537,34 @@ fn run_pusher(ctx: &Ctx, a: &WalPushArgs, path: &Path, ns: &str, spool: &Spool) 
 
 fn fetch(ctx: &Ctx, a: &WalFetchArgs) -> Result<u8> {
     let dir = data_dir(&a.data_dir)?;
-    let dest = resolve(&dir, &a.dest);
     let sysid = wal::system_identifier(&dir)?;
     let ns = physical::wal_namespace(&sysid);
     let spool = spool(ctx, &a.spool, &sysid)?;
-    let report = match wal::fetch_from_spool(&spool, &a.name, &dest)? {
+    // A prefetcher started by a call below: only with the nonce of the plan that call wrote
+    // (see lifeboat_pg::wal_prefetch); it never writes the file PostgreSQL asked for.
+    if let Some(names) = std::env::var(PREFETCHER_ENV)
+        .ok()
+        .and_then(|nonce| wal_prefetch::plan_for(&spool, &nonce))
+    {
+        run_prefetcher(ctx, &ns, &spool, &names);
+        return Ok(OK);
+    }
+    let dest = resolve(&dir, &a.dest);
+    let report = match wal_prefetch::take(&spool, &a.name, &dest)? {
         Some(r) => Some(r),
-        None => {
-            let repo = ctx.open()?;
-            wal::fetch(&repo, &ns, &spool, &a.name, &dest, a.prefetch)?
-        }
+        None => match wal_prefetch::wait_for(&spool, &a.name, &dest, PREFETCHER_WAIT)? {
+            Some(r) => Some(r),
+            None => {
+                let repo = ctx.open()?;
+                wal::fetch(&repo, &ns, &spool, &a.name, &dest)?
+            }
+        },
     };
     match report {
-        Some(r) => {
+        Some(mut r) => {
+            if a.prefetch > 0 {
+                r.prefetch_started = start_prefetcher(&spool, &r, a.prefetch);
+            }
             if ctx.global.json {
                 output::json(&r);
             }
@@ -563,6 +578,90 @@ fn fetch(ctx: &Ctx, a: &WalFetchArgs) -> Result<u8> {
             }
             Ok(WAL_GAP)
         }
+    }
+}
+
+/// Set (to the plan's nonce) in the environment of the background prefetcher (internal).
+const PREFETCHER_ENV: &str = "LIFEBOAT_WAL_PREFETCHER";
+
+/// How long a call waits for the running prefetcher to spool its segment before fetching it
+/// itself.
+const PREFETCHER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// After answering `done`, starts a background prefetcher for the window of `window` segments
+/// after it when none runs and (for an answer from the spool) at least half of the window is
+/// missing: refills come in batches, so the process start and repository opening are paid once
+/// per batch. Returns how many segments it was given. Best effort: recovery goes on without.
+fn start_prefetcher(spool: &Spool, done: &wal::FetchReport, window: usize) -> usize {
+    use std::os::unix::process::CommandExt;
+    if wal_prefetch::running(spool) {
+        return 0;
+    }
+    let want = wal_prefetch::wanted(spool, &done.name, done.bytes, window);
+    if want.is_empty() || (done.from_spool && want.len() * 2 < window) {
+        return 0;
+    }
+    let nonce = format!(
+        "{:x}-{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    );
+    let started = (|| -> Result<bool> {
+        let Some(lock) = wal_prefetch::claim(spool, &nonce, &want)? else {
+            return Ok(false);
+        };
+        let log_path = wal_prefetch::log_path(spool);
+        if std::fs::metadata(&log_path).is_ok_and(|m| m.len() > 1 << 20) {
+            let _ = std::fs::remove_file(&log_path);
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        std::process::Command::new(std::env::current_exe()?)
+            .args(std::env::args_os().skip(1))
+            .env(PREFETCHER_ENV, &nonce)
+            .stdin(std::process::Stdio::from(lock))
+            .stdout(std::process::Stdio::from(log.try_clone()?))
+            .stderr(std::process::Stdio::from(log))
+            .process_group(0)
+            .spawn()?;
+        Ok(true)
+    })();
+    match started {
+        Ok(true) => want.len(),
+        Ok(false) => 0,
+        Err(e) => {
+            eprintln!(
+                "lifeboat: cannot start the WAL prefetcher ({}); fetching on demand",
+                crate::one_line(&e)
+            );
+            0
+        }
+    }
+}
+
+/// The background prefetcher's body: spools the names of its plan, on both cores. Its messages
+/// go to `<spool>/fetched/prefetcher.log`.
+fn run_prefetcher(ctx: &Ctx, ns: &str, spool: &Spool, names: &[String]) {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
+    let started = std::time::Instant::now();
+    let r = ctx
+        .open()
+        .and_then(|repo| Ok(wal_prefetch::prefetch(&repo, ns, spool, names, threads)?));
+    let now = jiff::Timestamp::now();
+    match r {
+        Ok(rep) => eprintln!(
+            "{now} lifeboat wal prefetcher: {} of {} segment(s), {} in {:.2}s{}",
+            rep.fetched,
+            names.len(),
+            output::bytes(rep.bytes),
+            started.elapsed().as_secs_f64(),
+            rep.missing
+                .map(|m| format!("; {m} is not archived (yet)"))
+                .unwrap_or_default()
+        ),
+        Err(e) => eprintln!("{now} lifeboat wal prefetcher: failed: {}", crate::one_line(&e)),
     }
 }
 
