@@ -39,9 +39,9 @@ pub struct NamespaceReport {
     pub newest_timeline: u32,
     /// Newest segment on the newest timeline.
     pub newest: Option<String>,
-    /// Number of the newest segment (for the confirming second listing).
+    /// Every gap (for the confirming second listing; `gaps` shows the first 100).
     #[serde(skip)]
-    newest_number: Option<u64>,
+    all_gaps: BTreeSet<String>,
     /// Per kept base backup.
     pub backups: Vec<BackupChain>,
     /// Gaps anywhere between the oldest backup's start and the newest segment.
@@ -60,9 +60,9 @@ impl NamespaceReport {
 /// A push stores a batch of segments and writes their manifests in parallel, so a listing taken
 /// while the archiver works can show a segment before the one it follows. A gap found in the
 /// first listing is therefore confirmed by a second one `settle` later: a segment counts as
-/// missing only when neither listing holds it, and only up to the newest segment of the first
-/// listing (anything newer may still be in flight; the next check sees it). `Duration::ZERO`
-/// reports the first listing as it is.
+/// missing only when the first listing already missed it (by name, so per timeline) and neither
+/// listing holds it. Anything the first listing could not expect yet may still be in flight; the
+/// next check judges it. `Duration::ZERO` reports the first listing as it is.
 pub fn check(repo: &Repository, only: Option<&str>, settle: Duration) -> Result<Vec<NamespaceReport>> {
     if settle.is_zero() {
         check_with(repo, only, None::<fn()>)
@@ -94,19 +94,19 @@ fn check_with(repo: &Repository, only: Option<&str>, between: Option<impl FnOnce
             continue;
         }
         names.extend(named::list(repo, &first.namespace)?);
-        let cap = first.newest_number;
-        out.push(evaluate(repo, &snaps, &first.namespace, &names, cap)?);
+        out.push(evaluate(repo, &snaps, &first.namespace, &names, Some(&first.all_gaps))?);
     }
     Ok(out)
 }
 
-/// The report for one namespace holding `names`, checking no further than segment number `cap`.
+/// The report for one namespace holding `names`. With `confirmed`, only the segments in it can
+/// count as missing (the gaps of an earlier listing); any other absent one counts as in flight.
 fn evaluate(
     repo: &Repository,
     snaps: &[(lifeboat_repo::Id, lifeboat_repo::format::snapshot::Snapshot)],
     ns: &str,
     names: &BTreeSet<String>,
-    cap: Option<u64>,
+    confirmed: Option<&BTreeSet<String>>,
 ) -> Result<NamespaceReport> {
     let backups: Vec<_> = snaps
         .iter()
@@ -165,7 +165,7 @@ fn evaluate(
         segments: names.len(),
         newest_timeline: newest_tli,
         newest: newest.map(|s| s.name(seg_size)),
-        newest_number: newest.map(|s| s.number),
+        all_gaps: BTreeSet::new(),
         backups: Vec::new(),
         gaps: Vec::new(),
     };
@@ -193,7 +193,6 @@ fn evaluate(
                 .unwrap_or(stop.number)
                 .max(stop.number),
         };
-        let end = cap.map_or(end, |c| end.min(c.max(stop.number)));
         let mut missing = Vec::new();
         let mut reachable = None;
         let mut consistent = true;
@@ -214,7 +213,8 @@ fn evaluate(
                         .iter()
                         .map(|(t, _)| *t)
                         .filter(|t| *t < seg.timeline && *t >= start.timeline)
-                        .any(|t| has(Segment { timeline: t, number: n })));
+                        .any(|t| has(Segment { timeline: t, number: n })))
+                || confirmed.is_some_and(|c| !c.contains(&seg.name(seg_size)));
             if present {
                 if missing.is_empty() {
                     reachable = Some(seg.name(seg_size));
@@ -238,7 +238,8 @@ fn evaluate(
             consistent,
         });
     }
-    report.gaps = gaps.into_iter().take(100).collect();
+    report.gaps = gaps.iter().take(100).cloned().collect();
+    report.all_gaps = gaps;
     Ok(report)
 }
 

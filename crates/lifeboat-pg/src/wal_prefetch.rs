@@ -39,6 +39,7 @@ const LOCK: &str = "prefetcher.lock";
 const PLAN: &str = "prefetcher.plan";
 const BOOT: &str = ".boot";
 const LOG: &str = "prefetcher.log";
+const END: &str = "prefetcher.end";
 
 fn dir(spool: &Spool) -> PathBuf {
     spool.dir().join("fetched")
@@ -60,22 +61,33 @@ fn is_wal_name(name: &str) -> bool {
     name.len() >= 24 && !name.contains(".lifeboat-tmp") && name.bytes().take(8).all(|b| b.is_ascii_hexdigit())
 }
 
-/// Removes every spooled segment (an earlier boot wrote them, or they are no longer needed).
-fn clear(spool: &Spool, older_than: Option<&str>) {
+/// Removes spooled segments: all of them and any temporary file a killed prefetcher left
+/// (`older_than` None: an earlier boot wrote them), or those before `older_than`. False when
+/// something could not be removed.
+fn clear(spool: &Spool, older_than: Option<&str>) -> bool {
+    let mut all_gone = true;
     if let Ok(rd) = std::fs::read_dir(dir(spool)) {
         for e in rd.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            if is_wal_name(&n) && older_than.is_none_or(|o| n.as_str() < o) {
-                let _ = std::fs::remove_file(e.path());
+            let doomed = match older_than {
+                Some(o) => is_wal_name(&n) && n.as_str() < o,
+                None => is_wal_name(&n) || n.ends_with(".lifeboat-tmp"),
+            };
+            if doomed && std::fs::remove_file(e.path()).is_err() {
+                all_gone = false;
             }
         }
     }
+    all_gone
 }
 
-/// Drops spooled segments older than `name`: recovery has moved past them (or onto another
-/// timeline, whose names sort after).
+/// Drops spooled segments older than segment `name`: recovery has moved past them (or onto
+/// another timeline, whose names sort after). A history file drops nothing: recovery may still
+/// need the older timeline up to the fork.
 pub fn drop_older(spool: &Spool, name: &str) {
-    clear(spool, Some(name));
+    if is_wal_name(name) {
+        clear(spool, Some(name));
+    }
 }
 
 /// Empties the spool once recovery is over (waiting up to `wait` for a running prefetcher):
@@ -85,41 +97,41 @@ pub fn discard(spool: &Spool, wait: Duration) {
     while running(spool) && started.elapsed() < wait {
         std::thread::sleep(Duration::from_millis(10));
     }
-    clear(spool, None);
+    let _ = clear(spool, None);
 }
 
 /// Serves `name` from the spool (a rename into `dest`), if a prefetcher of this boot left it
-/// there.
-pub fn take(spool: &Spool, name: &str, dest: &Path) -> Result<Option<FetchReport>> {
+/// there. Never an error: PostgreSQL reads any failure of `restore_command` as "not found" and
+/// could end recovery there, so whatever goes wrong here (the file gone meanwhile, a copy
+/// that fails) is `None`, and the caller fetches the segment from the repository.
+pub fn take(spool: &Spool, name: &str, dest: &Path) -> Option<FetchReport> {
     let src = dir(spool).join(name);
     if !src.exists() {
-        return Ok(None);
+        return None;
     }
     if std::fs::read_to_string(dir(spool).join(BOOT)).ok().as_deref() != Some(boot_tag().as_str()) {
         // Written before a crash of the machine, or by a version that kept no marker: the
         // contents may not have reached the disk. Nothing of it is served.
-        clear(spool, None);
-        return Ok(None);
+        let _ = clear(spool, None);
+        return None;
     }
-    let bytes = std::fs::metadata(&src).map_err(|e| PgError::io(&src, e))?.len();
+    let bytes = std::fs::metadata(&src).ok()?.len();
     if std::fs::rename(&src, dest).is_err() {
         // Another file system: copy (PostgreSQL syncs what it keeps).
         let tmp = crate::wal::tmp_name(dest);
-        let r = std::fs::copy(&src, &tmp)
-            .and_then(|_| std::fs::rename(&tmp, dest))
-            .map_err(|e| PgError::io(dest, e));
-        if r.is_err() {
+        let copied = std::fs::copy(&src, &tmp).and_then(|_| std::fs::rename(&tmp, dest));
+        if copied.is_err() {
             let _ = std::fs::remove_file(&tmp);
+            return None;
         }
-        r?;
         let _ = std::fs::remove_file(&src);
     }
-    Ok(Some(FetchReport {
+    Some(FetchReport {
         name: name.into(),
         from_spool: true,
         prefetch_started: 0,
         bytes,
-    }))
+    })
 }
 
 /// The segments of the window after `name` (`count` of them, same timeline) not spooled yet.
@@ -206,6 +218,25 @@ pub fn plan_for(spool: &Spool, nonce: &str) -> Option<Vec<String>> {
         .map(|(_, names)| names)
 }
 
+/// How long a prefetcher's finding that a segment is not archived holds: calls near the end of
+/// the archive (the last segments of a recovery, a standby waiting for the next segment) start
+/// no new prefetcher that would only find the same.
+const END_HOLDS: Duration = Duration::from_secs(5);
+
+/// Records that `name` was not in the repository (the end of the archive, for now).
+pub fn note_end(spool: &Spool, name: &str) {
+    let _ = std::fs::write(dir(spool).join(END), name);
+}
+
+/// True when a prefetcher found one of `names` missing less than [`END_HOLDS`] ago.
+pub fn recently_ended(spool: &Spool, names: &[String]) -> bool {
+    let p = dir(spool).join(END);
+    let fresh = std::fs::metadata(&p)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < END_HOLDS));
+    fresh && std::fs::read_to_string(&p).is_ok_and(|n| names.contains(&n))
+}
+
 /// Where a prefetcher's messages go (PostgreSQL's log only sees the calls).
 pub fn log_path(spool: &Spool) -> PathBuf {
     dir(spool).join(LOG)
@@ -213,23 +244,38 @@ pub fn log_path(spool: &Spool) -> PathBuf {
 
 /// Waits for a running prefetcher to spool `name`, when its plan has it; `None` when no
 /// prefetcher is going to (the caller then fetches `name` itself).
-pub fn wait_for(spool: &Spool, name: &str, dest: &Path, timeout: Duration) -> Result<Option<FetchReport>> {
+pub fn wait_for(spool: &Spool, name: &str, dest: &Path, timeout: Duration) -> Option<FetchReport> {
     if !running(spool) || !read_plan(spool).is_some_and(|(_, names)| names.iter().any(|n| n == name)) {
-        return Ok(None);
+        // It may have spooled this one and exited since the caller looked.
+        return take(spool, name, dest);
     }
     let started = Instant::now();
     loop {
-        if let Some(r) = take(spool, name, dest)? {
-            return Ok(Some(r));
+        if let Some(r) = take(spool, name, dest) {
+            return Some(r);
         }
         if !running(spool) {
             return take(spool, name, dest);
         }
         if started.elapsed() > timeout {
-            return Ok(None);
+            return None;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// True when this process's standard input is the spool's prefetcher lock: how a prefetcher
+/// started by [`claim`]'s caller knows itself (with the plan's nonce in its environment).
+pub fn holds_lock(spool: &Spool) -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let (Ok(mine), Ok(lock)) = (File::from(fd).metadata(), std::fs::metadata(dir(spool).join(LOCK))) else {
+        return false;
+    };
+    mine.dev() == lock.dev() && mine.ino() == lock.ino()
 }
 
 /// What a prefetcher did.
@@ -258,7 +304,13 @@ pub fn prefetch(
     let tag = boot_tag();
     let sync = boot_id().is_none();
     if std::fs::read_to_string(d.join(BOOT)).ok().as_deref() != Some(tag.as_str()) {
-        clear(spool, None);
+        // The marker vouches for every file here: written only once the old ones are all gone.
+        if !clear(spool, None) {
+            return Err(PgError::Invalid(format!(
+                "{}: cannot empty the spool of an earlier boot",
+                d.display()
+            )));
+        }
         std::fs::write(d.join(BOOT), &tag).map_err(|e| PgError::io(d.join(BOOT), e))?;
     }
     let index = repo.load_index_for_reading()?;
@@ -348,32 +400,42 @@ mod tests {
         assert_eq!(rep.fetched, 2);
         assert_eq!(rep.missing.as_deref(), Some(names(4, 4)[0].as_str()));
         assert_eq!(wanted(&spool, &names(1, 1)[0], size, 4), names(4, 5));
+        assert!(!recently_ended(&spool, &names(4, 5)));
+        note_end(&spool, &names(4, 4)[0]);
+        assert!(recently_ended(&spool, &names(4, 5)));
+        assert!(!recently_ended(&spool, &names(5, 6)));
 
         // A call for a planned segment is answered from the spool while the prefetcher runs.
         let dest = tmp.path().join("RECOVERYXLOG");
-        let got = wait_for(&spool, &names(2, 2)[0], &dest, Duration::from_secs(5))
-            .unwrap()
-            .unwrap();
+        let got = wait_for(&spool, &names(2, 2)[0], &dest, Duration::from_secs(5)).unwrap();
         assert!(got.from_spool);
         assert!(std::fs::read(&dest).unwrap() == seg(1));
-        assert!(take(&spool, &names(2, 2)[0], &dest).unwrap().is_none(), "served once");
+        assert!(take(&spool, &names(2, 2)[0], &dest).is_none(), "served once");
         drop(lock);
         assert!(!running(&spool));
+        let got = wait_for(&spool, &names(3, 3)[0], &dest, Duration::from_secs(5));
+        assert!(got.is_some(), "no prefetcher any more, but it spooled this one");
         assert!(
-            wait_for(&spool, &names(3, 3)[0], &dest, Duration::from_secs(5))
-                .unwrap()
-                .is_none(),
+            wait_for(&spool, &names(4, 4)[0], &dest, Duration::from_secs(5)).is_none(),
             "no prefetcher: the caller fetches itself"
         );
+        std::fs::write(dir(&spool).join(&names(3, 3)[0]), b"spooled").unwrap();
 
         // Files of another boot (or of an older version, without marker) are never served.
         std::fs::write(dir(&spool).join(BOOT), "another boot").unwrap();
-        assert!(take(&spool, &names(3, 3)[0], &dest).unwrap().is_none());
+        std::fs::write(dir(&spool).join("000000010000000000000009.lifeboat-tmp"), b"x").unwrap();
+        assert!(take(&spool, &names(3, 3)[0], &dest).is_none());
+        assert!(!dir(&spool).join("000000010000000000000009.lifeboat-tmp").exists());
         assert!(!dir(&spool).join(&names(3, 3)[0]).exists(), "emptied");
 
         // Recovery moving on drops what it passed; the lock, plan and marker stay.
         std::fs::write(dir(&spool).join(&names(6, 6)[0]), b"x").unwrap();
         std::fs::write(dir(&spool).join(&names(8, 8)[0]), b"x").unwrap();
+        drop_older(&spool, "00000002.history");
+        assert!(
+            dir(&spool).join(&names(6, 6)[0]).exists(),
+            "a history file drops nothing"
+        );
         drop_older(&spool, &names(7, 7)[0]);
         assert!(!dir(&spool).join(&names(6, 6)[0]).exists());
         assert!(dir(&spool).join(&names(8, 8)[0]).exists());

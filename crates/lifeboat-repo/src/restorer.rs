@@ -152,6 +152,7 @@ pub fn restore(
     let mut walked = Ok(());
     let failed = Mutex::new(std::collections::HashSet::new());
     let big = Mutex::new(());
+    let keep = scratch_keep(threads);
     std::thread::scope(|s| {
         for _ in 0..threads {
             let rx = rx.clone();
@@ -160,7 +161,7 @@ pub fn restore(
             let big = &big;
             s.spawn(move || {
                 for t in rx.iter().flatten() {
-                    let r = restore_file(repo, index, &t, opts.overwrite, progress, big);
+                    let r = restore_file(repo, index, &t, opts.overwrite, progress, big, keep);
                     let mut g = summary.lock().expect("lock");
                     match r {
                         Ok(Some(n)) => {
@@ -459,8 +460,17 @@ const BIG_BLOB: u32 = 2 << 20;
 /// the page faults of filling them cost more than the copy: trimming to 1 MiB after every large
 /// blob and file, a PostgreSQL data directory of 800 MB (many chunks at the 8 MiB maximum)
 /// took 155 000 faults and 0.4 to 1.0 s of system time; keeping them, 12 000 and 0.35 s, and
-/// the peak RSS stayed at 27-32 MiB (at most 18 MiB per writer).
+/// the peak RSS stayed at 27-32 MiB with 3 writers. At most 18 MiB per writer, so with many
+/// writers (a big host, or LIFEBOAT_RESTORE_THREADS raised for S3) the writers share
+/// [`SCRATCH_BUDGET`] instead.
 const SCRATCH_KEEP: usize = 9 << 20;
+/// What all writers together keep at most (two buffers each).
+const SCRATCH_BUDGET: usize = 96 << 20;
+
+/// The buffer size each of `threads` writers keeps.
+fn scratch_keep(threads: usize) -> usize {
+    (SCRATCH_BUDGET / (2 * threads.max(1))).clamp(1 << 20, SCRATCH_KEEP)
+}
 
 fn restore_file(
     repo: &Repository,
@@ -469,6 +479,7 @@ fn restore_file(
     ow: Overwrite,
     progress: &RestoreProgress,
     big: &Mutex<()>,
+    keep: usize,
 ) -> Result<Option<u64>> {
     if ow == Overwrite::IfChanged && unchanged(&t.dest, &t.node) {
         progress.bytes.fetch_add(t.node.size, Ordering::Relaxed);
@@ -501,12 +512,12 @@ fn restore_file(
                 written += data.len() as u64;
                 progress.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                 if big_guard.is_some() {
-                    scratch.trim(SCRATCH_KEEP);
+                    scratch.trim(keep);
                 }
             }
             Ok(())
         })();
-        scratch.trim(SCRATCH_KEEP);
+        scratch.trim(keep);
         SCRATCH.with(|s| *s.borrow_mut() = scratch);
         r?;
         if written != t.node.size {
@@ -655,4 +666,17 @@ pub fn verify_restored(
         Ok(())
     })?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writers_share_a_bounded_budget() {
+        assert_eq!(scratch_keep(3), SCRATCH_KEEP);
+        assert_eq!(scratch_keep(33), SCRATCH_BUDGET / 66);
+        assert_eq!(scratch_keep(1000), 1 << 20);
+        assert!(scratch_keep(33) * 2 * 33 <= SCRATCH_BUDGET);
+    }
 }

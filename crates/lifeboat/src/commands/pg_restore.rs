@@ -210,15 +210,8 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
             o.push(format!("-k {}", d.display()));
         }
         let log = spool.join("recovery.log");
-        start_report = Some(restore::start_and_wait(
-            tools,
-            &data_dir,
-            &log,
-            &o.join(" "),
-            run_as,
-            timeout,
-        )?);
-        // Recovery is over: segments prefetched past its end are never asked for.
+        let started = restore::start_and_wait(tools, &data_dir, &log, &o.join(" "), run_as, timeout);
+        // Recovery is over (or failed): segments prefetched past its end are never asked for.
         if let Ok(rd) = std::fs::read_dir(&spool) {
             for e in rd.flatten().filter(|e| e.path().join("fetched").is_dir()) {
                 lifeboat_pg::wal_prefetch::discard(
@@ -227,6 +220,7 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
                 );
             }
         }
+        start_report = Some(started?);
     }
     if ctx.global.json {
         output::json(&serde_json::json!({

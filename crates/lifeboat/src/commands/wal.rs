@@ -542,17 +542,20 @@ fn fetch(ctx: &Ctx, a: &WalFetchArgs) -> Result<u8> {
     let spool = spool(ctx, &a.spool, &sysid)?;
     // A prefetcher started by a call below: only with the nonce of the plan that call wrote
     // (see lifeboat_pg::wal_prefetch); it never writes the file PostgreSQL asked for.
-    if let Some(names) = std::env::var(PREFETCHER_ENV)
-        .ok()
-        .and_then(|nonce| wal_prefetch::plan_for(&spool, &nonce))
+    // Its standard input is the lock it was handed; a process with the variable but not the
+    // lock (set by mistake in restore_command's environment) is an ordinary call.
+    if let Ok(nonce) = std::env::var(PREFETCHER_ENV)
+        && wal_prefetch::holds_lock(&spool)
     {
-        run_prefetcher(ctx, &ns, &spool, &names);
+        if let Some(names) = wal_prefetch::plan_for(&spool, &nonce) {
+            run_prefetcher(ctx, &ns, &spool, &names);
+        }
         return Ok(OK);
     }
     let dest = resolve(&dir, &a.dest);
-    let report = match wal_prefetch::take(&spool, &a.name, &dest)? {
+    let report = match wal_prefetch::take(&spool, &a.name, &dest) {
         Some(r) => Some(r),
-        None => match wal_prefetch::wait_for(&spool, &a.name, &dest, PREFETCHER_WAIT)? {
+        None => match wal_prefetch::wait_for(&spool, &a.name, &dest, PREFETCHER_WAIT) {
             Some(r) => Some(r),
             None => {
                 let repo = ctx.open()?;
@@ -598,7 +601,7 @@ fn start_prefetcher(spool: &Spool, done: &wal::FetchReport, window: usize) -> us
         return 0;
     }
     let want = wal_prefetch::wanted(spool, &done.name, done.bytes, window);
-    if want.is_empty() || (done.from_spool && want.len() * 2 < window) {
+    if want.is_empty() || (done.from_spool && want.len() * 2 < window) || wal_prefetch::recently_ended(spool, &want) {
         return 0;
     }
     let nonce = format!(
@@ -649,6 +652,9 @@ fn run_prefetcher(ctx: &Ctx, ns: &str, spool: &Spool, names: &[String]) {
     let r = ctx
         .open()
         .and_then(|repo| Ok(wal_prefetch::prefetch(&repo, ns, spool, names, threads)?));
+    if let Ok(Some(end)) = r.as_ref().map(|rep| rep.missing.as_deref()) {
+        wal_prefetch::note_end(spool, end);
+    }
     let now = jiff::Timestamp::now();
     match r {
         Ok(rep) => eprintln!(
