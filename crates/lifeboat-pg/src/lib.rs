@@ -31,6 +31,7 @@ pub mod wal_check;
 pub mod wal_names;
 pub mod wal_prefetch;
 pub mod wal_retention;
+pub mod worker_lock;
 
 pub use client::Client;
 pub use cluster::{ClusterOptions, ScratchCluster};

@@ -24,7 +24,7 @@
 //! lock). Waiting calls test it with a shared lock that they release at once.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -69,28 +69,12 @@ impl Spool {
 
 /// Takes the pusher lock if no pusher holds it: `Some(file)` to hand to the new pusher.
 pub fn try_lock_pusher(spool: &Spool) -> Result<Option<File>> {
-    std::fs::create_dir_all(spool.dir()).map_err(|e| PgError::io(spool.dir(), e))?;
-    let p = spool.lock_path();
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&p)
-        .map_err(|e| PgError::io(&p, e))?;
-    match f.try_lock() {
-        Ok(()) => Ok(Some(f)),
-        Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(e)) => Err(PgError::io(&p, e)),
-    }
+    crate::worker_lock::try_take(&spool.lock_path())
 }
 
 /// True while a pusher holds the lock.
 pub fn pusher_running(spool: &Spool) -> bool {
-    let Ok(f) = File::open(spool.lock_path()) else {
-        return false;
-    };
-    matches!(f.try_lock_shared(), Err(TryLockError::WouldBlock))
+    crate::worker_lock::held(&spool.lock_path())
 }
 
 /// True when a pusher failed less than [`FAILURE_BACKOFF`] ago.

@@ -23,7 +23,7 @@
 //! writing its segment. A call whose segment is in a running prefetcher's plan waits for it
 //! instead of fetching the segment a second time.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -155,42 +155,17 @@ pub fn wanted(spool: &Spool, name: &str, segment_size: u64, count: usize) -> Vec
     out
 }
 
-fn lock_file(spool: &Spool) -> Result<File> {
-    let d = dir(spool);
-    std::fs::create_dir_all(&d).map_err(|e| PgError::io(&d, e))?;
-    let p = d.join(LOCK);
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .map_err(|e| PgError::io(&p, e))
-}
-
 /// True while a prefetcher holds the spool's lock.
 pub fn running(spool: &Spool) -> bool {
-    let Ok(f) = lock_file(spool) else {
-        return false;
-    };
-    match f.try_lock_shared() {
-        Ok(()) => {
-            let _ = f.unlock();
-            false
-        }
-        Err(TryLockError::WouldBlock) => true,
-        Err(TryLockError::Error(_)) => false,
-    }
+    crate::worker_lock::held(&dir(spool).join(LOCK))
 }
 
 /// Takes the lock a new prefetcher will hold (`None`: one is running or just starting), and
 /// writes its plan: `nonce` and the names it is to fetch.
 pub fn claim(spool: &Spool, nonce: &str, names: &[String]) -> Result<Option<File>> {
-    let f = lock_file(spool)?;
-    match f.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => return Ok(None),
-        Err(TryLockError::Error(e)) => return Err(PgError::io(dir(spool).join(LOCK), e)),
-    }
+    let Some(f) = crate::worker_lock::try_take(&dir(spool).join(LOCK))? else {
+        return Ok(None);
+    };
     let d = dir(spool);
     let mut text = format!("{nonce}\n");
     for n in names {

@@ -476,18 +476,25 @@ fn via_pusher(a: &WalPushArgs, path: &Path, spool: &Spool) -> Result<Option<Push
 /// (a signal to the archiver's group does not stop it halfway; it stops between commits only
 /// by dying, which leaves the repository consistent).
 fn start_pusher(spool: &Spool) -> Result<()> {
-    use std::os::unix::process::CommandExt;
     let Some(lock) = wal_ahead::try_lock_pusher(spool)? else {
         return Ok(()); // another call just started one
     };
-    let log_path = spool.pusher_log();
-    if std::fs::metadata(&log_path).is_ok_and(|m| m.len() > 1 << 20) {
-        let _ = std::fs::remove_file(&log_path);
+    spawn_worker(lock, &spool.pusher_log(), (PUSHER_ENV, "1"))
+}
+
+/// Starts this program again with the same arguments and `env` set, as a background worker of
+/// the spool: its standard input the worker lock (held as long as it lives, see
+/// lifeboat_pg::worker_lock), its output appended to `log` (started afresh past 1 MiB), in its
+/// own process group (a signal to PostgreSQL's processes does not stop it halfway).
+fn spawn_worker(lock: std::fs::File, log: &Path, env: (&str, &str)) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    if std::fs::metadata(log).is_ok_and(|m| m.len() > 1 << 20) {
+        let _ = std::fs::remove_file(log);
     }
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     std::process::Command::new(std::env::current_exe()?)
         .args(std::env::args_os().skip(1))
-        .env(PUSHER_ENV, "1")
+        .env(env.0, env.1)
         .stdin(std::process::Stdio::from(lock))
         .stdout(std::process::Stdio::from(log.try_clone()?))
         .stderr(std::process::Stdio::from(log))
@@ -596,7 +603,6 @@ const PREFETCHER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// missing: refills come in batches, so the process start and repository opening are paid once
 /// per batch. Returns how many segments it was given. Best effort: recovery goes on without.
 fn start_prefetcher(spool: &Spool, done: &wal::FetchReport, window: usize) -> usize {
-    use std::os::unix::process::CommandExt;
     if wal_prefetch::running(spool) {
         return 0;
     }
@@ -616,19 +622,7 @@ fn start_prefetcher(spool: &Spool, done: &wal::FetchReport, window: usize) -> us
         let Some(lock) = wal_prefetch::claim(spool, &nonce, &want)? else {
             return Ok(false);
         };
-        let log_path = wal_prefetch::log_path(spool);
-        if std::fs::metadata(&log_path).is_ok_and(|m| m.len() > 1 << 20) {
-            let _ = std::fs::remove_file(&log_path);
-        }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-        std::process::Command::new(std::env::current_exe()?)
-            .args(std::env::args_os().skip(1))
-            .env(PREFETCHER_ENV, &nonce)
-            .stdin(std::process::Stdio::from(lock))
-            .stdout(std::process::Stdio::from(log.try_clone()?))
-            .stderr(std::process::Stdio::from(log))
-            .process_group(0)
-            .spawn()?;
+        spawn_worker(lock, &wal_prefetch::log_path(spool), (PREFETCHER_ENV, &nonce))?;
         Ok(true)
     })();
     match started {
