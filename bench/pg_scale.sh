@@ -3,6 +3,8 @@
 # pg_dump -Fc and pgBackRest, on one throwaway cluster, printing seconds and ratios.
 #
 #   physical backup   lifeboat backup db (physical) | pg_basebackup -Ft to disk | pgbackrest full
+#                     (physical_method = "basebackup"; the "local method" row: physical_method =
+#                     "local", data_dir set, into a repository of its own)
 #   incremental       lifeboat backup db again      | pgbackrest incr            (after a pgbench load)
 #   logical backup    lifeboat backup (logical)     | pg_dump -Fc to a file
 #   restore (files)   lifeboat restore db latest    | pgbackrest restore         (+ sync)
@@ -133,10 +135,18 @@ echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at 
 
 ONLY="${ONLY:-}"
 caught_up
-BB=- BB_SIZE=- DUMP=- LB_LOGI=- LB_REST=- BR_REST=-
+BB=- BB_SIZE=- DUMP=- LB_LOGI=- LB_REST=- BR_REST=- LB_LOCAL=-
 if [ "$ONLY" != rto ]; then
 sync; t0=$(now); run "$PGBIN/pg_basebackup" -d "$URL" -D "$DIR/pgbb" -Ft -X none --checkpoint=fast >/dev/null 2>&1; sync; t1=$(now)
 BB=$(secs "$t0" "$t1"); BB_SIZE=$(du -sh "$DIR/pgbb" | cut -f1); rm -rf "$DIR/pgbb"
+# The local method (lifeboat on the database host reads the data folder itself; what
+# physical_method = "auto" picks when data_dir is set), into a repository of its own so that
+# every row below still measures the basebackup method. Its WAL is archived like any other.
+printf '[sources.db]\nkind = "postgres"\nurl = "%s"\nmode = "physical"\ndata_dir = "%s"\nphysical_method = "local"\n' "$URL" "$DIR/data" > "$DIR/local.toml"
+run env LIFEBOAT_REPO="$DIR/repo-local" "$LB" init >/dev/null
+caught_up; sync
+LB_LOCAL=$(timed run env LIFEBOAT_REPO="$DIR/repo-local" "$LB" --config "$DIR/local.toml" --quiet backup db)
+rm -rf "$DIR/repo-local"
 fi
 caught_up; sync
 LB_FULL=$(timed run "$LB" --config "$DIR/phys.toml" --quiet backup db)
@@ -232,6 +242,7 @@ REPO_SIZE=$(du -sh "$DIR/repo" | cut -f1); BR_SIZE=$(du -sh "$DIR/pgbr" | cut -f
 echo
 printf '%-34s %10s %10s %10s %8s\n' "step (seconds)" lifeboat other "" ratio
 printf '%-34s %10s %10s %10s %8s\n' "physical backup vs pg_basebackup" "$LB_FULL" "$BB" "" "$(ratio "$LB_FULL" "$BB")"
+printf '%-34s %10s %10s %10s %8s\n' "  local method vs pg_basebackup" "$LB_LOCAL" "$BB" "" "$(ratio "$LB_LOCAL" "$BB")"
 printf '%-34s %10s %10s %10s %8s\n' "physical backup vs pgbackrest full" "$LB_FULL" "$BR_FULL" "" "$(ratio "$LB_FULL" "$BR_FULL")"
 printf '%-34s %10s %10s %10s %8s\n' "incremental vs pgbackrest incr" "$LB_INCR" "$BR_INCR" "" "$(ratio "$LB_INCR" "$BR_INCR")"
 printf '%-34s %10s %10s %10s %8s\n' "logical backup vs pg_dump -Fc" "$LB_LOGI" "$DUMP" "" "$(ratio "$LB_LOGI" "$DUMP")"

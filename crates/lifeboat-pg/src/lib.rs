@@ -28,6 +28,7 @@ pub mod verify_physical;
 pub mod wal;
 pub mod wal_ahead;
 pub mod wal_check;
+mod wal_map;
 pub mod wal_names;
 pub mod wal_prefetch;
 pub mod wal_retention;

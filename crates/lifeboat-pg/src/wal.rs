@@ -237,7 +237,7 @@ pub struct FileStamp {
 }
 
 impl FileStamp {
-    fn of(m: &std::fs::Metadata) -> FileStamp {
+    pub(crate) fn of(m: &std::fs::Metadata) -> FileStamp {
         use std::os::unix::fs::MetadataExt;
         FileStamp {
             inode: m.ino(),
@@ -380,19 +380,21 @@ impl Batch {
         let mut writer = NamedWriter::with_options(repo, Default::default(), wal_options(repo, codec));
         let mut stamps = Vec::new();
         for (i, (n, p)) in names.iter().enumerate() {
-            let (f, stamp) = match std::fs::File::open(p).and_then(|f| {
+            let (f, stamp, len) = match std::fs::File::open(p).and_then(|f| {
                 let m = f.metadata()?;
-                Ok((f, FileStamp::of(&m)))
+                Ok((f, FileStamp::of(&m), m.len()))
             }) {
                 Ok(x) => x,
                 Err(e) if i == 0 && first_required => return Err(PgError::io(p, e)),
                 Err(_) => continue,
             };
-            // Read in whole chunks straight into the buffers the workers hash and seal (no
-            // BufReader: it would only add a copy).
-            let mut f = f;
             let meta = serde_json::json!({"kind": if is_history(n) { "history" } else { "wal" }});
-            writer.add(namespace, n, &mut f, Some(meta))?;
+            match crate::wal_map::map(p, &f, len) {
+                Some((bytes, unchanged)) => writer.add_shared(namespace, n, bytes, Some(meta), unchanged)?,
+                // Read in whole chunks straight into the buffers the workers hash and seal (no
+                // BufReader: it would only add a copy).
+                None => writer.add(namespace, n, &mut &f, Some(meta))?,
+            }
             stamps.push((n.clone(), stamp));
         }
         Ok(Batch { writer, stamps })

@@ -1,18 +1,22 @@
 //! A parallel blob store for streams cut at fixed offsets (WAL segments).
 //!
 //! ```text
-//! caller (read into owned chunks) ──▶ workers (keyed hash, dedup, zstd, AEAD; one per core) ──▶ two packer threads (upload)
+//! caller (read into owned chunks, or slices of shared bytes) ──▶ workers (keyed hash, dedup, zstd, AEAD; one per core) ──▶ two packer threads (upload)
 //! ```
 //! [`crate::blob_sink`] chunks and hashes on the caller's thread because content-defined cut
 //! points are sequential by nature. A stream cut every `chunk_size` bytes needs no such pass, so
 //! here the caller only reads (straight into the buffer each chunk travels in, no copy) and every
 //! CPU-heavy step runs on the workers: a batch of WAL segments uses both cores from the first
-//! byte. Ids therefore become known only in the workers; they are collected by slot number and
+//! byte. A caller that already holds the bytes (a memory-mapped segment, see
+//! [`SharedBytes`]) hands out slices of them instead, so not even the read's copy is paid.
+//!
+//! Since the workers hash, ids become known only there; they are collected by slot number and
 //! handed out by [`FixedSink::finish`]. Channels are bounded, so memory stays at a few chunks
 //! per worker whatever the size of the input. Nothing is indexed here: the caller writes the
 //! index segment and then its commit objects.
 
 use std::io::Read;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -32,10 +36,37 @@ use crate::repository::Repository;
 /// Packer threads (see [`FixedSink::packers`]).
 const PACKERS: usize = 2;
 
+/// Immutable bytes shared with the workers, which hash and seal slices of them in place. A WAL
+/// segment mapped into memory is the case this exists for: on a small machine, copying 16 MiB
+/// out of the page cache costs as much CPU as hashing it.
+pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// The bytes of one chunk: read into a pooled buffer, or a slice of shared bytes.
+enum ChunkData {
+    Owned(Vec<u8>),
+    Shared(SharedBytes, Range<usize>),
+}
+
+impl ChunkData {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            ChunkData::Owned(v) => v,
+            ChunkData::Shared(b, r) => &(**b).as_ref()[r.clone()],
+        }
+    }
+
+    /// Gives an owned buffer back to its pool; shared bytes are only released.
+    fn recycle(self, pool: &Pool) {
+        if let ChunkData::Owned(v) = self {
+            pool.give(v);
+        }
+    }
+}
+
 /// One chunk on its way to a worker.
 struct Job {
     slot: usize,
-    data: Vec<u8>,
+    data: ChunkData,
     /// False: only hash (the stream is compared with one already stored).
     store: bool,
 }
@@ -209,12 +240,7 @@ impl FixedSink {
             size += n as u64;
             let slot = self.next_slot;
             self.next_slot += 1;
-            let tx = self.tx.as_ref().expect("sink open");
-            if tx.send(Job { slot, data, store }).is_err() {
-                self.check()?;
-                return Err(RepoError::Interrupted);
-            }
-            self.check()?;
+            self.send(slot, ChunkData::Owned(data), store)?;
             if n < self.chunk_size {
                 break;
             }
@@ -226,6 +252,36 @@ impl FixedSink {
             },
             size,
         ))
+    }
+
+    /// As [`FixedSink::store_stream`], for bytes already in memory: the workers read slices of
+    /// `bytes` (cut at the same offsets, so the ids are the same as for a stream).
+    pub(crate) fn store_shared(&mut self, bytes: SharedBytes, store: bool) -> Result<(Slots, u64)> {
+        self.check()?;
+        let start = self.next_slot;
+        let len = (*bytes).as_ref().len();
+        for from in (0..len).step_by(self.chunk_size) {
+            let slot = self.next_slot;
+            self.next_slot += 1;
+            let range = from..len.min(from + self.chunk_size);
+            self.send(slot, ChunkData::Shared(bytes.clone(), range), store)?;
+        }
+        Ok((
+            Slots {
+                start,
+                count: self.next_slot - start,
+            },
+            len as u64,
+        ))
+    }
+
+    fn send(&self, slot: usize, data: ChunkData, store: bool) -> Result<()> {
+        let tx = self.tx.as_ref().expect("sink open");
+        if tx.send(Job { slot, data, store }).is_err() {
+            self.check()?;
+            return Err(RepoError::Interrupted);
+        }
+        self.check()
     }
 
     /// Waits for every chunk to be hashed and uploaded, closes the packs, and returns the packs
@@ -306,22 +362,25 @@ fn worker(
         if sh.failed.load(Ordering::Relaxed) {
             continue; // drain so the sender never blocks
         }
-        let id = if job.data.len() == chunk_size && is_zero(&job.data) {
-            *sh.zero_id.get_or_init(|| repo.keys().blob_id(&job.data))
+        let data = job.data.bytes();
+        let id = if data.len() == chunk_size && is_zero(data) {
+            // From zeros of its own, not from `data`: shared bytes could change between the
+            // check and the hash, and one wrong zero id would spoil every zero chunk.
+            *sh.zero_id.get_or_init(|| repo.keys().blob_id(&vec![0u8; chunk_size]))
         } else {
-            repo.keys().blob_id(&job.data)
+            repo.keys().blob_id(data)
         };
         let _ = ids.send((job.slot, id));
         let new = job.store && !sh.index.contains(&id) && sh.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
         if !new {
-            chunks.give(job.data);
+            job.data.recycle(&chunks);
             continue;
         }
         let mut sealed = sealed_pool.take();
         repo.keys()
-            .seal_blob_with(&blob_aad(BlobType::Data, &id), &job.data, codec, &mut sealed);
-        let raw_len = job.data.len() as u32;
-        chunks.give(job.data);
+            .seal_blob_with(&blob_aad(BlobType::Data, &id), data, codec, &mut sealed);
+        let raw_len = data.len() as u32;
+        job.data.recycle(&chunks);
         if tx.send(PackJob { id, raw_len, sealed }).is_err() {
             return;
         }
@@ -388,6 +447,24 @@ mod tests {
         let blobs: usize = records.iter().map(|p| p.entries.len()).sum();
         let distinct: IdSet = want.iter().copied().collect();
         assert_eq!(blobs, distinct.len());
+    }
+
+    #[test]
+    fn shared_bytes_are_cut_like_a_stream() {
+        let r = repo();
+        let mut data: Vec<u8> = (0..(2 << 20) + 77).map(|i| (i * 13 % 251) as u8).collect();
+        data.extend(vec![0u8; 2 << 20]);
+        let mut sink = FixedSink::new(r.clone(), Index::default(), 1 << 20, Codec::Lz4);
+        let (a, size) = sink.store_stream(&mut data.as_slice(), true).unwrap();
+        let (b, bsize) = sink.store_shared(Arc::new(data.clone()), true).unwrap();
+        let (e, esize) = sink.store_shared(Arc::new(Vec::new()), true).unwrap();
+        let (records, ids) = sink.finish().unwrap();
+        assert_eq!((size, bsize, esize), (data.len() as u64, data.len() as u64, 0));
+        assert_eq!(ids.get(a), ids.get(b));
+        assert!(ids.get(e).is_empty());
+        // Nothing stored twice: the shared copy only repeats the stream's chunks.
+        let blobs: usize = records.iter().map(|p| p.entries.len()).sum();
+        assert_eq!(blobs, ids.get(a).iter().collect::<std::collections::HashSet<_>>().len());
     }
 
     #[test]

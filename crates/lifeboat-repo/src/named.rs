@@ -25,6 +25,13 @@ use crate::blob_sink::BlobSink;
 use crate::chunker::Chunker;
 use crate::crypto::Codec;
 use crate::error::{RepoError, Result};
+pub use crate::fixed_sink::SharedBytes;
+
+/// Asked after the workers are done with shared bytes and before anything is indexed: false
+/// when the bytes may have changed while they were hashed and sealed (the file behind a memory
+/// map was written to). A chunk sealed from bytes that changed after they were hashed would be
+/// stored under an id that does not match it, so the whole commit is refused instead.
+pub type Unchanged = Box<dyn Fn() -> bool + Send + Sync>;
 use crate::fixed_sink::{FixedSink, Slots};
 use crate::format::index::PackRecord;
 use crate::format::sealed::{self, Kind};
@@ -169,11 +176,28 @@ enum Content {
     Slots(Slots),
 }
 
+/// What [`NamedWriter`] reads a stream from.
+enum Input<'a> {
+    Reader(&'a mut dyn Read),
+    Shared(SharedBytes),
+}
+
+impl Input<'_> {
+    fn reader(&mut self) -> Box<dyn Read + '_> {
+        match self {
+            Input::Reader(r) => Box::new(&mut **r),
+            Input::Shared(b) => Box::new((**b).as_ref()),
+        }
+    }
+}
+
 struct Pending {
     manifest: NamedManifest,
     content: Content,
     /// Some(existing) when the name was already stored before this writer started.
     existing: Option<NamedManifest>,
+    /// For shared bytes: whether they stayed unchanged (see [`Unchanged`]).
+    unchanged: Option<Unchanged>,
 }
 
 enum Sink {
@@ -238,6 +262,34 @@ impl NamedWriter {
         content: &mut dyn Read,
         meta: Option<serde_json::Value>,
     ) -> Result<()> {
+        self.add_input(namespace, name, Input::Reader(content), meta)
+    }
+
+    /// As [`NamedWriter::add`], for content already in memory (a memory-mapped file): with fixed
+    /// chunking the workers hash and seal slices of it without copying it first. `unchanged` is
+    /// asked before the commit (see [`Unchanged`]); false fails [`NamedWriter::finish`].
+    pub fn add_shared(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        content: SharedBytes,
+        meta: Option<serde_json::Value>,
+        unchanged: Unchanged,
+    ) -> Result<()> {
+        self.add_input(namespace, name, Input::Shared(content), meta)?;
+        if let Some(p) = self.pending.last_mut() {
+            p.unchanged = Some(unchanged);
+        }
+        Ok(())
+    }
+
+    fn add_input(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        mut content: Input<'_>,
+        meta: Option<serde_json::Value>,
+    ) -> Result<()> {
         validate_name("namespace", namespace)?;
         validate_name("name", name)?;
         if self
@@ -254,17 +306,21 @@ impl NamedWriter {
             // stream the same way to compare; nothing is uploaded.
             Some(old) if old.chunking() != chunking => {
                 chunking = old.chunking();
-                let (ids, size) = stream_ids(self.repo(), content, chunking)?;
+                let (ids, size) = stream_ids(self.repo(), &mut content.reader(), chunking)?;
                 (Content::Ids(ids), size)
             }
-            _ => match &mut self.sink {
-                Sink::ContentDefined(s) => {
-                    let (ids, size) = s.store_stream(content, existing.is_none())?;
-                    (Content::Ids(ids), size)
-                }
-                Sink::Fixed(s) => {
-                    let (slots, size) = s.store_stream(content, existing.is_none())?;
+            _ => match (&mut self.sink, content) {
+                (Sink::Fixed(s), Input::Shared(bytes)) => {
+                    let (slots, size) = s.store_shared(bytes, existing.is_none())?;
                     (Content::Slots(slots), size)
+                }
+                (Sink::Fixed(s), mut content) => {
+                    let (slots, size) = s.store_stream(&mut content.reader(), existing.is_none())?;
+                    (Content::Slots(slots), size)
+                }
+                (Sink::ContentDefined(s), mut content) => {
+                    let (ids, size) = s.store_stream(&mut content.reader(), existing.is_none())?;
+                    (Content::Ids(ids), size)
                 }
             },
         };
@@ -284,6 +340,7 @@ impl NamedWriter {
             },
             content,
             existing,
+            unchanged: None,
         });
         Ok(())
     }
@@ -328,6 +385,13 @@ impl NamedWriter {
                 p
             })
             .collect();
+        if let Some(p) = pending.iter().find(|p| p.unchanged.as_ref().is_some_and(|f| !f())) {
+            // The packs written stay unindexed: garbage for prune, never read.
+            return Err(RepoError::Invalid(format!(
+                "{}/{} changed while it was being stored; nothing was committed",
+                p.manifest.namespace, p.manifest.name
+            )));
+        }
         if !records.is_empty() {
             repo.write_index_segment(&records)?;
         }
@@ -707,6 +771,27 @@ mod tests {
             compression_level: Some(1),
             codec: ChunkCodec::Zstd,
         }
+    }
+
+    /// Shared bytes read back like a stream; shared bytes that changed before the commit fail
+    /// it with nothing indexed or named.
+    #[test]
+    fn shared_bytes_are_stored_unless_they_changed() {
+        let r = repo();
+        let d = data((2 << 20) + 9, 3);
+        let mut w = NamedWriter::with_options(&r, Index::default(), fixed());
+        w.add_shared("wal-1", "a", Arc::new(d.clone()), None, Box::new(|| true))
+            .unwrap();
+        assert_eq!(w.finish().unwrap()[0].status, PutStatus::Stored);
+        assert_eq!(read_back(&r, "wal-1", "a"), d);
+        let packs = r.backend().list("index/").unwrap().len();
+        let mut w = NamedWriter::with_options(&r, Index::default(), fixed());
+        w.add_shared("wal-1", "b", Arc::new(data(3 << 20, 4)), None, Box::new(|| false))
+            .unwrap();
+        let e = w.finish().unwrap_err().to_string();
+        assert!(e.contains("wal-1/b changed while it was being stored"), "{e}");
+        assert!(read_manifest(&r, "wal-1", "b").unwrap().is_none());
+        assert_eq!(r.backend().list("index/").unwrap().len(), packs, "nothing indexed");
     }
 
     /// The compression marker of every stored blob of `name` (what the sealed plaintext starts with).

@@ -330,6 +330,14 @@ pub struct WalFetchArgs {
     /// the spool on every core while recovery replays (0: fetch each segment when asked).
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub prefetch: usize,
+    /// On a real failure (repository unreachable or damaged, wrong passphrase, disk full), exit
+    /// 200 instead of 1. PostgreSQL reads any status up to 125 as "not found", which ends a
+    /// recovery early and promotes the server at whatever point it reached; above 125 it stops
+    /// recovery with FATAL, and `pg_ctl start` resumes it once the cause is fixed. `restore db`
+    /// writes it into the restore_command it sets up; leave it off for a standby, which should
+    /// keep retrying through an outage.
+    #[arg(long)]
+    pub abort_on_error: bool,
 }
 
 /// `wal check`.

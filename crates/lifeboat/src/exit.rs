@@ -64,6 +64,9 @@ pub const STORE_AUTH: u8 = 24;
 pub const WAL_LOCATIONS: u8 = 25;
 /// Interrupted (Ctrl-C).
 pub const INTERRUPTED: u8 = 130;
+/// `wal fetch --abort-on-error` failed: above 125, so PostgreSQL stops recovery instead of
+/// reading the failure as "not found" (126 and 127 would be logged as shell errors).
+pub const WAL_FETCH_ABORT: u8 = 200;
 
 /// The exit code of a health run: 0 when healthy, else by the worst level.
 pub fn for_health(worst: Option<lifeboat_health::Level>) -> u8 {
@@ -107,7 +110,9 @@ EXIT CODES
          AccessDenied)
     25   WAL stored in fewer locations than wal_min_locations (PostgreSQL retries; the missing
          locations are caught up first)
-    130  interrupted";
+    130  interrupted
+    200  wal fetch --abort-on-error: the segment could not be fetched (not \"not in the
+         repository\": the repository or the disk failed); PostgreSQL stops recovery";
 
 /// A failure that already knows its exit code and one-line message.
 #[derive(Debug)]

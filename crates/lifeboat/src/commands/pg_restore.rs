@@ -112,7 +112,7 @@ pub(super) fn restore_command_for(ctx: &Ctx, pass_file: &Path, spool: &Path) -> 
             ("LIFEBOAT_PASSWORD_FILE", pass_file),
             ("LIFEBOAT_WAL_SPOOL", spool),
         ],
-        &["--quiet".to_string()],
+        &["--quiet".to_string(), "--abort-on-error".to_string()],
     )?)
 }
 

@@ -11,7 +11,7 @@ use lifeboat_repo::mirror::{Journal, Mirrors, Round, Target};
 
 use super::{Ctx, parse_duration};
 use crate::cli::{QueueFull, WalCheckArgs, WalCommand, WalCompressionArg, WalFetchArgs, WalPushArgs, WalStreamArgs};
-use crate::exit::{OK, USAGE, WAL_BACKLOG, WAL_CONFLICT, WAL_GAP, WAL_LOCATIONS, fail};
+use crate::exit::{OK, USAGE, WAL_BACKLOG, WAL_CONFLICT, WAL_FETCH_ABORT, WAL_GAP, WAL_LOCATIONS, fail};
 use crate::output;
 
 pub fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
@@ -543,6 +543,22 @@ fn run_pusher(ctx: &Ctx, a: &WalPushArgs, path: &Path, ns: &str, spool: &Spool) 
 }
 
 fn fetch(ctx: &Ctx, a: &WalFetchArgs) -> Result<u8> {
+    fetch_or_fail(ctx, a).map_err(|e| {
+        if a.abort_on_error {
+            fail(
+                WAL_FETCH_ABORT,
+                format!(
+                    "{}; exiting {WAL_FETCH_ABORT} so that PostgreSQL stops recovery (--abort-on-error) instead of ending it here",
+                    crate::one_line(&e)
+                ),
+            )
+        } else {
+            e
+        }
+    })
+}
+
+fn fetch_or_fail(ctx: &Ctx, a: &WalFetchArgs) -> Result<u8> {
     let dir = data_dir(&a.data_dir)?;
     let sysid = wal::system_identifier(&dir)?;
     let ns = physical::wal_namespace(&sysid);

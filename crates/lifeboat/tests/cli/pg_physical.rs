@@ -458,6 +458,40 @@ fn bad_input_gets_distinct_exit_codes() {
         fake.to_str().unwrap(),
     ])
     .expect_code(16);
+    // ... also with --abort-on-error, which changes only real failures: the repository gone is
+    // 7 (PostgreSQL: "not found", recovery ends there) without it, 200 (recovery stops) with it.
+    let fetch_gone = |extra: &[&str]| {
+        let mut args = vec![
+            "wal",
+            "fetch",
+            "000000010000000000000001",
+            "pg_wal/Y",
+            "--data-dir",
+            fake.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = env
+            .cmd(&args)
+            .env("LIFEBOAT_REPO", env.root.join("gone"))
+            .output()
+            .unwrap();
+        Run::from_output(&[], o)
+    };
+    fetch_gone(&[]).expect_code(7);
+    fetch_gone(&["--abort-on-error"])
+        .expect_code(200)
+        .one_line_error(&["stops recovery", "gone"]);
+    assert!(!fake.join("pg_wal/Y").exists());
+    env.lifeboat(&[
+        "wal",
+        "fetch",
+        "000000010000000000000009",
+        "pg_wal/X",
+        "--abort-on-error",
+        "--data-dir",
+        fake.to_str().unwrap(),
+    ])
+    .expect_code(16);
 }
 
 #[test]
