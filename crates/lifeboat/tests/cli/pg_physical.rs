@@ -424,14 +424,11 @@ fn bad_input_gets_distinct_exit_codes() {
     let seg2 = fake.join("pg_wal/000000010000000000000002");
     std::fs::write(&seg2, b"segment two").unwrap();
     env.give(&fake);
-    let push2 = |extra: &[&str]| {
-        let mut args = vec![
-            "wal",
-            "push",
-            "pg_wal/000000010000000000000002",
-            "--data-dir",
-            fake.to_str().unwrap(),
-        ];
+    // `wal <verb> <args> --data-dir <fake> <extra>` against a repository that does not exist.
+    let repo_gone = |verb_args: &[&str], extra: &[&str]| {
+        let mut args = vec!["wal"];
+        args.extend_from_slice(verb_args);
+        args.extend_from_slice(&["--data-dir", fake.to_str().unwrap()]);
         args.extend_from_slice(extra);
         let o = env
             .cmd(&args)
@@ -440,6 +437,7 @@ fn bad_input_gets_distinct_exit_codes() {
             .unwrap();
         Run::from_output(&[], o)
     };
+    let push2 = |extra: &[&str]| repo_gone(&["push", "pg_wal/000000010000000000000002"], extra);
     push2(&["--queue-max", "10"]).expect_code(7);
     push2(&["--queue-max", "2"])
         .expect_code(17)
@@ -460,23 +458,7 @@ fn bad_input_gets_distinct_exit_codes() {
     .expect_code(16);
     // ... also with --abort-on-error, which changes only real failures: the repository gone is
     // 7 (PostgreSQL: "not found", recovery ends there) without it, 200 (recovery stops) with it.
-    let fetch_gone = |extra: &[&str]| {
-        let mut args = vec![
-            "wal",
-            "fetch",
-            "000000010000000000000001",
-            "pg_wal/Y",
-            "--data-dir",
-            fake.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        let o = env
-            .cmd(&args)
-            .env("LIFEBOAT_REPO", env.root.join("gone"))
-            .output()
-            .unwrap();
-        Run::from_output(&[], o)
-    };
+    let fetch_gone = |extra: &[&str]| repo_gone(&["fetch", "000000010000000000000001", "pg_wal/Y"], extra);
     fetch_gone(&[]).expect_code(7);
     fetch_gone(&["--abort-on-error"])
         .expect_code(200)
