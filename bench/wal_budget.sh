@@ -12,6 +12,9 @@
 #                           compression, XChaCha20-Poly1305, packs, index, manifests, fsyncs
 #   codecs alone            the zstd and lz4 command-line tools' own benchmark on the same bytes
 #                           (one core, 1 MiB blocks as lifeboat cuts WAL)
+#   the floor               lifeboat's own per-chunk steps on the same bytes, one core, nothing
+#                           else (crates/lifeboat-repo/examples/segment_floor.rs): BLAKE3 id, then
+#                           compression + XChaCha20-Poly1305; no archiver can beat cores / floor
 #   the archiver loop       `lifeboat wal push %p` per segment, with and without --background
 #
 #   bench/wal_budget.sh                      # makes ~60 segments with a throwaway cluster (as root)
@@ -24,9 +27,13 @@ export LC_ALL=C
 WS="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LB="${LIFEBOAT_BIN:-$WS/target/release/lifeboat}"
 [ -x "$LB" ] || { echo "build first: cargo build --release -p lifeboat" >&2; exit 1; }
+FLOOR="${FLOOR_BIN:-$WS/target/release/examples/segment_floor}"
+[ -x "$FLOOR" ] || { echo "build first: cargo build --release -p lifeboat-repo --example segment_floor" >&2; exit 1; }
 DIR=$(mktemp -d "${TMPDIR:-/var/tmp}/lifeboat-walbudget.XXXXXX")
 chmod 755 "$DIR"
-[ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$DIR"' EXIT
+# The last background pusher may still be writing its log when the script ends: retry once.
+cleanup() { [ "${KEEP:-0}" = 1 ] || rm -rf "$DIR" 2>/dev/null || { sleep 2; rm -rf "$DIR"; }; }
+trap cleanup EXIT
 CORES=$(nproc)
 
 if [ -z "${SEGMENTS_DIR:-}" ]; then
@@ -47,7 +54,7 @@ checkpoint_timeout = 30s
 shared_buffers = 256MB
 EOF
   as_pg "$PGBIN/pg_ctl" -D "$DIR/gen/data" -l "$DIR/gen/log" -w start >/dev/null
-  trap 'as_pg "$PGBIN/pg_ctl" -D "$DIR/gen/data" -m immediate stop >/dev/null 2>&1 || true; [ "${KEEP:-0}" = 1 ] || rm -rf "$DIR"' EXIT
+  trap 'as_pg "$PGBIN/pg_ctl" -D "$DIR/gen/data" -m immediate stop >/dev/null 2>&1 || true; cleanup' EXIT
   echo "generating WAL: pgbench -i -s ${PG_SCALE:-20}, then ${LOAD_SECS:-60} s of pgbench (checkpoints every 30 s)" >&2
   as_pg "$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -i -s "${PG_SCALE:-20}" postgres >/dev/null 2>&1
   as_pg "$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -c 4 -j 2 -T "${LOAD_SECS:-60}" postgres >/dev/null 2>&1
@@ -88,6 +95,7 @@ cat "$DIR"/fake/pg_wal/0* >"$DIR/all.bin"
 ZSTD=$(zstd -b1 -i3 -B1048576 "$DIR/all.bin" 2>&1 | tr '\r' '\n' | grep -E 'MB/s' | tail -n1 | sed -E 's/.*\(x([0-9.]+)\), *([0-9.]+) MB\/s.*/\2 MB\/s, ratio \1/')
 LZ4=$(lz4 -b1 -i3 -B4 "$DIR/all.bin" 2>&1 | tr '\r' '\n' | grep -E 'MB/s' | tail -n1 | sed -E 's/.*\(([0-9.]+)\), *([0-9.]+) MB\/s.*/\2 MB\/s, ratio \1/' || true)
 rm -f "$DIR/all.bin"
+FLOOR_OUT=$("$FLOOR" "$DIR"/fake/pg_wal/0*)
 fresh; set -- $(loop "$LB --quiet wal push %p"); LOOP=$(rate "$1" "$2"); LOOP_CPU=$(ms "$3" "$1")
 fresh; set -- $(loop "$LB --quiet wal push --background %p"); LOOP_BG=$(rate "$1" "$2")
 
@@ -101,3 +109,5 @@ printf '%-58s %8s segments/s (%s ms CPU per segment)\n' "measured: archiver loop
 printf '%-58s %8s segments/s\n' "measured: archiver loop, lifeboat wal push --background %p" "$LOOP_BG"
 echo "codecs alone, one core, 1 MiB blocks: zstd level 1: ${ZSTD:-n/a}; lz4 level 1: ${LZ4:-n/a}"
 echo "(16 MiB at the zstd speed above is $(awk -v s="${ZSTD%% *}" 'BEGIN { if (s > 0) printf "%.1f", 16.777216 / s * 1000; else print "?" }') ms of one core per segment)"
+echo "the floor, lifeboat's per-chunk steps alone on one core: $(echo "$FLOOR_OUT" | head -n1 | sed 's/.*per 16 MiB segment: //')"
+echo "=> $(echo "$FLOOR_OUT" | tail -n1)"

@@ -14,6 +14,7 @@ pub mod conn;
 mod error;
 pub mod fingerprint;
 pub mod logical;
+pub mod map_fault;
 pub mod physical;
 pub mod physical_local;
 pub mod psql;

@@ -16,9 +16,10 @@
 //!   and nothing is indexed; PostgreSQL runs the command again.
 //!
 //! Also a price: a read error of the disk (EIO) under a mapped page, or a file shrunk by someone
-//! else, kills the process with SIGBUS instead of failing with a message. PostgreSQL then
-//! restarts its archiver and retries; nothing unstored is ever acknowledged, because markers and
-//! the archiver's answer come only after the commit.
+//! else, raises SIGBUS instead of a failed read. Each map is registered with
+//! [`crate::map_fault`], which (once the program asked for it) turns that into a one-line error
+//! naming the segment and an exit code. Either way nothing unstored is acknowledged, because
+//! markers and the archiver's answer come only after the commit; PostgreSQL retries.
 
 use std::fs::File;
 use std::path::Path;
@@ -49,10 +50,27 @@ pub(crate) fn map(path: &Path, f: &File, len: u64) -> Option<(SharedBytes, Uncha
     if m.len() as u64 != len || before.len() != len {
         return None;
     }
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let mapped = Mapped {
+        _watch: crate::map_fault::register(&m, &name),
+        map: m,
+    };
     let (path, stamp) = (path.to_path_buf(), FileStamp::of(&before));
     let unchanged: Unchanged =
         Box::new(move || std::fs::metadata(&path).is_ok_and(|m| m.len() == len && FileStamp::of(&m) == stamp));
-    Some((Arc::new(m) as SharedBytes, unchanged))
+    Some((Arc::new(mapped) as SharedBytes, unchanged))
+}
+
+/// A map watched by [`crate::map_fault`] for as long as it lives (the watch is dropped first).
+struct Mapped {
+    _watch: crate::map_fault::Registration,
+    map: memmap2::Mmap,
+}
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        &self.map
+    }
 }
 
 #[cfg(test)]

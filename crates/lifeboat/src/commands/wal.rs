@@ -343,6 +343,12 @@ fn push(ctx: &Ctx, a: &WalPushArgs) -> Result<u8> {
     // LIFEBOAT_WAL_PUSHER set by mistake in archive_command's environment cannot acknowledge a
     // segment that is not stored.
     let is_pusher = std::env::var_os(PUSHER_ENV).is_some();
+    // A segment that cannot be read under its memory map: exit 6 with one line (and, in the
+    // pusher, a pusher.error that starts the back-off), not a bare SIGBUS.
+    lifeboat_pg::map_fault::report_faults(
+        crate::exit::SOURCE_MISSING,
+        is_pusher.then(|| spool.pusher_error()).as_deref(),
+    );
     if is_pusher {
         let _ = run_pusher(ctx, a, &path, &ns, &spool);
     }
