@@ -132,15 +132,20 @@ pub fn classify_client_error(tool: &str, target: &str, status: String, stderr: &
         "pg_hba.conf",
         "database \"",
     ];
+    // Each of these says on its own that the server was not reached (psql's "could not
+    // translate host name …" never says "connect"); a bare "no such file or directory" only
+    // with "connect" (a missing socket, not a missing file of ours).
     let unreachable = [
         "could not connect",
         "connection refused",
         "could not translate host name",
         "timeout expired",
-        "no such file or directory",
         "network is unreachable",
         "no route to host",
         "server closed the connection unexpectedly",
+        "received invalid response to ssl negotiation",
+        "ssl syscall error",
+        "could not send ssl negotiation packet",
     ];
     if auth.iter().any(|a| lower.contains(a)) && (lower.contains("fatal") || lower.contains("failed")) {
         PgError::Connect {
@@ -148,7 +153,9 @@ pub fn classify_client_error(tool: &str, target: &str, status: String, stderr: &
             kind: ConnectFailure::Authentication,
             message: msg,
         }
-    } else if unreachable.iter().any(|a| lower.contains(a)) && lower.contains("connect") {
+    } else if unreachable.iter().any(|a| lower.contains(a))
+        || (lower.contains("no such file or directory") && lower.contains("connect"))
+    {
         PgError::Connect {
             target: target.into(),
             kind: ConnectFailure::Unreachable,
@@ -208,6 +215,22 @@ mod tests {
             ),
             "{e}"
         );
+        for unreachable in [
+            "psql: error: could not translate host name \"db.nosuchhost.invalid\" to address: Name or service not known\n",
+            "psql: error: connection to server at \"127.0.0.1\", port 22 failed: received invalid response to SSL negotiation: S\n",
+        ] {
+            let e = classify_client_error("psql", "t", "exit status: 2".into(), unreachable);
+            assert!(
+                matches!(
+                    e,
+                    PgError::Connect {
+                        kind: ConnectFailure::Unreachable,
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+        }
         let e = classify_client_error(
             "psql",
             "t",

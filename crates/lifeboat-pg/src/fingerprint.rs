@@ -44,11 +44,26 @@ const GENERATE: &str = r#"SELECT format('SELECT %L, %L, count(*), coalesce(sum((
 /// REPEATABLE READ transaction importing that exported snapshot (the state `pg_dump
 /// --snapshot` dumps).
 pub fn compute(tools: &Tools, conn: &ConnInfo, snapshot: Option<&str>) -> Result<Vec<TableFingerprint>> {
+    compute_in(tools, conn, snapshot, None)
+}
+
+/// [`compute`], failing with PostgreSQL's "canceling statement due to lock timeout" when a
+/// table stays locked by another session for longer than `lock_timeout` (a backup's
+/// fingerprints must not wait forever behind an ALTER TABLE).
+pub fn compute_in(
+    tools: &Tools,
+    conn: &ConnInfo,
+    snapshot: Option<&str>,
+    lock_timeout: Option<std::time::Duration>,
+) -> Result<Vec<TableFingerprint>> {
     let mut script = String::from("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n");
     if let Some(s) = snapshot {
         script.push_str(&format!("SET TRANSACTION SNAPSHOT '{}';\n", s.replace('\'', "''")));
     }
     script.push_str(PINNED_SETTINGS);
+    if let Some(t) = lock_timeout {
+        script.push_str(&format!("SET lock_timeout = {};\n", t.as_millis().max(1)));
+    }
     script.push_str(GENERATE);
     script.push_str("\nCOMMIT;\n");
     let out = psql::script(tools, conn, &script, true)?;

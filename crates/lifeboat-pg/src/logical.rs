@@ -87,6 +87,27 @@ impl LogicalSource {
     }
 }
 
+/// A lock timeout said as what it is: another session held a table of `db` locked for longer
+/// than the backup may wait (nothing is committed; the next scheduled run tries again).
+fn explain_lock_timeout(e: PgError, db: &str, timeout: Option<std::time::Duration>) -> PgError {
+    let text = e.to_string();
+    let (Some(t), true) = (
+        timeout,
+        // pg_dump's --lock-wait-timeout is a statement timeout on its LOCK TABLE.
+        text.contains("lock timeout")
+            || text.contains("could not obtain lock")
+            || (text.contains("statement timeout") && text.contains("LOCK TABLE")),
+    ) else {
+        return e;
+    };
+    PgError::Timeout {
+        secs: t.as_secs(),
+        what: format!(
+            "a table lock in database {db:?}: another session holds a table locked (an ALTER TABLE, a LOCK …; see pg_locks), so no backup was taken (lock_timeout in the source's config) [{text}]"
+        ),
+    }
+}
+
 /// Options of [`backup`].
 #[derive(Clone, Debug, Default)]
 pub struct BackupOptions {
@@ -100,6 +121,8 @@ pub struct BackupOptions {
     pub forensic: bool,
     /// Recorded as the snapshot's path (default: the URL without password).
     pub path: Option<String>,
+    /// How long pg_dump and the fingerprints wait for a table lock (None: forever).
+    pub lock_timeout: Option<std::time::Duration>,
 }
 
 /// Outcome of [`backup`].
@@ -255,6 +278,9 @@ pub fn backup(repo: &Repository, tools: &Tools, conn: &ConnInfo, opts: &BackupOp
         let file = dump_file(db);
         let mut cmd = tools.command("pg_dump")?;
         cmd.args(["--format=custom", "--compress=0"]);
+        if let Some(t) = opts.lock_timeout {
+            cmd.arg(format!("--lock-wait-timeout={}", t.as_millis().max(1)));
+        }
         let entry = if opts.forensic {
             let (tables, failed) = fingerprint::compute_forensic(tools, &dconn)?;
             for (t, _) in &failed {
@@ -276,16 +302,17 @@ pub fn backup(repo: &Repository, tools: &Tools, conn: &ConnInfo, opts: &BackupOp
             dconn.apply(&mut cmd);
             // The fingerprints read the same snapshot while pg_dump streams it: both cores work.
             let (dumped, tables) = std::thread::scope(|s| {
-                let fp = s.spawn(|| fingerprint::compute(tools, &dconn, Some(snap.id())));
+                let fp = s.spawn(|| fingerprint::compute_in(tools, &dconn, Some(snap.id()), opts.lock_timeout));
                 let dumped = stream_into(&mut w, &file, cmd, "pg_dump", dconn.url());
                 let tables = fp
                     .join()
                     .unwrap_or_else(|_| Err(PgError::Invalid("fingerprint thread panicked".into())));
                 (dumped, tables)
             });
-            let (bytes, done) = dumped?;
-            done?;
-            let tables = tables?;
+            let locked = |e| explain_lock_timeout(e, db, opts.lock_timeout);
+            let (bytes, done) = dumped.map_err(locked)?;
+            done.map_err(locked)?;
+            let tables = tables.map_err(locked)?;
             snap.release()?;
             DatabaseDump {
                 name: db.clone(),
@@ -387,6 +414,32 @@ pub fn create_database(admin: &Client, db: &str) -> Result<()> {
 /// Drops a database, disconnecting its sessions.
 pub fn drop_database(admin: &Client, db: &str) -> Result<()> {
     admin.execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE);", quote_ident(db)))
+}
+
+/// Puts the database `staging` (a finished, verified restore) in the place of `db`, so that a
+/// restore with `--force-overwrite` never leaves `db` empty or half-restored: `db` stops taking
+/// connections, its sessions are ended, it is renamed aside, `staging` takes its name, and only
+/// then is the old one dropped. A failed step undoes the ones before it; `db` is then as it was.
+pub fn swap_database(admin: &Client, staging: &str, db: &str) -> Result<()> {
+    let old = format!("lifeboat_replaced_{}", std::process::id());
+    let (qdb, qold, qstaging) = (quote_ident(db), quote_ident(&old), quote_ident(staging));
+    admin.execute(&format!("ALTER DATABASE {qdb} WITH ALLOW_CONNECTIONS false;"))?;
+    let aside = admin
+        .execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid();",
+            quote_literal(db)
+        ))
+        .and_then(|()| admin.execute(&format!("ALTER DATABASE {qdb} RENAME TO {qold};")));
+    if let Err(e) = aside {
+        let _ = admin.execute(&format!("ALTER DATABASE {qdb} WITH ALLOW_CONNECTIONS true;"));
+        return Err(e);
+    }
+    if let Err(e) = admin.execute(&format!("ALTER DATABASE {qstaging} RENAME TO {qdb};")) {
+        let _ = admin.execute(&format!("ALTER DATABASE {qold} RENAME TO {qdb};"));
+        let _ = admin.execute(&format!("ALTER DATABASE {qdb} WITH ALLOW_CONNECTIONS true;"));
+        return Err(e);
+    }
+    drop_database(admin, &old)
 }
 
 /// Options of [`restore_dump`].

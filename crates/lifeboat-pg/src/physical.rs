@@ -217,17 +217,44 @@ pub fn backup(repo: &Repository, tools: &Tools, conn: &ConnInfo, opts: &Physical
         .and_then(manifest_end_lsn)
         .unwrap_or(start.lsn);
     let seg = info.wal_segment_size;
-    let mut source = source_metadata(
-        &opts.source_name,
-        "basebackup",
-        &info,
-        &start,
-        stop,
-        Segment::of(start.timeline, stop, seg).name(seg),
-    );
+    let stop_wal = Segment::of(start.timeline, stop, seg).name(seg);
+    // The segment holding the backup's last byte (pg_basebackup waited for its archiving).
+    let last = Segment::of(start.timeline, Lsn(stop.0.saturating_sub(1)), seg).name(seg);
+    wait_wal_in_repository(repo, &info.system_identifier, &last, conn)?;
+    let mut source = source_metadata(&opts.source_name, "basebackup", &info, &start, stop, stop_wal);
     source.insert("backup_type".into(), "full".into());
     let source = serde_json::Value::Object(source);
     Ok(writer.commit(Some(source))?)
+}
+
+/// How long a backup waits, once the server reports its WAL archived, for that WAL to appear
+/// in this repository (`wal stream` stores a completed segment within its interval).
+pub const WAL_IN_REPOSITORY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The server archived the backup's last segment, but with whatever `archive_command` it has:
+/// a backup is restorable from this repository only if that WAL is *here*. A server archiving
+/// into another repository (or with `cp`), with no `wal stream` into this one, would otherwise
+/// leave a snapshot that no restore can make consistent, found out only at the next restore
+/// test. Refused (exit 14) before the commit: nothing is committed.
+pub(crate) fn wait_wal_in_repository(repo: &Repository, sysid: &str, name: &str, conn: &ConnInfo) -> Result<()> {
+    let ns = wal_namespace(sysid);
+    let started = std::time::Instant::now();
+    loop {
+        if lifeboat_repo::named::read_manifest(repo, &ns, name)?.is_some() {
+            return Ok(());
+        }
+        if started.elapsed() >= WAL_IN_REPOSITORY_WAIT {
+            return Err(PgError::NotConfigured {
+                target: conn.url().into(),
+                message: format!(
+                    "the server archived the backup's WAL ({name}) but not into this repository ({}; nothing under {ns} after {} s): point archive_command at it (lifeboat wal push %p with this repository) or run `lifeboat wal stream` into it; nothing was committed",
+                    repo.backend().location(),
+                    WAL_IN_REPOSITORY_WAIT.as_secs()
+                ),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// The source metadata every (non-forensic) physical snapshot carries, whichever method made

@@ -61,6 +61,7 @@ pub fn stop_time(s: &Snapshot) -> jiff::Timestamp {
 pub fn choose_snapshot(
     repo: &Repository,
     source_name: Option<&str>,
+    source_url: Option<&str>,
     reference: &str,
     target: &RecoveryTarget,
 ) -> Result<(Id, Snapshot)> {
@@ -76,16 +77,25 @@ pub fn choose_snapshot(
         return Ok((id, s));
     }
     let all = repo.list_snapshots()?;
-    let mut candidates = all.into_iter().rev().filter(|(_, s)| {
-        is_restorable_physical(s)
-            && source_name.is_none_or(|n| {
-                s.source
-                    .as_ref()
-                    .and_then(|v| v.get("source_name"))
-                    .and_then(|v| v.as_str())
-                    == Some(n)
-            })
-    });
+    let matching: Vec<(Id, Snapshot)> = all
+        .into_iter()
+        .rev()
+        .filter(|(_, s)| {
+            is_restorable_physical(s)
+                && source_name.is_none_or(|n| {
+                    s.source
+                        .as_ref()
+                        .and_then(|v| v.get("source_name"))
+                        .and_then(|v| v.as_str())
+                        == Some(n)
+                })
+                && source_url.is_none_or(|u| s.paths.iter().any(|p| p == u))
+        })
+        .collect();
+    if source_url.is_none() {
+        refuse_ambiguous(&matching, source_name)?;
+    }
+    let mut candidates = matching.into_iter();
     let chosen = match target {
         RecoveryTarget::Time(t) | RecoveryTarget::Before(t) => candidates.find(|(_, s)| stop_time(s) <= *t),
         RecoveryTarget::Lsn(l) => candidates.find(|(_, s)| {
@@ -108,6 +118,54 @@ pub fn choose_snapshot(
         })
         .into()
     })
+}
+
+/// Without the source's URL to go by, `latest` must not pick whichever cluster backed up last:
+/// a repository shared by several servers (or two hosts whose sources share a name) would
+/// restore another server's data. Refused when the candidates come from more than one cluster
+/// (by PostgreSQL's system identifier, which a URL such as `localhost` cannot tell apart).
+fn refuse_ambiguous(candidates: &[(Id, Snapshot)], source_name: Option<&str>) -> Result<()> {
+    let mut clusters: Vec<(String, String)> = Vec::new();
+    for (_, s) in candidates {
+        let sysid = s
+            .source
+            .as_ref()
+            .and_then(|v| v.get("system_identifier"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("?")
+            .to_string();
+        if !clusters.iter().any(|(id, _)| *id == sysid) {
+            clusters.push((sysid, format!("{} on host {}", s.paths.join(" "), s.host)));
+        }
+    }
+    if clusters.len() < 2 {
+        return Ok(());
+    }
+    let list: Vec<String> = clusters
+        .iter()
+        .map(|(id, from)| format!("system {id}, {from}"))
+        .collect();
+    Err(PgError::Invalid(format!(
+        "{} physical backups come from {} clusters ({}): name the source configured for one of them (restore SOURCE --data-dir …) or give a snapshot id",
+        source_name.map_or_else(|| "the repository's".to_string(), |n| format!("{n:?}'s")),
+        clusters.len(),
+        list.join("; ")
+    )))
+}
+
+/// Why a server stopped during recovery: the last FATAL or PANIC line of this start (after the
+/// log's last "starting PostgreSQL"), which the shutdown lines following it push out of the
+/// log's last few lines, and those last lines.
+fn why_stopped(log: &Path) -> (String, String) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let this_start = text.rfind("starting PostgreSQL").map_or(text.as_str(), |i| &text[i..]);
+    let fatal = this_start
+        .lines()
+        .rev()
+        .find(|l| l.contains("FATAL:") || l.contains("PANIC:"))
+        .map(|l| l.trim().to_string())
+        .unwrap_or_default();
+    (fatal, last_lines(&text))
 }
 
 /// How to restore.
@@ -533,7 +591,6 @@ pub fn start_and_wait(
         r.apply(&mut cmd);
     }
     crate::cluster::run(cmd, "pg_ctl start")?;
-    let log_tail = || std::fs::read_to_string(log).map(|s| last_lines(&s)).unwrap_or_default();
     loop {
         std::thread::sleep(Duration::from_millis(100));
         let mut c = tools.command("pg_controldata")?;
@@ -556,11 +613,20 @@ pub fn start_and_wait(
             });
         }
         if !pid_file.exists() && t0.elapsed() > Duration::from_secs(2) {
-            let tail = log_tail();
-            let gap = tail.contains("recovery ended before configured recovery target")
-                || tail.contains("requested timeline")
-                || tail.contains("could not locate required checkpoint")
-                || tail.contains("WAL ends before end of online backup");
+            let (fatal, tail) = why_stopped(log);
+            let gap = [
+                "recovery ended before configured recovery target",
+                "requested timeline",
+                "could not locate required checkpoint",
+                "WAL ends before end of online backup",
+            ]
+            .iter()
+            .any(|m| fatal.contains(m) || tail.contains(m));
+            let tail = if fatal.is_empty() || tail.contains(&fatal) {
+                tail
+            } else {
+                format!("{fatal} / … / {tail}")
+            };
             return Err(if gap {
                 PgError::WalMissing(format!("recovery stopped: {tail}"))
             } else {
@@ -577,5 +643,64 @@ pub fn start_and_wait(
                 secs: timeout.as_secs(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backup_of(sysid: &str, url: &str, host: &str) -> (Id, Snapshot) {
+        let s = Snapshot {
+            version: 1,
+            time: jiff::Timestamp::now(),
+            host: host.into(),
+            user: "postgres".into(),
+            paths: vec![url.into()],
+            tags: Vec::new(),
+            parent: None,
+            tree: Id::from_hex(&"00".repeat(32)).unwrap(),
+            source_kind: SOURCE_KIND.into(),
+            unreadable: Vec::new(),
+            summary: Default::default(),
+            program_version: "test".into(),
+            source: Some(serde_json::json!({ "system_identifier": sysid })),
+        };
+        (Id::from_hex(&"11".repeat(32)).unwrap(), s)
+    }
+
+    /// The FATAL line that explains a stop, although shutdown lines follow it.
+    #[test]
+    fn why_stopped_finds_the_fatal_line_of_this_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("recovery.log");
+        std::fs::write(
+            &log,
+            "LOG:  starting PostgreSQL 15\nFATAL:  an older start's failure\nLOG:  starting PostgreSQL 15\n\
+             LOG:  redo done\nFATAL:  recovery ended before configured recovery target was reached\n\
+             LOG:  startup process (PID 1) exited with exit code 1\nLOG:  aborting startup due to startup process failure\n\
+             LOG:  database system is shut down\n",
+        )
+        .unwrap();
+        let (fatal, tail) = why_stopped(&log);
+        assert_eq!(
+            fatal,
+            "FATAL:  recovery ended before configured recovery target was reached"
+        );
+        assert!(tail.ends_with("database system is shut down"), "{tail}");
+    }
+
+    /// `localhost` on two hosts is two clusters: told apart by system identifier, not URL.
+    #[test]
+    fn latest_without_a_source_is_refused_across_clusters() {
+        let one = backup_of("7001", "postgres://backup@localhost/app", "db1");
+        let same = backup_of("7001", "postgres://backup@db1.internal/app", "backup-host");
+        assert!(refuse_ambiguous(&[one.clone(), same], None).is_ok());
+        let other = backup_of("7002", "postgres://backup@localhost/app", "db2");
+        let e = refuse_ambiguous(&[one, other], Some("db")).unwrap_err().to_string();
+        assert!(
+            e.contains("2 clusters") && e.contains("system 7002") && e.contains("host db2") && e.contains("\"db\""),
+            "{e}"
+        );
     }
 }

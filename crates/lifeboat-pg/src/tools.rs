@@ -71,7 +71,11 @@ impl Tools {
     }
 
     /// A command for a program, with a clean libpq environment (no inherited PGPASSWORD,
-    /// PGHOST… that could silently point it elsewhere).
+    /// PGHOST… that could silently point it elsewhere) and without lifeboat's passphrase and
+    /// repository variables: a server started this way would otherwise keep LIFEBOAT_PASSWORD
+    /// in its environment (readable by any superuser through `COPY … FROM PROGRAM 'env'`), and
+    /// its restore_command would inherit a relative LIFEBOAT_CONFIG that means nothing in the
+    /// data directory. restore_command names the repository and passphrase file itself.
     pub fn command(&self, tool: &str) -> Result<Command> {
         let mut c = Command::new(self.path(tool)?);
         for v in [
@@ -83,6 +87,15 @@ impl Tools {
             "PGDATABASE",
             "PGSERVICE",
             "PGOPTIONS",
+        ] {
+            c.env_remove(v);
+        }
+        for v in [
+            "LIFEBOAT_PASSWORD",
+            "LIFEBOAT_NEW_PASSWORD",
+            "LIFEBOAT_PASSWORD_FILE",
+            "LIFEBOAT_CONFIG",
+            "LIFEBOAT_REPO",
         ] {
             c.env_remove(v);
         }

@@ -74,8 +74,17 @@ pub fn check(repo: &Repository, only: Option<&str>, settle: Duration) -> Result<
 /// [`check`], running `between` (if any) between a first listing with gaps and the second.
 fn check_with(repo: &Repository, only: Option<&str>, between: Option<impl FnOnce()>) -> Result<Vec<NamespaceReport>> {
     let snaps = repo.list_snapshots()?;
+    // Namespaces holding WAL, and those physical backups need: a backup whose WAL never
+    // reached this repository has no namespace at all, and is the worst gap of all.
+    let mut spaces: BTreeSet<String> = named::namespaces(repo)?.into_iter().collect();
+    spaces.extend(
+        snaps
+            .iter()
+            .filter(|(_, s)| s.source_kind == SOURCE_KIND)
+            .filter_map(|(_, s)| s.source.as_ref()?.get("wal_namespace")?.as_str().map(str::to_string)),
+    );
     let mut listed = Vec::new();
-    for ns in named::namespaces(repo)? {
+    for ns in spaces {
         if !ns.starts_with("wal-") || only.is_some_and(|o| o != ns) {
             continue;
         }

@@ -29,13 +29,16 @@ type SnapshotEntry = (Id, crate::format::snapshot::Snapshot);
 pub struct ForgetGroup {
     /// Host of the group.
     pub host: String,
+    /// `source_kind` of the group: a logical and a physical backup of the same database share
+    /// host and paths (the URL), yet neither may count towards the other's retention.
+    pub kind: String,
     /// Paths of the group.
     pub paths: Vec<String>,
     /// One decision per snapshot, newest first.
     pub decisions: Vec<Decision>,
 }
 
-/// Applies a retention policy per (host, paths) group; deletes the manifests of snapshots not
+/// Applies a retention policy per (host, source kind, paths) group; deletes the manifests of snapshots not
 /// kept unless `dry_run`. Refuses an empty policy (it would mean "forget everything").
 pub fn forget(repo: &Repository, policy: &RetentionPolicy, dry_run: bool) -> Result<Vec<ForgetGroup>> {
     if policy.is_empty() {
@@ -50,17 +53,17 @@ pub fn forget(repo: &Repository, policy: &RetentionPolicy, dry_run: bool) -> Res
         });
     }
     let snaps = repo.list_snapshots()?;
-    let mut groups: BTreeMap<(String, Vec<String>), Vec<SnapshotEntry>> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, String, Vec<String>), Vec<SnapshotEntry>> = BTreeMap::new();
     for (id, s) in snaps {
         groups
-            .entry((s.host.clone(), s.paths.clone()))
+            .entry((s.host.clone(), s.source_kind.clone(), s.paths.clone()))
             .or_default()
             .push((id, s));
     }
     let now = jiff::Timestamp::now();
     let tz = jiff::tz::TimeZone::system();
     let mut out = Vec::new();
-    for ((host, paths), members) in groups {
+    for ((host, kind, paths), members) in groups {
         let ids: Vec<String> = members.iter().map(|(id, _)| id.to_hex()).collect();
         let cands: Vec<Candidate<'_>> = members
             .iter()
@@ -80,7 +83,12 @@ pub fn forget(repo: &Repository, policy: &RetentionPolicy, dry_run: bool) -> Res
                 }
             }
         }
-        out.push(ForgetGroup { host, paths, decisions });
+        out.push(ForgetGroup {
+            host,
+            kind,
+            paths,
+            decisions,
+        });
     }
     Ok(out)
 }
@@ -608,4 +616,50 @@ pub fn read_pack_record(repo: &Repository, id: &Id, size: u64) -> Result<PackRec
         hash: Id(*hasher.finalize().as_bytes()),
         entries,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::snapshot::{Snapshot, Summary};
+
+    fn snapshot(kind: &str, minutes_ago: i64) -> Snapshot {
+        Snapshot {
+            version: 1,
+            time: jiff::Timestamp::now() - jiff::SignedDuration::from_mins(minutes_ago),
+            host: "db1".into(),
+            user: "postgres".into(),
+            paths: vec!["postgres://backup@db1/app".into()],
+            tags: Vec::new(),
+            parent: None,
+            tree: Id::from_hex(&"00".repeat(32)).unwrap(),
+            source_kind: kind.into(),
+            unreadable: Vec::new(),
+            summary: Summary::default(),
+            program_version: "test".into(),
+            source: None,
+        }
+    }
+
+    /// A logical and a physical backup of one database share host and paths (its URL): each
+    /// kind keeps its own newest snapshots, the newer logical ones never push out the physical.
+    #[test]
+    fn kinds_of_one_source_are_kept_apart() {
+        let repo = crate::snapshot_writer::tests::test_repo();
+        let physical = repo.write_snapshot(&snapshot("postgres-physical", 60)).unwrap();
+        for m in [3, 2, 1] {
+            repo.write_snapshot(&snapshot("postgres-logical", m)).unwrap();
+        }
+        let policy = RetentionPolicy {
+            keep_last: Some(1),
+            ..Default::default()
+        };
+        let groups = forget(&repo, &policy, false).unwrap();
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        let left: Vec<Id> = repo.list_snapshots().unwrap().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(left.len(), 2);
+        assert!(left.contains(&physical));
+        let g = groups.iter().find(|g| g.kind == "postgres-physical").unwrap();
+        assert!(g.decisions.iter().all(|d| d.keep));
+    }
 }

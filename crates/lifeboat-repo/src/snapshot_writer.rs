@@ -322,7 +322,7 @@ fn node_with(name: &std::ffi::OsStr, kind: NodeKind, type_bits: u32, meta: &Entr
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::InitOptions;
     use crate::crypto::KdfParams;

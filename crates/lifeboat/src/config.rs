@@ -85,6 +85,8 @@ struct RawSource {
     physical_method: Option<String>,
     // kind = "postgres", mode = "logical": restore tests
     scratch_url: Option<String>,
+    // kind = "postgres", mode = "logical": how long to wait for a locked table
+    lock_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,7 +171,14 @@ pub struct DbSource {
     /// Server restore tests restore into (temporary databases, dropped afterwards); None: a
     /// throwaway cluster from the local server binaries.
     pub scratch_url: Option<String>,
+    /// How long a logical backup waits for a table another session holds locked (an ALTER
+    /// TABLE, a `LOCK … ACCESS EXCLUSIVE`) before it fails saying so: without a limit it would
+    /// wait silently for as long as the lock is held.
+    pub lock_timeout: std::time::Duration,
 }
+
+/// `lock_timeout` when the config sets none.
+pub const DEFAULT_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -283,9 +292,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
                     || s.data_dir.is_some()
                     || s.physical_method.is_some()
                     || s.scratch_url.is_some()
+                    || s.lock_timeout.is_some()
                 {
                     return Err(bad(format!(
-                        "sources.{name}: url, databases, mode, checks, data_dir, physical_method and scratch_url belong to kind = \"postgres\""
+                        "sources.{name}: url, databases, mode, checks, data_dir, physical_method, scratch_url and lock_timeout belong to kind = \"postgres\""
                     )));
                 }
             }
@@ -440,7 +450,17 @@ fn db_source(name: &str, s: RawSource) -> std::result::Result<DbSource, String> 
         }
         Some(RawDatabases::List(l)) => Databases::List(l),
     };
+    let lock_timeout = match s.lock_timeout.as_deref() {
+        None => DEFAULT_LOCK_TIMEOUT,
+        Some(t) => t
+            .parse::<jiff::SignedDuration>()
+            .ok()
+            .filter(|d| !d.is_negative() && !d.is_zero())
+            .map(|d| d.unsigned_abs())
+            .ok_or_else(|| format!("sources.{name}: lock_timeout {t:?} is not a positive duration (e.g. 5m, 30s)"))?,
+    };
     Ok(DbSource {
+        lock_timeout,
         name: name.into(),
         url,
         databases,

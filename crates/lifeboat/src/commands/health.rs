@@ -44,16 +44,26 @@ pub fn validate(ctx: &Ctx) -> Result<u8> {
             "config": path,
             "repository": c.location.is_some(),
             "sources": c.sources.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            "db_sources": c.db_sources.iter().map(|s| serde_json::json!({
+                "name": s.name,
+                "url": lifeboat_pg::ConnInfo::parse(&s.url).map(|u| u.url().to_string()).ok(),
+                "mode": db_mode(s),
+            })).collect::<Vec<_>>(),
             "checks": checks,
         }));
         return Ok(OK);
     }
     println!(
-        "config {}: valid ({} source(s), {} check(s))",
+        "config {}: valid ({} files source(s), {} database source(s), {} check(s))",
         path.display(),
         c.sources.len(),
+        c.db_sources.len(),
         c.checks.len()
     );
+    for s in &c.db_sources {
+        let url = lifeboat_pg::ConnInfo::parse(&s.url).map_or_else(|_| "?".into(), |u| u.url().to_string());
+        println!("  source {:<19} {:<10} {url}", s.name, db_mode(s));
+    }
     for s in &c.checks {
         let deps = if s.depends_on.is_empty() {
             String::new()
@@ -63,6 +73,13 @@ pub fn validate(ctx: &Ctx) -> Result<u8> {
         println!("  check {:<20} {:<10} {}{deps}", s.name, s.kind(), s.target());
     }
     Ok(OK)
+}
+
+fn db_mode(s: &crate::config::DbSource) -> &'static str {
+    match s.mode {
+        crate::config::DbMode::Physical => "physical",
+        crate::config::DbMode::Logical => "logical",
+    }
 }
 
 /// Snapshot times for `backup` checks, from the repository opened once per run (read-only:

@@ -182,7 +182,7 @@ pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<u8> {
         return Ok(OK);
     }
     for g in &groups {
-        println!("host {} paths {}", g.host, g.paths.join(" "));
+        println!("host {} {} paths {}", g.host, g.kind, g.paths.join(" "));
         let rows: Vec<Vec<String>> = g
             .decisions
             .iter()

@@ -32,6 +32,7 @@ pub fn backup(ctx: &Ctx, repo: &Repository, src: &DbSource, a: &BackupArgs) -> R
         tags,
         forensic: a.force,
         path: None,
+        lock_timeout: Some(src.lock_timeout),
     };
     let out = logical::backup(repo, &tools, &conn, &opts)?;
     let r = &out.result;
@@ -195,6 +196,7 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
                 let opts = BackupOptions {
                     databases: Some(vec![db.clone()]),
                     tags: vec![select::SAFETY_TAG.into()],
+                    lock_timeout: Some(src.lock_timeout),
                     ..Default::default()
                 };
                 let b = logical::backup(&repo, &tools, &target.with_database(&db), &opts).map_err(|e| {
@@ -208,38 +210,52 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
                 }
                 safety = Some(b.result.snapshot_id);
             }
-            logical::drop_database(&admin, &db)?;
-            logical::create_database(&admin, &db)?;
         }
-        DatabaseState::Empty => {}
-        DatabaseState::Absent => logical::create_database(&admin, &db)?,
+        DatabaseState::Empty | DatabaseState::Absent => {}
     }
+    // Replacing a database: restored and checked under another name first, swapped in only
+    // once it is complete (see logical::swap_database); until then the old one is untouched.
+    let staging = (state == DatabaseState::NotEmpty).then(|| format!("lifeboat_restore_{}", std::process::id()));
+    let into = staging.clone().unwrap_or_else(|| db.clone());
+    if staging.is_some() {
+        logical::drop_database(&admin, &into)?;
+    }
+    if state != DatabaseState::Empty {
+        logical::create_database(&admin, &into)?;
+    }
+    // What a failure leaves behind, said in its message.
+    let undo = |why: &str| -> String {
+        match state {
+            DatabaseState::NotEmpty => {
+                let _ = logical::drop_database(&admin, &into);
+                format!("{db:?} was not changed")
+            }
+            DatabaseState::Absent => {
+                let _ = logical::drop_database(&admin, &db);
+                format!("{db:?} was removed again")
+            }
+            DatabaseState::Empty => format!("{db:?} is empty ({why})"),
+        }
+    };
     let started = Instant::now();
     let index = repo.load_index_for_reading()?;
-    let dconn = target.with_database(&db);
+    let dconn = target.with_database(&into);
     let opts = RestoreDumpOptions { no_owner: a.no_owner };
     let bytes = match logical::restore_dump(&repo, &index, &snap.tree, dump, &tools, &dconn, &opts) {
         Ok(b) => b,
         Err(e) => {
-            if state == DatabaseState::Absent {
-                let _ = logical::drop_database(&admin, &db);
-            }
+            let left = undo("rolled back");
             if matches!(e, lifeboat_pg::PgError::Connect { .. }) || e.is_storage_full() {
                 return Err(e.into());
             }
             return Err(fail(
                 RESTORE_TEST_FAILED,
                 format!(
-                    "restore of snapshot {} into {} failed (rolled back; the database is {}{}): {e}",
+                    "restore of snapshot {} into {} failed and was rolled back ({left}{}): {e}",
                     id.short(),
-                    dconn.url(),
-                    if state == DatabaseState::Absent {
-                        "removed again"
-                    } else {
-                        "empty"
-                    },
+                    target.with_database(&db).url(),
                     safety
-                        .map(|s| format!("; what it held is in safety backup {}", s.short()))
+                        .map(|s| format!("; safety backup {}", s.short()))
                         .unwrap_or_default()
                 ),
             ));
@@ -248,6 +264,28 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     let restore_secs = started.elapsed().as_secs_f64();
     let actual = fingerprint::compute(&tools, &dconn, None)?;
     let mismatches = fingerprint::compare(&dump.tables, &actual);
+    if let Some(staging) = &staging {
+        if !mismatches.is_empty() {
+            for m in &mismatches {
+                eprintln!("lifeboat: fingerprint: {m}");
+            }
+            let left = undo("");
+            return Err(fail(
+                RESTORE_TEST_FAILED,
+                format!(
+                    "restored, but {} table fingerprint(s) differ from the backup: not swapped in, {left}",
+                    mismatches.len()
+                ),
+            ));
+        }
+        logical::swap_database(&admin, staging, &db).map_err(|e| {
+            let _ = logical::drop_database(&admin, staging);
+            anyhow::anyhow!(e).context(format!(
+                "restored, but could not put it in place of {db:?}, which was not changed"
+            ))
+        })?;
+    }
+    let dconn = target.with_database(&db);
     let result = serde_json::json!({
         "snapshot_id": id,
         "database": dump.name,

@@ -47,10 +47,11 @@ fn target(a: &RestoreArgs) -> Result<RecoveryTarget> {
     Ok(RecoveryTarget::Latest)
 }
 
-/// The passphrase file restore_command reads (see the module docs).
-fn restore_password_file(ctx: &Ctx, a: &RestoreArgs, data_dir: &Path, run_as: Option<RunAs>) -> Result<PathBuf> {
+/// The passphrase file restore_command reads (see the module docs), and whether lifeboat
+/// writes it ([`write_password_file`], only once the restore was not refused).
+fn restore_password_file(a: &RestoreArgs, data_dir: &Path) -> Result<(PathBuf, bool)> {
     if let Some(f) = &a.restore_password_file {
-        return Ok(std::path::absolute(f)?);
+        return Ok((std::path::absolute(f)?, false));
     }
     let name = data_dir
         .file_name()
@@ -60,8 +61,7 @@ fn restore_password_file(ctx: &Ctx, a: &RestoreArgs, data_dir: &Path, run_as: Op
         .parent()
         .unwrap_or(Path::new("/"))
         .join(format!(".lifeboat-{name}.passphrase"));
-    write_password_file(ctx, &file, run_as)?;
-    Ok(file)
+    Ok((file, true))
 }
 
 /// Writes a 0600 copy of the repository passphrase for the server's OS user.
@@ -157,7 +157,15 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
                 "restore --clean-before needs the source: restore SOURCE --clean-before TIME --data-dir DIR",
             ));
         }
-        (None, _) => restore::choose_snapshot(&repo, source, reference, &target)?,
+        (None, _) => {
+            // A configured source is matched by its URL too (see select::belongs_to); without
+            // one, several clusters' backups in the repository make `latest` ambiguous.
+            let url = source
+                .and_then(|n| ctx.config.db_sources.iter().find(|s| s.name == n))
+                .map(|s| lifeboat_pg::ConnInfo::parse(&s.url).map(|c| c.url().to_string()))
+                .transpose()?;
+            restore::choose_snapshot(&repo, source, url.as_deref(), reference, &target)?
+        }
     };
     let run_as = RunAs::for_server()?;
     let spool = {
@@ -170,11 +178,7 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
             .unwrap_or(Path::new("/"))
             .join(format!(".lifeboat-{name}.spool"))
     };
-    std::fs::create_dir_all(&spool)?;
-    if let Some(r) = run_as {
-        r.chown(&spool)?;
-    }
-    let pass_file = restore_password_file(ctx, a, &data_dir, run_as)?;
+    let (pass_file, write_pass_file) = restore_password_file(a, &data_dir)?;
     let restore_command = restore_command_for(ctx, &pass_file, &spool)?;
     let opts = PhysicalRestoreOptions {
         data_dir: data_dir.clone(),
@@ -199,6 +203,15 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     let r = restore::restore(&repo, &chosen, &opts, &progress);
     bar.finish();
     let r = r?;
+    // Only now: a refused restore (a non-empty data directory) leaves neither the spool nor,
+    // above all, a passphrase file behind.
+    std::fs::create_dir_all(&spool)?;
+    if let Some(r) = run_as {
+        r.chown(&spool)?;
+    }
+    if write_pass_file {
+        write_password_file(ctx, &pass_file, run_as)?;
+    }
     let files_secs = started.elapsed().as_secs_f64();
     let mut start_report = None;
     if let Some(tools) = &tools {

@@ -49,20 +49,71 @@ pub fn automatic(s: &Snapshot) -> bool {
     !is_forensic(s) && !s.tags.iter().any(|t| t == SAFETY_TAG)
 }
 
-/// True when `s` is a backup of the configured database source `src`.
+/// True when `s` is a backup of the configured database source `src`: taken under its name
+/// (when recorded) *and* from its URL (password left out). The name alone is not enough: two
+/// hosts sharing one repository may each call their database `db`, and `latest` must never
+/// pick the other host's database.
 pub fn belongs_to(s: &Snapshot, src: &DbSource) -> bool {
-    if !s.source_kind.starts_with("postgres") {
-        return false;
-    }
-    let named = s
-        .source
+    named_like(s, src) && same_url(s, src)
+}
+
+/// Recorded under `src`'s name (or recorded without a name, as older snapshots are).
+fn named_like(s: &Snapshot, src: &DbSource) -> bool {
+    s.source_kind.starts_with("postgres") && recorded_name(s).is_none_or(|n| n == src.name)
+}
+
+fn recorded_name(s: &Snapshot) -> Option<&str> {
+    s.source
         .as_ref()
         .and_then(|v| v.get("source_name"))
-        .and_then(|n| n.as_str());
-    match named {
-        Some(n) => n == src.name,
-        None => lifeboat_pg::ConnInfo::parse(&src.url).is_ok_and(|c| s.paths.iter().any(|p| p == c.url())),
+        .and_then(|n| n.as_str())
+}
+
+fn same_url(s: &Snapshot, src: &DbSource) -> bool {
+    lifeboat_pg::ConnInfo::parse(&src.url).is_ok_and(|c| s.paths.iter().any(|p| p == c.url()))
+}
+
+/// When nothing of `src` was found: the URLs that backups under its name were taken from, so
+/// the message can say why none of them counts (the config's URL changed, or another host
+/// uses the same name).
+pub fn other_urls(snaps: &[(Id, Snapshot)], src: &DbSource) -> Vec<String> {
+    let mut urls: Vec<String> = snaps
+        .iter()
+        .filter(|(_, s)| recorded_name(s) == Some(src.name.as_str()) && !same_url(s, src))
+        .flat_map(|(_, s)| s.paths.iter().cloned())
+        .collect();
+    urls.sort();
+    urls.dedup();
+    urls
+}
+
+/// The not-found error for `what` of `src`, naming backups under its name taken elsewhere.
+pub fn not_found(snaps: &[(Id, Snapshot)], src: &DbSource, what: String) -> anyhow::Error {
+    let others = other_urls(snaps, src);
+    if others.is_empty() {
+        return RepoError::SnapshotNotFound(what).into();
     }
+    let url = lifeboat_pg::ConnInfo::parse(&src.url).map_or_else(|_| src.url.clone(), |c| c.url().to_string());
+    fail(
+        SNAPSHOT_NOT_FOUND,
+        format!(
+            "snapshot {what} not found: backups named {:?} exist but were taken from {} (host {}), not from {url} as configured; give the snapshot id to restore one of them on purpose",
+            src.name,
+            others.join(", "),
+            hosts_of(snaps, &others)
+        ),
+    )
+}
+
+fn hosts_of(snaps: &[(Id, Snapshot)], urls: &[String]) -> String {
+    let mut hosts: Vec<&str> = snaps
+        .iter()
+        .filter(|(_, s)| s.paths.iter().any(|p| urls.contains(p)))
+        .map(|(_, s)| s.host.as_str())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts.join(", ")
 }
 
 /// Parses an incident time: RFC 3339 or PostgreSQL's style (`2026-11-20 14:00+00`).
@@ -135,10 +186,11 @@ pub fn choose(
         }
         return Ok((id, s));
     }
-    let snaps: Vec<(Id, Snapshot)> = repo
-        .list_snapshots()?
-        .into_iter()
+    let all = repo.list_snapshots()?;
+    let snaps: Vec<(Id, Snapshot)> = all
+        .iter()
         .filter(|(_, s)| belongs_to(s, src) && s.source_kind == kind_of(src))
+        .cloned()
         .collect();
     if let Some(t) = clean_before {
         let t = parse_time(t)?;
@@ -159,7 +211,7 @@ pub fn choose(
     snaps
         .into_iter()
         .rfind(|(_, s)| automatic(s))
-        .ok_or_else(|| RepoError::SnapshotNotFound(format!("latest of source {}", src.name)).into())
+        .ok_or_else(|| not_found(&all, src, format!("latest of source {}", src.name)))
 }
 
 #[cfg(test)]

@@ -230,7 +230,11 @@ fn validate_reports_what_it_found() {
     );
     let r = lb(&env, &cfg, &["config", "validate"]);
     r.ok();
-    assert!(r.stdout.contains("valid (0 source(s), 2 check(s))"), "{r}");
+    assert!(
+        r.stdout
+            .contains("valid (0 files source(s), 0 database source(s), 2 check(s))"),
+        "{r}"
+    );
     assert!(
         r.stdout.contains("(depends on db)") && !r.stdout.contains("s3cret"),
         "{r}"

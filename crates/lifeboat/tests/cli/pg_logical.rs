@@ -331,4 +331,142 @@ fn restore_to_another_server_stops_at_the_first_error_and_no_owner_fixes_it() {
     );
     run(&env, &cfg, &["restore", "db", "--to", &other.url("app"), "--no-owner"]).ok();
     assert_eq!(count(&other, "app", "SELECT count(*) FROM orders"), 500);
+    // --force-overwrite onto it with a restore that fails: the database it was to replace is
+    // untouched (restored under another name first, swapped in only when complete).
+    other
+        .client("app")
+        .unwrap()
+        .execute("INSERT INTO orders (item) VALUES ('kept');")
+        .unwrap();
+    let r = run(
+        &env,
+        &cfg,
+        &[
+            "restore",
+            "db",
+            "--to",
+            &other.url("app"),
+            "--force-overwrite",
+            "--no-safety-backup",
+        ],
+    );
+    r.expect_code(18)
+        .one_line_error(&["rolled back", "\"app\" was not changed", "appowner"]);
+    assert_eq!(
+        count(&other, "app", "SELECT count(*) FROM orders WHERE item = 'kept'"),
+        1
+    );
+    assert_eq!(
+        count(
+            &other,
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'lifeboat\\_%'"
+        ),
+        0,
+        "no staging database left behind"
+    );
+}
+
+/// A table held locked by another session (an ALTER TABLE, a `LOCK … ACCESS EXCLUSIVE`): the
+/// backup fails after the source's `lock_timeout` with one line that says so, instead of
+/// waiting silently for as long as the lock is held; nothing is committed.
+#[test]
+fn a_locked_table_fails_the_backup_after_lock_timeout() {
+    let Some((tools, c)) = cluster() else { return };
+    let env = Env::with_repo(&[]);
+    let cfg = config(&env, &c, &[], "lock_timeout = \"2s\"\n");
+    let mut holder = tools.command("psql").unwrap();
+    c.conn("app").apply(&mut holder);
+    holder.args([
+        "-X",
+        "-q",
+        "-c",
+        "BEGIN; LOCK orders IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(30); COMMIT;",
+    ]);
+    let mut holder = holder
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Until the lock is granted.
+    let granted = "SELECT count(*) FROM pg_locks l JOIN pg_class r ON r.oid = l.relation WHERE r.relname = 'orders' AND l.mode = 'AccessExclusiveLock' AND l.granted";
+    let t0 = std::time::Instant::now();
+    while count(&c, "app", granted) == 0 {
+        assert!(t0.elapsed().as_secs() < 10, "the lock was never taken");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let started = std::time::Instant::now();
+    let r = run(&env, &cfg, &["backup", "db"]);
+    let took = started.elapsed();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    r.expect_code(1)
+        .one_line_error(&["timed out after 2 s", "lock", "\"app\""]);
+    assert!(took.as_secs() < 20, "waited {took:?}");
+    let snaps = run(&env, &cfg, &["--json", "snapshots"]).json();
+    assert_eq!(snaps.as_array().unwrap().len(), 0, "nothing committed: {snaps}");
+    // A malformed lock_timeout is a config error.
+    let bad = config(&env, &c, &[], "lock_timeout = \"soon\"\n");
+    run(&env, &bad, &["backup", "db"])
+        .expect_code(2)
+        .one_line_error(&["lock_timeout"]);
+}
+
+/// `latest` of a source means a backup of *its* database: another host writing into the same
+/// repository under the same source name (another URL) is never restored by mistake.
+#[test]
+fn latest_never_picks_another_hosts_database_under_the_same_name() {
+    let Some((_tools, c)) = cluster() else { return };
+    c.client("postgres").unwrap().execute("CREATE DATABASE other;").unwrap();
+    c.client("other")
+        .unwrap()
+        .execute("CREATE TABLE elsewhere (x int); INSERT INTO elsewhere VALUES (1);")
+        .unwrap();
+    let env = Env::with_repo(&[]);
+    let cfg = config(&env, &c, &[], "");
+    let other = env.path("other-host.toml");
+    std::fs::write(
+        &other,
+        format!(
+            "[sources.db]\nkind = \"postgres\"\nmode = \"logical\"\nurl = \"{}\"\ndatabases = [\"other\"]\n",
+            c.url("other")
+        ),
+    )
+    .unwrap();
+    let mut a: Vec<&OsStr> = vec![OsStr::new("--config"), other.as_os_str()];
+    a.extend(["backup", "db"].iter().map(OsStr::new));
+    env.run_env(
+        &a,
+        &[
+            ("PGPASSWORD", OsStr::new(DBPASS)),
+            ("LIFEBOAT_HOST", OsStr::new("db2.example")),
+        ],
+    )
+    .ok();
+    // Only the other host's backup so far: refused, naming where it came from.
+    let to = format!("postgres://postgres@127.0.0.1:{}/which_one", c.port());
+    run(&env, &cfg, &["restore", "db", "latest", "--to", &to])
+        .expect_code(11)
+        .one_line_error(&["/other", "db2.example", "not from"]);
+    // This host's own backup is the one restored, although the other one is newer.
+    run(&env, &cfg, &["backup", "db"]).ok();
+    env.run_env(
+        &a,
+        &[
+            ("PGPASSWORD", OsStr::new(DBPASS)),
+            ("LIFEBOAT_HOST", OsStr::new("db2.example")),
+        ],
+    )
+    .ok();
+    run(&env, &cfg, &["restore", "db", "latest", "--to", &to]).ok();
+    assert_eq!(count(&c, "which_one", "SELECT count(*) FROM orders"), 500);
+    // config validate lists database sources too.
+    let v = run(&env, &cfg, &["config", "validate"]);
+    v.ok();
+    assert!(
+        v.stdout.contains("1 database source(s)") && v.stdout.contains("logical"),
+        "{v}"
+    );
+    let j = run(&env, &cfg, &["--json", "config", "validate"]).json();
+    assert_eq!(j["db_sources"][0]["name"], "db", "{j}");
 }

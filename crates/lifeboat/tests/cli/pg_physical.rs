@@ -230,6 +230,16 @@ fn restore_started(env: &PgEnv, name: &str, extra: &[&str]) -> (ScratchCluster, 
     let run = env.lifeboat(&args);
     let attached = ScratchCluster::attach_running(&env.tools, &data, port).unwrap();
     run.ok();
+    // The server keeps none of lifeboat's repository variables (a superuser could read a
+    // passphrase there with COPY … FROM PROGRAM 'env'); restore_command names its own.
+    let pid = std::fs::read_to_string(data.join("postmaster.pid")).unwrap();
+    let environ = std::fs::read(format!("/proc/{}/environ", pid.lines().next().unwrap().trim())).unwrap();
+    for var in ["LIFEBOAT_PASSWORD", "LIFEBOAT_CONFIG=", "LIFEBOAT_REPO="] {
+        assert!(
+            !String::from_utf8_lossy(&environ).contains(var),
+            "{var} in the server's environment"
+        );
+    }
     // RTO: until the database answers a query.
     attached
         .wait_for("the restored server to answer", Duration::from_secs(60), || {
@@ -969,6 +979,10 @@ fn physical_restore_test_without_its_wal_fails_is_recorded_and_cleans_up() {
     );
     let s = env.lifeboat(&["--json", "snapshots"]);
     assert_eq!(s.json()[0]["verified"], false, "{}", s.stdout);
+    // None of its WAL in the repository at all (the server archived elsewhere): still a gap,
+    // not "no archived WAL", exit 16.
+    std::fs::remove_dir_all(&ns).unwrap();
+    env.lifeboat(&["wal", "check", "--settle", "0"]).expect_code(16);
 }
 
 /// `physical_method = "local"`: lifeboat on the database host reads the data directory between
@@ -1324,6 +1338,9 @@ fn local_method_backs_up_tablespaces_and_restores_them_where_told() {
     .expect_code(8)
     .one_line_error(&["tablespace fast", "already holds", "--tablespace-map fast=DIR"]);
     assert!(!refused_dir.exists());
+    // A refused restore leaves no copy of the passphrase (nor a spool) behind.
+    assert!(!env.root.join(".lifeboat-refused.passphrase").exists());
+    assert!(!env.root.join(".lifeboat-refused.spool").exists());
     // --force-overwrite does not make the live tablespace fair game: the data directory being
     // replaced (none here) must link to it.
     env.lifeboat(&[
@@ -1459,4 +1476,34 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The server archives into one repository, the backup is taken into another: PostgreSQL says
+/// the WAL is archived, yet none of it is where the backup is. Refused (exit 14) with nothing
+/// committed, instead of a snapshot no restore can make consistent.
+#[test]
+fn a_backup_into_a_repository_without_the_servers_wal_is_refused() {
+    let Some(env) = PgEnv::new() else { return };
+    let Some(elsewhere) = PgEnv::new() else { return };
+    let src = env.cluster(true, None);
+    let cfg = elsewhere.config("db", &src.url("postgres"));
+    let cfg = cfg.to_str().unwrap();
+    let started = Instant::now();
+    elsewhere
+        .lifeboat(&["--config", cfg, "backup", "db"])
+        .expect_code(14)
+        .one_line_error(&["not into this repository", "wal stream", "nothing was committed"]);
+    assert!(started.elapsed() < Duration::from_secs(90));
+    assert_eq!(
+        elsewhere
+            .lifeboat(&["--json", "snapshots"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    // Into the repository the server archives to, the same backup succeeds.
+    let cfg = env.config("db", &src.url("postgres"));
+    env.lifeboat(&["--config", cfg.to_str().unwrap(), "backup", "db"]).ok();
 }
