@@ -94,6 +94,7 @@ impl Tools {
             "LIFEBOAT_PASSWORD",
             "LIFEBOAT_NEW_PASSWORD",
             "LIFEBOAT_PASSWORD_FILE",
+            "LIFEBOAT_PASSWORD_COMMAND",
             "LIFEBOAT_CONFIG",
             "LIFEBOAT_REPO",
         ] {

@@ -100,7 +100,8 @@ pub enum Command {
     Ls(LsArgs),
     /// Show what changed between two snapshots (+ added, - removed, M modified, T type, U metadata).
     Diff(DiffArgs),
-    /// Restore a snapshot into a folder.
+    /// Restore a snapshot into a folder (--target), a database (--to URL) or a data directory
+    /// (--data-dir, point in time with --target-time).
     Restore(RestoreArgs),
     /// Verify the repository: structure always, pack data with --read-data.
     Check(CheckArgs),
@@ -498,7 +499,7 @@ pub struct RestoreArgs {
     #[arg(required = true, num_args = 1..=2, value_name = "SNAPSHOT")]
     pub items: Vec<String>,
     /// Folder to restore into; the snapshot's absolute paths are recreated under it.
-    #[arg(short, long, value_name = "DIR", required_unless_present_any = ["data_dir", "to", "clean_before"])]
+    #[arg(short, long, value_name = "DIR")]
     pub target: Option<PathBuf>,
     /// Physical database restore: the data directory to create (refused if not empty).
     #[arg(long, value_name = "DIR", help_heading = "Database restore")]

@@ -50,6 +50,50 @@ pub struct ObjectStoreBackend {
     lock: Option<Arc<super::ObjectLockClient>>,
     /// Lock every immutable object after writing it (see [`super::LockRetention`]).
     retain: Option<super::LockRetention>,
+    /// Local folder owned by another user while we run as root: the (uid, gid) every object
+    /// and folder we create is handed to (see [`LocalOwner`]).
+    owner: Option<LocalOwner>,
+}
+
+/// Run as root (a cron job, an admin's shell) against a repository folder that belongs to
+/// another user (typically `postgres`, whose `archive_command` writes into it), lifeboat would
+/// leave root-owned folders (`data/94/`) and objects behind, and the owner's next write into
+/// them would fail with "Permission denied": archiving would stop. So, as root, everything
+/// created under such a folder is given to the folder's owner, as if that user had written it.
+#[derive(Clone, Copy, Debug)]
+struct LocalOwner {
+    uid: u32,
+    gid: u32,
+}
+
+impl LocalOwner {
+    /// The owner to adopt for `root`: only when running as root and `root` is not root's.
+    fn of(root: &Path) -> Option<LocalOwner> {
+        use std::os::unix::fs::MetadataExt;
+        if !rustix::process::geteuid().is_root() {
+            return None;
+        }
+        let m = std::fs::metadata(root).ok()?;
+        (m.uid() != 0).then_some(LocalOwner {
+            uid: m.uid(),
+            gid: m.gid(),
+        })
+    }
+
+    /// Gives `root/key` and the folders between it and `root` to the owner. Best effort: a
+    /// failure leaves the object readable as before and shows up as the owner's write error.
+    fn adopt(&self, root: &Path, key: &str) {
+        use std::os::unix::fs::MetadataExt;
+        let path = root.join(key);
+        let _ = std::os::unix::fs::chown(&path, Some(self.uid), Some(self.gid));
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| d.starts_with(root) && *d != root) {
+            if std::fs::metadata(d).is_ok_and(|m| m.uid() != self.uid) {
+                let _ = std::os::unix::fs::chown(d, Some(self.uid), Some(self.gid));
+            }
+            dir = d.parent();
+        }
+    }
 }
 
 /// Objects rewritten or removed in place, never locked: the prune lease and probes (`locks/`)
@@ -59,6 +103,12 @@ fn is_mutable(key: &str) -> bool {
 }
 
 impl ObjectStoreBackend {
+    fn adopt(&self, key: &str) {
+        if let (Some(owner), Some(root)) = (&self.owner, &self.local_root) {
+            owner.adopt(root, key);
+        }
+    }
+
     /// A local folder; created only when `create` (for `init`), so a mistyped path is reported,
     /// not silently made. Every write is fsync'd and published by rename, so a crash never leaves
     /// a partial object under its final name.
@@ -89,6 +139,7 @@ impl ObjectStoreBackend {
             single_put: false,
             lock: None,
             retain: None,
+            owner: LocalOwner::of(root),
         })
     }
 
@@ -202,6 +253,7 @@ impl ObjectStoreBackend {
             single_put: o.object_lock,
             lock: Some(Arc::new(lock)),
             retain: if o.object_lock { o.lock_retention } else { None },
+            owner: None,
         })
     }
 
@@ -216,6 +268,7 @@ impl ObjectStoreBackend {
             single_put: false,
             lock: None,
             retain: None,
+            owner: None,
         }
     }
 
@@ -393,6 +446,7 @@ impl Backend for ObjectStoreBackend {
             .block_on(self.store.put_opts(&p, PutPayload::from(data), mode.into()))
             .map(|_| ())
             .map_err(|e| convert(&self.location, "put", key, e))?;
+        self.adopt(key);
         self.lock_after_write(key)
     }
 
@@ -414,6 +468,7 @@ impl Backend for ObjectStoreBackend {
             location: self.location.clone(),
             key: key.to_string(),
             max_parts_in_flight: self.parts_in_flight,
+            adopt: self.owner.zip(self.local_root.clone()),
         }))
     }
 
@@ -505,6 +560,8 @@ struct StreamUpload {
     max_parts_in_flight: usize,
     location: String,
     key: String,
+    /// See [`LocalOwner`]: applied once the object is published.
+    adopt: Option<(LocalOwner, PathBuf)>,
 }
 
 impl Upload for StreamUpload {
@@ -529,7 +586,11 @@ impl Upload for StreamUpload {
         runtime()
             .block_on(w.finish())
             .map(|_| ())
-            .map_err(|e| convert(&self.location, "upload", &self.key, e))
+            .map_err(|e| convert(&self.location, "upload", &self.key, e))?;
+        if let Some((owner, root)) = &self.adopt {
+            owner.adopt(root, &self.key);
+        }
+        Ok(())
     }
 
     fn abort(mut self: Box<Self>) {
@@ -546,5 +607,38 @@ impl Drop for StreamUpload {
             let _guard = runtime().enter();
             let _ = runtime().block_on(w.abort());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// As root, into a folder owned by another user: every object and folder written belongs
+    /// to that user (whose archive_command writes there next), through both ways of writing.
+    #[test]
+    fn as_root_objects_belong_to_the_folders_owner() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (uid, gid) = (65534, 65534);
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        let b = ObjectStoreBackend::local(dir.path(), false).unwrap();
+        b.put("snapshots/one", b"x".to_vec(), PutMode::Create).unwrap();
+        let mut up = b.upload("data/94/pack").unwrap();
+        up.write(b"pack bytes").unwrap();
+        up.finish().unwrap();
+        for p in ["snapshots", "snapshots/one", "data", "data/94", "data/94/pack"] {
+            let m = std::fs::metadata(dir.path().join(p)).unwrap();
+            assert_eq!((m.uid(), m.gid()), (uid, gid), "{p}");
+        }
+        // A root-owned folder stays root's.
+        let own = tempfile::tempdir().unwrap();
+        let b = ObjectStoreBackend::local(own.path(), false).unwrap();
+        b.put("data/aa/x", b"x".to_vec(), PutMode::Create).unwrap();
+        assert_eq!(std::fs::metadata(own.path().join("data/aa/x")).unwrap().uid(), 0);
     }
 }

@@ -18,6 +18,22 @@ pub fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     if a.to.is_some() || a.clean_before.is_some() {
         return super::pg_logical::restore(ctx, a);
     }
+    if a.target.is_none()
+        && let Some(src) = ctx.config.db_sources.iter().find(|s| Some(&s.name) == a.items.first())
+    {
+        return Err(fail(
+            USAGE,
+            format!(
+                "restore {0}: a database restore needs --to postgres://…/DATABASE (logical) or --data-dir DIR (physical; sources.{0} is {1})",
+                src.name,
+                if src.mode == crate::config::DbMode::Physical {
+                    "physical"
+                } else {
+                    "logical"
+                }
+            ),
+        ));
+    }
     let [snapshot] = a.items.as_slice() else {
         return Err(fail(
             USAGE,
