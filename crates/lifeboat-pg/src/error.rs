@@ -52,6 +52,18 @@ pub enum PgError {
         /// What is missing and how to fix it.
         message: String,
     },
+    /// A replication slot is held by another client (`wal stream` does not take it over).
+    #[error(
+        "{target}: replication slot \"{slot}\" is in use by {holder}: stop that client (a leftover of an earlier wal stream?) or use another --slot"
+    )]
+    SlotInUse {
+        /// Server (URL without password).
+        target: String,
+        /// The slot.
+        slot: String,
+        /// Who holds it (application, server PID, local PID when found).
+        holder: String,
+    },
     /// A program exited with an error.
     #[error("{tool} failed ({status}): {message}")]
     ToolFailed {
@@ -170,6 +182,56 @@ pub fn classify_client_error(tool: &str, target: &str, status: String, stderr: &
     }
 }
 
+/// Messages of a replication client that mean the connection went away and a later attempt
+/// can get through: the server restarting, crashing or failing over, the network dropping, or
+/// the slot still held for a moment by the walsender of the connection just lost.
+const TRANSIENT: [&str; 16] = [
+    // libpq's second line after "server closed the connection unexpectedly" (a crash), which
+    // is all that is left of it in the last lines.
+    "the server terminated abnormally",
+    // The server ended the stream on a clean shutdown (pg_ctl stop/restart); we set no --endpos.
+    "replication stream was terminated before stop point",
+    "server closed the connection unexpectedly",
+    "terminating connection due to administrator command",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
+    "unexpected termination of replication stream",
+    "could not receive data from wal stream",
+    "connection to server was lost",
+    "connection reset by peer",
+    "connection timed out",
+    "ssl syscall error",
+    "is active for pid",
+];
+
+/// True when a replication client (pg_receivewal) ended for a reason that retrying can fix: the
+/// server was unreachable, the connection was lost, or the server ended the stream on shutdown
+/// (pg_receivewal --no-loop then says only "disconnected"). Authentication failures, missing
+/// configuration and anything unrecognised are not: retrying would hide them.
+pub fn is_transient(e: &PgError) -> bool {
+    match e {
+        PgError::Connect {
+            kind: ConnectFailure::Unreachable,
+            ..
+        } => true,
+        PgError::ToolFailed { message, .. } => {
+            let lower = message.to_lowercase();
+            TRANSIENT.iter().any(|t| lower.contains(t)) || only_disconnected(&lower)
+        }
+        _ => false,
+    }
+}
+
+/// The client's whole complaint is "disconnected" (the server ended the stream cleanly).
+fn only_disconnected(lower: &str) -> bool {
+    lower
+        .split(" / ")
+        .all(|l| l.trim_end_matches('.').ends_with("disconnected"))
+}
+
 /// The last few non-empty lines of a program's error output, joined on one line.
 pub fn last_lines(s: &str) -> String {
     let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
@@ -238,5 +300,38 @@ mod tests {
             "ERROR:  syntax error at or near \"x\"\n",
         );
         assert!(matches!(e, PgError::ToolFailed { .. }), "{e}");
+    }
+
+    fn receivewal_end(stderr: &str) -> PgError {
+        classify_client_error("pg_receivewal", "t", "exit status: 1".into(), stderr)
+    }
+
+    #[test]
+    fn lost_connections_are_transient_and_refusals_are_not() {
+        for transient in [
+            "pg_receivewal: error: disconnected\n",
+            "pg_receivewal: error: could not receive data from WAL stream: server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally\n\tbefore or while processing the request.\npg_receivewal: error: disconnected\n",
+            "pg_receivewal: not renaming \"000000010000000000000004.partial\", segment is not complete\npg_receivewal: error: replication stream was terminated before stop point\npg_receivewal: error: disconnected\n",
+            "pg_receivewal: error: unexpected termination of replication stream: FATAL:  terminating connection due to administrator command\npg_receivewal: error: disconnected\n",
+            "pg_receivewal: error: connection to server at \"127.0.0.1\", port 5432 failed: Connection refused\n\tIs the server running on that host and accepting TCP/IP connections?\npg_receivewal: error: disconnected\n",
+            "pg_receivewal: error: connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  the database system is shutting down\npg_receivewal: error: disconnected\n",
+            "pg_receivewal: error: could not send replication command \"START_REPLICATION\": ERROR:  replication slot \"lifeboat\" is active for PID 4242\npg_receivewal: error: disconnected\n",
+        ] {
+            let e = receivewal_end(transient);
+            assert!(is_transient(&e), "{e}");
+        }
+        for fatal in [
+            "pg_receivewal: error: connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  password authentication failed for user \"x\"\npg_receivewal: error: disconnected\n",
+            "pg_receivewal: error: could not send replication command \"START_REPLICATION\": ERROR:  requested WAL segment 000000010000000000000003 has already been removed\npg_receivewal: error: disconnected\n",
+            "pg_receivewal: error: could not send replication command \"START_REPLICATION\": ERROR:  replication slot \"x\" does not exist\npg_receivewal: error: disconnected\n",
+        ] {
+            let e = receivewal_end(fatal);
+            assert!(!is_transient(&e), "{e}");
+        }
+        let e = PgError::NotConfigured {
+            target: "t".into(),
+            message: "wal_level is minimal".into(),
+        };
+        assert!(!is_transient(&e));
     }
 }

@@ -38,5 +38,5 @@ pub mod worker_lock;
 pub use client::Client;
 pub use cluster::{ClusterOptions, ScratchCluster};
 pub use conn::ConnInfo;
-pub use error::{ConnectFailure, PgError, Result, classify_client_error, last_lines};
+pub use error::{ConnectFailure, PgError, Result, classify_client_error, is_transient, last_lines};
 pub use tools::{RunAs, Tools};

@@ -134,7 +134,7 @@ pub struct BackupOutcome {
     pub source: LogicalSource,
 }
 
-fn quote_literal(s: &str) -> String {
+pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 

@@ -7,6 +7,7 @@ mod config;
 mod exit;
 mod output;
 mod secrets;
+mod signals;
 
 use std::process::ExitCode;
 

@@ -24,6 +24,17 @@ pub fn run(ctx: &Ctx, c: WalCommand) -> Result<u8> {
 }
 
 fn stream(ctx: &Ctx, a: &WalStreamArgs) -> Result<u8> {
+    let interval = parse_duration(&a.interval)?;
+    if interval < lifeboat_pg::stream::MIN_INTERVAL {
+        return Err(fail(
+            USAGE,
+            format!(
+                "wal stream: --interval {} is too short (minimum {} ms)",
+                a.interval,
+                lifeboat_pg::stream::MIN_INTERVAL.as_millis()
+            ),
+        ));
+    }
     let srcs = &ctx.config.db_sources;
     let src = match &a.source {
         Some(n) => srcs.iter().find(|s| s.name == *n).ok_or_else(|| {
@@ -58,7 +69,7 @@ fn stream(ctx: &Ctx, a: &WalStreamArgs) -> Result<u8> {
     };
     let opts = lifeboat_pg::stream::StreamOptions {
         slot: a.slot.clone(),
-        interval: parse_duration(&a.interval)?,
+        interval,
         duration: a.duration.as_deref().map(parse_duration).transpose()?,
         spool: base.join("received"),
         compression: compression(ctx, a.compression),
@@ -77,9 +88,13 @@ fn stream(ctx: &Ctx, a: &WalStreamArgs) -> Result<u8> {
             a.interval
         );
     }
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let mut hook = StreamRounds { wal: &wal, error: None };
-    let r = lifeboat_pg::stream::stream(&wal.repo, &tools, &conn, &opts, &markers, &stop, &mut hook)?;
+    let stop = crate::signals::stop_on_signals();
+    let mut hook = StreamRounds {
+        wal: &wal,
+        error: None,
+        target: conn.url().to_string(),
+    };
+    let r = lifeboat_pg::stream::stream(&wal.repo, &tools, &conn, &opts, &markers, stop, &mut hook)?;
     if let Some(e) = hook.error {
         return Err(e);
     }
@@ -87,10 +102,11 @@ fn stream(ctx: &Ctx, a: &WalStreamArgs) -> Result<u8> {
         output::json(&r);
     } else if !ctx.global.quiet {
         println!(
-            "stored {} segment(s) and {} partial upload(s), {}",
+            "stored {} segment(s) and {} partial upload(s), {}; {} reconnect(s)",
             r.segments,
             r.partial_uploads,
-            output::bytes(r.bytes)
+            output::bytes(r.bytes),
+            r.reconnects
         );
     }
     Ok(OK)
@@ -279,6 +295,8 @@ struct PushOut<'a> {
 struct StreamRounds<'a> {
     wal: &'a WalRepo,
     error: Option<anyhow::Error>,
+    /// The server (URL without password), for the reconnect line.
+    target: String,
 }
 
 impl lifeboat_pg::stream::SweepHook for StreamRounds<'_> {
@@ -297,6 +315,28 @@ impl lifeboat_pg::stream::SweepHook for StreamRounds<'_> {
             }
         }
     }
+
+    /// One line per lost connection, also with --quiet: a service's log should show each gap.
+    fn reconnecting(&mut self, error: &lifeboat_pg::PgError, wait: std::time::Duration) {
+        eprintln!(
+            "lifeboat: wal stream lost the connection to {} ({}); retrying in {} s",
+            self.target,
+            reason(error),
+            wait.as_secs()
+        );
+    }
+}
+
+/// What pg_receivewal said, without the target (the reconnect line names it already) and
+/// without its "pg_receivewal: error: " prefixes.
+fn reason(error: &lifeboat_pg::PgError) -> String {
+    let said = match error {
+        lifeboat_pg::PgError::Connect { message, .. } | lifeboat_pg::PgError::ToolFailed { message, .. } => {
+            message.clone()
+        }
+        e => e.to_string(),
+    };
+    said.replace("pg_receivewal: ", "").replace("error: ", "")
 }
 
 fn data_dir(given: &Option<PathBuf>) -> Result<PathBuf> {

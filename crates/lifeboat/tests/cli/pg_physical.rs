@@ -576,6 +576,235 @@ fn wal_stream_keeps_the_rpo_in_seconds() {
     assert!(rpo < 5.0, "RPO {rpo} s");
 }
 
+/// Starts `wal stream` on the config `cfg` with `extra` options, output captured.
+fn start_stream(env: &PgEnv, cfg: &str, extra: &[&str]) -> std::process::Child {
+    let mut args = vec!["--config", cfg, "wal", "stream", "--interval", "300ms"];
+    args.extend_from_slice(extra);
+    env.cmd(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `stream` streams from the server; on a timeout, fails with its output. Generous:
+/// on a loaded machine a restart can take long enough for the back-off to reach 16 s.
+fn wait_streaming(c: &ScratchCluster, stream: &mut std::process::Child, what: &str) {
+    let r = c.wait_for(what, Duration::from_secs(60), || {
+        c.client("postgres")
+            .and_then(|db| db.query_value("SELECT count(*) FROM pg_stat_replication"))
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some("1")
+    });
+    if let Err(e) = r {
+        let _ = stream.kill();
+        let o = stream.stderr.take().map(std::io::read_to_string);
+        panic!("{e}; wal stream said: {o:?}");
+    }
+}
+
+/// Sends `signal` (e.g. "TERM") to a process.
+fn send_signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+/// Waits (up to 20 s) for a process to end and returns its exit code and output.
+fn finish(mut child: std::process::Child) -> Run {
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    Run::from_output(&[std::ffi::OsStr::new("wal stream")], o)
+}
+
+/// PIDs of the running `name` processes whose parent is `parent`.
+fn children_named(parent: u32, name: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // pid (comm) state ppid ...
+            let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            let mut fields = rest.split(' ');
+            let state = fields.next()?;
+            let ppid = fields.next()?.parse::<u32>().ok()?;
+            (comm == name && ppid == parent && state != "Z").then_some(pid)
+        })
+        .collect()
+}
+
+/// True while a process exists (and is not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Waits until the slot is not in use any more.
+fn wait_slot_released(c: &ScratchCluster, what: &str) {
+    c.wait_for(what, Duration::from_secs(5), || {
+        value(
+            c,
+            "SELECT active FROM pg_replication_slots WHERE slot_name = 'lifeboat'",
+        ) == "f"
+    })
+    .unwrap();
+}
+
+#[test]
+fn wal_stream_reconnects_after_a_server_restart() {
+    let Some(env) = PgEnv::new() else { return };
+    let mut src = env.cluster(true, None);
+    let db = src.client("postgres").unwrap();
+    db.execute("ALTER SYSTEM SET archive_timeout = 0; SELECT pg_reload_conf();")
+        .unwrap();
+    db.execute("CREATE TABLE ticks (n int);").unwrap();
+    let cfg = env.config("db", &src.url("postgres"));
+    let cfg = cfg.to_str().unwrap().to_string();
+    env.lifeboat(&["--config", &cfg, "backup", "db"]).ok();
+
+    let mut stream = start_stream(&env, &cfg, &["--duration", "120s"]);
+    wait_streaming(&src, &mut stream, "the stream to start");
+    db.execute("INSERT INTO ticks SELECT generate_series(1, 10)").unwrap();
+    let t0 = Instant::now();
+    src.stop().unwrap();
+    src.start().unwrap();
+    wait_streaming(&src, &mut stream, "the stream to reconnect");
+    eprintln!(
+        "wal stream reconnected {:.1} s after the restart began",
+        t0.elapsed().as_secs_f64()
+    );
+    let db = src.client("postgres").unwrap();
+    db.execute("INSERT INTO ticks SELECT generate_series(11, 20)").unwrap();
+    // A crash (immediate stop, crash recovery on start) instead of a clean restart.
+    src.crash().unwrap();
+    src.start().unwrap();
+    wait_streaming(&src, &mut stream, "the stream to reconnect after a crash");
+    let db = src.client("postgres").unwrap();
+    db.execute("INSERT INTO ticks SELECT generate_series(21, 30)").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    send_signal(stream.id(), "TERM");
+    let run = finish(stream);
+    run.ok();
+    let lost: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("lost the connection"))
+        .collect();
+    assert!(!lost.is_empty(), "no reconnect line:\n{run}");
+    assert!(lost.iter().all(|l| l.contains("retrying in")), "{run}");
+    assert!(
+        run.stdout.contains("reconnect(s)") && !run.stdout.contains("; 0 reconnect(s)"),
+        "{run}"
+    );
+    eprintln!("{}", lost.join("\n"));
+
+    let data_dir = src.data_dir().to_path_buf();
+    src.crash().unwrap();
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    let (restored, _, _) = restore_started(&env, "reconnected", &[]);
+    assert_eq!(
+        value(&restored, "SELECT count(*) FROM ticks"),
+        "30",
+        "rows committed after the restart and after the crash were streamed"
+    );
+}
+
+#[test]
+fn wal_stream_stops_on_signals_and_releases_the_slot() {
+    let Some(env) = PgEnv::new() else { return };
+    let src = env.cluster(false, None);
+    let cfg = env.config("db", &src.url("postgres"));
+    let cfg = cfg.to_str().unwrap().to_string();
+
+    // SIGTERM (a service stop): exit 0 with the summary, pg_receivewal gone, slot free.
+    let mut stream = start_stream(&env, &cfg, &["--json"]);
+    wait_streaming(&src, &mut stream, "the stream to start");
+    let receivers = children_named(stream.id(), "pg_receivewal");
+    assert_eq!(receivers.len(), 1, "one pg_receivewal under lifeboat");
+    send_signal(stream.id(), "TERM");
+    let run = finish(stream);
+    run.ok();
+    assert_eq!(run.json()["reconnects"], 0, "{run}");
+    assert!(!alive(receivers[0]), "pg_receivewal {} outlived lifeboat", receivers[0]);
+    wait_slot_released(&src, "the slot to be released after SIGTERM");
+
+    // The same slot again at once; Ctrl-C (SIGINT) stops it the same way.
+    let mut stream = start_stream(&env, &cfg, &[]);
+    wait_streaming(&src, &mut stream, "the second stream to start");
+    send_signal(stream.id(), "INT");
+    let run = finish(stream);
+    run.ok();
+    assert!(run.stdout.contains("stored"), "{run}");
+    wait_slot_released(&src, "the slot to be released after SIGINT");
+
+    // SIGKILL leaves no handler running: the kernel's parent-death signal ends pg_receivewal.
+    let mut stream = start_stream(&env, &cfg, &[]);
+    wait_streaming(&src, &mut stream, "the third stream to start");
+    let receivers = children_named(stream.id(), "pg_receivewal");
+    assert_eq!(receivers.len(), 1, "one pg_receivewal under lifeboat");
+    stream.kill().unwrap();
+    stream.wait().unwrap();
+    src.wait_for("pg_receivewal to die with lifeboat", Duration::from_secs(5), || {
+        !alive(receivers[0])
+    })
+    .unwrap();
+    wait_slot_released(&src, "the slot to be released after SIGKILL");
+
+    // A pg_receivewal that lifeboat did not start holds the slot: one line naming it, and it
+    // is left running.
+    let spool = env.root.join("other-receiver");
+    std::fs::create_dir(&spool).unwrap();
+    let mut other = env
+        .tools
+        .command("pg_receivewal")
+        .unwrap()
+        .arg("-D")
+        .arg(&spool)
+        .args(["--slot", "lifeboat", "--no-loop"])
+        .arg(format!("--dbname={}", src.url("postgres")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_streaming(&src, &mut other, "the other pg_receivewal to start");
+    let run = env.lifeboat(&["--quiet", "--config", &cfg, "wal", "stream", "--duration", "30s"]);
+    run.expect_code(1).one_line_error(&[
+        "in use by",
+        &format!("pg_receivewal PID {} on this machine", other.id()),
+    ]);
+    eprintln!("{}", run.stderr.trim());
+    assert!(alive(other.id()), "the other pg_receivewal was left alone");
+    other.kill().unwrap();
+    other.wait().unwrap();
+}
+
+#[test]
+fn wal_stream_rejects_a_zero_interval() {
+    let env = crate::common::Env::new();
+    let t0 = Instant::now();
+    env.run(&["wal", "stream", "--interval", "0s", "--duration", "2s"])
+        .expect_code(2)
+        .one_line_error(&["--interval 0s", "too short"]);
+    assert!(t0.elapsed() < Duration::from_secs(2), "rejected at once");
+}
+
 #[test]
 fn forensic_copy_is_labelled_and_never_latest() {
     let Some(env) = PgEnv::new() else { return };
