@@ -8,6 +8,52 @@ use std::process::Command;
 
 use crate::error::{PgError, Result};
 
+/// What names a database in a (password-free) URL, for telling whether two URLs mean the same
+/// one: the scheme spelling (`postgresql://`), the query (`?sslmode=…`), the default port and the
+/// host's case are left out, so a config edited that way still finds its earlier backups.
+/// `user@host:port/database`, the parts given.
+pub fn identity(url: &str) -> String {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .unwrap_or(url);
+    let rest = rest.split('?').next().unwrap_or(rest);
+    let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
+    let (user, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u.split(':').next().unwrap_or(u)), h),
+        None => (None, authority),
+    };
+    let hostport = hostport.to_ascii_lowercase();
+    let hostport = match hostport.rsplit_once(':') {
+        Some((h, "5432")) if !h.ends_with(':') => h.to_string(),
+        _ => hostport,
+    };
+    match user {
+        Some(u) => format!("{u}@{hostport}/{db}"),
+        None => format!("{hostport}/{db}"),
+    }
+}
+
+/// True when a URL reaches the server through this machine only (localhost, a loopback
+/// address, a Unix socket): it names a different server on every host, so only backups taken
+/// on this host can be its backups.
+pub fn is_local(url: &str) -> bool {
+    let id = identity(url);
+    let authority = id.split('/').next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    host.is_empty()
+        || host == "localhost"
+        || host.starts_with("127.")
+        || host == "::1"
+        || host.starts_with('%')
+        || url.contains("host=%2F")
+        || url.contains("host=/")
+}
+
 /// Where and how to connect.
 #[derive(Clone)]
 pub struct ConnInfo {
@@ -121,6 +167,19 @@ fn percent_decode(s: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_ignores_spelling_and_is_local_sees_loopback() {
+        let a = identity("postgres://backup@DB1.internal:5432/app");
+        assert_eq!(a, identity("postgresql://backup@db1.internal/app?sslmode=require"));
+        assert_ne!(a, identity("postgres://backup@db1.internal:5433/app"));
+        assert_ne!(a, identity("postgres://backup@db1.internal/other"));
+        assert!(is_local("postgres://backup@localhost/app"));
+        assert!(is_local("postgres://backup@127.0.0.1:5433/app"));
+        assert!(is_local("postgres://backup@[::1]:5432/app"));
+        assert!(is_local("postgres:///app?host=/var/run/postgresql"));
+        assert!(!is_local("postgres://backup@db1.internal/app"));
+    }
 
     #[test]
     fn password_is_split_off() {

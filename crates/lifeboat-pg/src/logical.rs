@@ -416,14 +416,37 @@ pub fn drop_database(admin: &Client, db: &str) -> Result<()> {
     admin.execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE);", quote_ident(db)))
 }
 
+/// How [`swap_database`] failed.
+#[derive(Debug)]
+pub struct SwapFailed {
+    /// The step's error, with where things stand when `stranded`.
+    pub error: PgError,
+    /// The original database could not be put back under its name: the restored copy (still
+    /// named `staging`) must be kept, and `error` says where the original is.
+    pub stranded: bool,
+}
+
 /// Puts the database `staging` (a finished, verified restore) in the place of `db`, so that a
 /// restore with `--force-overwrite` never leaves `db` empty or half-restored: `db` stops taking
 /// connections, its sessions are ended, it is renamed aside, `staging` takes its name, and only
-/// then is the old one dropped. A failed step undoes the ones before it; `db` is then as it was.
-pub fn swap_database(admin: &Client, staging: &str, db: &str) -> Result<()> {
-    let old = format!("lifeboat_replaced_{}", std::process::id());
+/// then is the old one dropped. A failed step undoes the ones before it (restoring `db`'s own
+/// ALLOW_CONNECTIONS); should an undo fail too, the failure says where each database is.
+/// `Ok(Some(text))`: swapped, but the old database could not be dropped (named in `text`).
+pub fn swap_database(admin: &Client, staging: &str, db: &str) -> std::result::Result<Option<String>, SwapFailed> {
+    let fail = |error: PgError, stranded: bool| SwapFailed { error, stranded };
+    let old = unique_name("lifeboat_replaced");
     let (qdb, qold, qstaging) = (quote_ident(db), quote_ident(&old), quote_ident(staging));
-    admin.execute(&format!("ALTER DATABASE {qdb} WITH ALLOW_CONNECTIONS false;"))?;
+    let allowed = admin
+        .query_value(&format!(
+            "SELECT datallowconn FROM pg_database WHERE datname = {}",
+            quote_literal(db)
+        ))
+        .map_err(|e| fail(e, false))?
+        .is_none_or(|v| v == "t");
+    let reopen = format!("ALTER DATABASE {qdb} WITH ALLOW_CONNECTIONS {allowed};");
+    admin
+        .execute(&format!("ALTER DATABASE {qdb} WITH ALLOW_CONNECTIONS false;"))
+        .map_err(|e| fail(e, false))?;
     let aside = admin
         .execute(&format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid();",
@@ -431,15 +454,42 @@ pub fn swap_database(admin: &Client, staging: &str, db: &str) -> Result<()> {
         ))
         .and_then(|()| admin.execute(&format!("ALTER DATABASE {qdb} RENAME TO {qold};")));
     if let Err(e) = aside {
-        let _ = admin.execute(&format!("ALTER DATABASE {qdb} WITH ALLOW_CONNECTIONS true;"));
-        return Err(e);
+        return Err(match admin.execute(&reopen) {
+            Ok(()) => fail(e, false),
+            Err(u) => fail(
+                PgError::Invalid(format!(
+                    "{e}; and {db:?} could not be opened to connections again ({u}): run ALTER DATABASE {qdb} WITH ALLOW_CONNECTIONS {allowed}"
+                )),
+                false,
+            ),
+        });
     }
     if let Err(e) = admin.execute(&format!("ALTER DATABASE {qstaging} RENAME TO {qdb};")) {
-        let _ = admin.execute(&format!("ALTER DATABASE {qold} RENAME TO {qdb};"));
-        let _ = admin.execute(&format!("ALTER DATABASE {qdb} WITH ALLOW_CONNECTIONS true;"));
-        return Err(e);
+        let back = admin
+            .execute(&format!("ALTER DATABASE {qold} RENAME TO {qdb};"))
+            .and_then(|()| admin.execute(&reopen));
+        return Err(match back {
+            Ok(()) => fail(e, false),
+            Err(u) => fail(
+                PgError::Invalid(format!(
+                    "{e}; putting the original back failed too ({u}): it is database {old:?} (not accepting connections), the restored copy is {staging:?}"
+                )),
+                true,
+            ),
+        });
     }
-    drop_database(admin, &old)
+    Ok(drop_database(admin, &old).err().map(|e| {
+        format!("{db:?} was replaced, but the old database, now {old:?}, could not be dropped ({e}): drop it by hand")
+    }))
+}
+
+/// `prefix_` and 8 random hex digits: a database name no other restore (from any host, whose
+/// process ids may collide with ours) will pick.
+pub fn unique_name(prefix: &str) -> String {
+    let mut r = [0u8; 4];
+    lifeboat_repo::crypto::fill_random(&mut r);
+    let hex: String = r.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{prefix}_{hex}")
 }
 
 /// Options of [`restore_dump`].
@@ -502,11 +552,23 @@ pub fn restore_globals(
     let node = find_file(repo, index, snapshot_tree, "globals.sql")?;
     let mut sql = Vec::new();
     copy_file(repo, index, &node, &mut sql)?;
+    // Roles the server already has (its bootstrap superuser at least): pg_dumpall's CREATE ROLE
+    // for them fails as expected, which is no news worth a note.
+    let existing: Vec<String> = Client::connect(tools, conn)?
+        .query("SELECT rolname FROM pg_roles")?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .collect();
     let out = psql::script(tools, conn, &String::from_utf8_lossy(&sql), false)?;
     Ok(out
         .stderr
         .lines()
         .filter(|l| l.contains("ERROR"))
+        .filter(|l| {
+            !existing
+                .iter()
+                .any(|r| l.contains(&format!("role {} already exists", quote_ident(r))))
+        })
         .map(|l| l.trim().to_string())
         .collect())
 }

@@ -23,8 +23,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicUsize, Ordering};
 
-/// Maps watched at once; a batch holds at most its segments mapped (`--batch` is small). A map
-/// beyond this is still used, only its fault would not name the segment.
+/// Maps watched at once; a batch holds at most its segments mapped (`--batch`, 64 by default,
+/// and the background pusher's commits of 8). A map beyond this is still used, only its fault
+/// would then end the process with a bare SIGBUS instead of the line naming the segment.
 const SLOTS: usize = 128;
 
 /// Longest file name kept for the message (WAL segment names are 24 characters).
@@ -144,10 +145,12 @@ extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
         start != 0 && addr >= start && addr - start < s.len.load(Ordering::Relaxed)
     });
     let Some(slot) = hit else {
-        // Not ours: back to the default action; returning re-runs the faulting access.
-        // SAFETY: resetting a signal's disposition is async-signal-safe.
+        // Not ours: the default action, as if no handler had run (raised again for a SIGBUS
+        // sent by kill, which returning would not repeat; a fault would repeat anyway).
+        // SAFETY: signal and raise are async-signal-safe.
         unsafe {
             libc::signal(libc::SIGBUS, libc::SIG_DFL);
+            libc::raise(libc::SIGBUS);
         }
         return;
     };

@@ -63,6 +63,9 @@ pub struct ServerInfo {
     pub archive_mode: String,
     /// `archive_command`.
     pub archive_command: String,
+    /// `pg_is_in_recovery()`: a standby, whose backup's WAL is archived by the primary, when
+    /// its segment is full or `archive_timeout` passed.
+    pub in_recovery: bool,
 }
 
 /// Reads the settings a physical backup depends on and refuses a server that cannot give a
@@ -72,7 +75,7 @@ pub fn check_server(client: &Client) -> Result<ServerInfo> {
         "SELECT current_setting('wal_level'), current_setting('archive_mode'), current_setting('archive_command'), \
          current_setting('server_version_num'), (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'), \
          (SELECT system_identifier::text FROM pg_control_system()), \
-         (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)",
+         (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), pg_is_in_recovery()",
     )?;
     let r = rows
         .into_iter()
@@ -86,6 +89,7 @@ pub fn check_server(client: &Client) -> Result<ServerInfo> {
         server_version_num: get(3).parse().unwrap_or(0),
         wal_segment_size: get(4).parse().unwrap_or(16 << 20),
         system_identifier: get(5),
+        in_recovery: get(7) == "t",
     };
     let target = client.conn().url().to_string();
     let not_configured = |message: String| PgError::NotConfigured {
@@ -220,7 +224,7 @@ pub fn backup(repo: &Repository, tools: &Tools, conn: &ConnInfo, opts: &Physical
     let stop_wal = Segment::of(start.timeline, stop, seg).name(seg);
     // The segment holding the backup's last byte (pg_basebackup waited for its archiving).
     let last = Segment::of(start.timeline, Lsn(stop.0.saturating_sub(1)), seg).name(seg);
-    wait_wal_in_repository(repo, &info.system_identifier, &last, conn)?;
+    wait_wal_in_repository(repo, &info, &last, conn)?;
     let mut source = source_metadata(&opts.source_name, "basebackup", &info, &start, stop, stop_wal);
     source.insert("backup_type".into(), "full".into());
     let source = serde_json::Value::Object(source);
@@ -236,14 +240,24 @@ pub const WAL_IN_REPOSITORY_WAIT: std::time::Duration = std::time::Duration::fro
 /// into another repository (or with `cp`), with no `wal stream` into this one, would otherwise
 /// leave a snapshot that no restore can make consistent, found out only at the next restore
 /// test. Refused (exit 14) before the commit: nothing is committed.
-pub(crate) fn wait_wal_in_repository(repo: &Repository, sysid: &str, name: &str, conn: &ConnInfo) -> Result<()> {
-    let ns = wal_namespace(sysid);
+///
+/// Not checked for a standby: its backup's last segment reaches the archive only once the
+/// primary archives it (a full segment, `archive_timeout`), which may be minutes away; the
+/// restore test proves those backups.
+pub(crate) fn wait_wal_in_repository(repo: &Repository, info: &ServerInfo, name: &str, conn: &ConnInfo) -> Result<()> {
+    if info.in_recovery {
+        return Ok(());
+    }
+    let ns = wal_namespace(&info.system_identifier);
     let started = std::time::Instant::now();
     loop {
-        if lifeboat_repo::named::read_manifest(repo, &ns, name)?.is_some() {
+        // A failed read (a storage hiccup) is asked again, within the same wait.
+        let found = lifeboat_repo::named::read_manifest(repo, &ns, name);
+        if matches!(found, Ok(Some(_))) {
             return Ok(());
         }
         if started.elapsed() >= WAL_IN_REPOSITORY_WAIT {
+            found?;
             return Err(PgError::NotConfigured {
                 target: conn.url().into(),
                 message: format!(

@@ -266,7 +266,7 @@ pub fn backup(
         // The last segment the backup needs: the one holding the byte before the stop point.
         let last = Segment::of(start.timeline, Lsn(stop.lsn.0.saturating_sub(1)), seg).name(seg);
         wait_archived(&data_dir, &last, opts.archive_wait, conn)?;
-        crate::physical::wait_wal_in_repository(repo, &info.system_identifier, &last, conn)?;
+        crate::physical::wait_wal_in_repository(repo, &info, &last, conn)?;
         // Like pg_basebackup's tar, which always carries a tablespace_map (empty without
         // tablespaces): the same files whichever method made the backup.
         let extra = vec![

@@ -89,12 +89,14 @@ pub fn choose_snapshot(
                         .and_then(|v| v.as_str())
                         == Some(n)
                 })
-                && source_url.is_none_or(|u| s.paths.iter().any(|p| p == u))
+                && source_url.is_none_or(|u| {
+                    let want = crate::conn::identity(u);
+                    s.paths.iter().any(|p| crate::conn::identity(p) == want)
+                        && (!crate::conn::is_local(u) || s.host == lifeboat_repo::repository::hostname())
+                })
         })
         .collect();
-    if source_url.is_none() {
-        refuse_ambiguous(&matching, source_name)?;
-    }
+    refuse_ambiguous(&matching, source_name)?;
     let mut candidates = matching.into_iter();
     let chosen = match target {
         RecoveryTarget::Time(t) | RecoveryTarget::Before(t) => candidates.find(|(_, s)| stop_time(s) <= *t),
@@ -120,10 +122,12 @@ pub fn choose_snapshot(
     })
 }
 
-/// Without the source's URL to go by, `latest` must not pick whichever cluster backed up last:
-/// a repository shared by several servers (or two hosts whose sources share a name) would
-/// restore another server's data. Refused when the candidates come from more than one cluster
-/// (by PostgreSQL's system identifier, which a URL such as `localhost` cannot tell apart).
+/// `latest` must not pick whichever cluster backed up last: a repository shared by several
+/// servers (or two hosts whose sources share a name) would restore another server's data.
+/// Refused when the candidates come from more than one cluster (by PostgreSQL's system
+/// identifier, which a URL such as `localhost` cannot tell apart) on more than one host; one
+/// host's cluster initialised anew (pg_upgrade, initdb) is still one server, its newest backup
+/// the one wanted.
 fn refuse_ambiguous(candidates: &[(Id, Snapshot)], source_name: Option<&str>) -> Result<()> {
     let mut clusters: Vec<(String, String)> = Vec::new();
     for (_, s) in candidates {
@@ -138,7 +142,10 @@ fn refuse_ambiguous(candidates: &[(Id, Snapshot)], source_name: Option<&str>) ->
             clusters.push((sysid, format!("{} on host {}", s.paths.join(" "), s.host)));
         }
     }
-    if clusters.len() < 2 {
+    let mut hosts: Vec<&str> = candidates.iter().map(|(_, s)| s.host.as_str()).collect();
+    hosts.sort();
+    hosts.dedup();
+    if clusters.len() < 2 || hosts.len() < 2 {
         return Ok(());
     }
     let list: Vec<String> = clusters
@@ -159,10 +166,22 @@ fn refuse_ambiguous(candidates: &[(Id, Snapshot)], source_name: Option<&str>) ->
 fn why_stopped(log: &Path) -> (String, String) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let this_start = text.rfind("starting PostgreSQL").map_or(text.as_str(), |i| &text[i..]);
-    let fatal = this_start
+    // Clients turned away while the server starts or stops log FATAL too: not the cause.
+    let client_noise = [
+        "the database system is starting up",
+        "the database system is shutting down",
+        "the database system is not yet accepting connections",
+        "the database system is in recovery mode",
+    ];
+    let lines: Vec<&str> = this_start
         .lines()
+        .filter(|l| !client_noise.iter().any(|n| l.contains(n)))
+        .collect();
+    let fatal = lines
+        .iter()
         .rev()
-        .find(|l| l.contains("FATAL:") || l.contains("PANIC:"))
+        .find(|l| l.contains("PANIC:"))
+        .or_else(|| lines.iter().rev().find(|l| l.contains("FATAL:")))
         .map(|l| l.trim().to_string())
         .unwrap_or_default();
     (fatal, last_lines(&text))
@@ -696,6 +715,8 @@ mod tests {
         let one = backup_of("7001", "postgres://backup@localhost/app", "db1");
         let same = backup_of("7001", "postgres://backup@db1.internal/app", "backup-host");
         assert!(refuse_ambiguous(&[one.clone(), same], None).is_ok());
+        let upgraded = backup_of("7003", "postgres://backup@localhost/app", "db1");
+        assert!(refuse_ambiguous(&[one.clone(), upgraded], None).is_ok(), "one host");
         let other = backup_of("7002", "postgres://backup@localhost/app", "db2");
         let e = refuse_ambiguous(&[one, other], Some("db")).unwrap_err().to_string();
         assert!(

@@ -149,7 +149,8 @@ pub fn stream(
     let mut backoff = FIRST_BACKOFF;
     loop {
         let started = Instant::now();
-        let Some(err) = s.session(tools, conn, opts, &until, hook)? else {
+        let reconnect = s.report.reconnects > 0;
+        let Some(err) = s.session(tools, conn, opts, &until, hook, reconnect)? else {
             return Ok(s.report);
         };
         if until.reached() {
@@ -308,6 +309,27 @@ fn local_receivers(slot: &str, url: &str) -> Vec<u32> {
 
 /// Creates the slot unless it exists (again at every reconnection: a slot dropped meanwhile is
 /// recreated instead of failing the stream).
+/// Before streaming again after a lost connection: the slot must still exist (dropped, it is
+/// the operator giving up on the stream, or a server restored without it; created anew it would
+/// start at the current position and leave a silent gap), and no other client may have taken
+/// it meanwhile.
+fn slot_still_ours(tools: &Tools, conn: &ConnInfo, slot: &str) -> Result<()> {
+    let client = Client::connect(tools, conn)?;
+    let exists = client.query_value(&format!(
+        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = {}",
+        crate::logical::quote_literal(slot)
+    ))?;
+    if exists.as_deref() != Some("1") {
+        return Err(PgError::NotConfigured {
+            target: conn.url().into(),
+            message: format!(
+                "replication slot {slot:?} was dropped while the stream was disconnected: WAL written meanwhile may be lost to it; start `lifeboat wal stream` again to create it anew, then take a base backup"
+            ),
+        });
+    }
+    wait_for_free_slot(&client, conn, slot)
+}
+
 fn create_slot(tools: &Tools, conn: &ConnInfo, slot: &str) -> Result<()> {
     let mut create = tools.command("pg_receivewal")?;
     create.args(["--create-slot", "--if-not-exists", "--slot"]).arg(slot);
@@ -443,8 +465,14 @@ impl<'a> Streamer<'a> {
         opts: &StreamOptions,
         until: &Until,
         hook: &mut dyn SweepHook,
+        reconnect: bool,
     ) -> Result<Option<PgError>> {
-        if let Err(e) = create_slot(tools, conn, &opts.slot) {
+        let prepared = if reconnect {
+            slot_still_ours(tools, conn, &opts.slot)
+        } else {
+            create_slot(tools, conn, &opts.slot)
+        };
+        if let Err(e) = prepared {
             return if crate::error::is_transient(&e) {
                 Ok(Some(e))
             } else {

@@ -71,11 +71,12 @@ impl Tools {
     }
 
     /// A command for a program, with a clean libpq environment (no inherited PGPASSWORD,
-    /// PGHOST… that could silently point it elsewhere) and without lifeboat's passphrase and
-    /// repository variables: a server started this way would otherwise keep LIFEBOAT_PASSWORD
-    /// in its environment (readable by any superuser through `COPY … FROM PROGRAM 'env'`), and
-    /// its restore_command would inherit a relative LIFEBOAT_CONFIG that means nothing in the
-    /// data directory. restore_command names the repository and passphrase file itself.
+    /// PGHOST… that could silently point it elsewhere), without the repository passphrase (a
+    /// server started this way would keep LIFEBOAT_PASSWORD in its environment, readable by any
+    /// superuser through `COPY … FROM PROGRAM 'env'`), and with lifeboat's path variables made
+    /// absolute: a server runs in its data directory, where a relative LIFEBOAT_CONFIG would
+    /// name nothing, yet a replacement primary's `archive_command = 'lifeboat wal push %p'` may
+    /// rely on them.
     pub fn command(&self, tool: &str) -> Result<Command> {
         let mut c = Command::new(self.path(tool)?);
         for v in [
@@ -87,18 +88,25 @@ impl Tools {
             "PGDATABASE",
             "PGSERVICE",
             "PGOPTIONS",
+            "LIFEBOAT_PASSWORD",
+            "LIFEBOAT_NEW_PASSWORD",
         ] {
             c.env_remove(v);
         }
         for v in [
-            "LIFEBOAT_PASSWORD",
-            "LIFEBOAT_NEW_PASSWORD",
-            "LIFEBOAT_PASSWORD_FILE",
-            "LIFEBOAT_PASSWORD_COMMAND",
             "LIFEBOAT_CONFIG",
+            "LIFEBOAT_PASSWORD_FILE",
             "LIFEBOAT_REPO",
+            "LIFEBOAT_CACHE_DIR",
+            "LIFEBOAT_WAL_SPOOL",
         ] {
-            c.env_remove(v);
+            if let Some(p) = std::env::var_os(v).map(std::path::PathBuf::from)
+                && p.is_relative()
+                && !p.to_string_lossy().contains("://")
+                && let Ok(abs) = std::path::absolute(&p)
+            {
+                c.env(v, abs);
+            }
         }
         Ok(c)
     }

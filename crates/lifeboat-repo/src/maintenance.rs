@@ -24,7 +24,7 @@ use crate::retention::{self, Candidate, Decision, RetentionPolicy};
 
 type SnapshotEntry = (Id, crate::format::snapshot::Snapshot);
 
-/// Snapshots forgotten or kept for one group (host and paths).
+/// Snapshots forgotten or kept for one group (host, source kind and paths).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ForgetGroup {
     /// Host of the group.

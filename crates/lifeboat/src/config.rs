@@ -455,9 +455,12 @@ fn db_source(name: &str, s: RawSource) -> std::result::Result<DbSource, String> 
         Some(t) => t
             .parse::<jiff::SignedDuration>()
             .ok()
-            .filter(|d| !d.is_negative() && !d.is_zero())
+            .filter(|d| !d.is_negative())
             .map(|d| d.unsigned_abs())
-            .ok_or_else(|| format!("sources.{name}: lock_timeout {t:?} is not a positive duration (e.g. 5m, 30s)"))?,
+            .filter(|d| (std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(86_400)).contains(d))
+            .ok_or_else(|| {
+                format!("sources.{name}: lock_timeout {t:?} is not a duration from 1s to 24h (e.g. 5m, 30s)")
+            })?,
     };
     Ok(DbSource {
         lock_timeout,

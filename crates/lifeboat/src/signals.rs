@@ -12,7 +12,7 @@ static STOP: AtomicBool = AtomicBool::new(false);
 const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
 /// The first signal sets [`STOP`]; a second one means "now" and exits at once with 128 + the
-/// signal (the child gets SIGTERM from the kernel through its parent-death signal).
+/// signal (the child gets SIGINT from the kernel through its parent-death signal).
 extern "C" fn on_stop_signal(sig: libc::c_int) {
     if STOP.swap(true, Ordering::SeqCst) {
         // SAFETY: _exit is async-signal-safe; nothing else is done here.

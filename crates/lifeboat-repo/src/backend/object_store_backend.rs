@@ -82,16 +82,50 @@ impl LocalOwner {
 
     /// Gives `root/key` and the folders between it and `root` to the owner. Best effort: a
     /// failure leaves the object readable as before and shows up as the owner's write error.
+    ///
+    /// The folder belongs to someone else, who may swap any part of it for a symlink at any
+    /// moment: the path is walked one component at a time from the root, each opened with
+    /// `O_PATH | O_NOFOLLOW` relative to the one before, and ownership is changed through those
+    /// descriptors. A symlink or anything but a folder on the way, or a final object that is not
+    /// a regular file with one link, ends the walk: nothing outside the repository is ever
+    /// handed over, and only what root created changes hands.
     fn adopt(&self, root: &Path, key: &str) {
-        use std::os::unix::fs::MetadataExt;
-        let path = root.join(key);
-        let _ = std::os::unix::fs::chown(&path, Some(self.uid), Some(self.gid));
-        let mut dir = path.parent();
-        while let Some(d) = dir.filter(|d| d.starts_with(root) && *d != root) {
-            if std::fs::metadata(d).is_ok_and(|m| m.uid() != self.uid) {
-                let _ = std::os::unix::fs::chown(d, Some(self.uid), Some(self.gid));
+        use rustix::fs::{AtFlags, CWD, FileType, Gid, Mode, OFlags, Uid, chownat, fstat, openat};
+        let path_flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let Ok(mut dir) = openat(CWD, root, path_flags | OFlags::DIRECTORY, Mode::empty()) else {
+            return;
+        };
+        let parts: Vec<&str> = key.split('/').filter(|p| !p.is_empty()).collect();
+        let (uid, gid) = (Uid::from_raw(self.uid), Gid::from_raw(self.gid));
+        for (i, part) in parts.iter().enumerate() {
+            if *part == "." || *part == ".." {
+                return;
             }
-            dir = d.parent();
+            let last = i + 1 == parts.len();
+            let flags = if last {
+                path_flags
+            } else {
+                path_flags | OFlags::DIRECTORY
+            };
+            let Ok(fd) = openat(&dir, *part, flags, Mode::empty()) else {
+                return;
+            };
+            let Ok(st) = fstat(&fd) else { return };
+            let want = if last {
+                FileType::RegularFile
+            } else {
+                FileType::Directory
+            };
+            // A hard link to a file elsewhere (slipped in after the publishing rename) has a
+            // second name; the object just written has one.
+            if FileType::from_raw_mode(st.st_mode) != want || (last && st.st_nlink != 1) {
+                return;
+            }
+            // Only what root made: anything else already has an owner of its own.
+            if st.st_uid == 0 {
+                let _ = chownat(&fd, "", Some(uid), Some(gid), AtFlags::EMPTY_PATH);
+            }
+            dir = fd;
         }
     }
 }
@@ -634,6 +668,14 @@ mod tests {
         for p in ["snapshots", "snapshots/one", "data", "data/94", "data/94/pack"] {
             let m = std::fs::metadata(dir.path().join(p)).unwrap();
             assert_eq!((m.uid(), m.gid()), (uid, gid), "{p}");
+        }
+        // A folder swapped for a symlink to somewhere else: nothing there changes hands.
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(outside.path().join("95")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("95"), dir.path().join("data/95")).unwrap();
+        b.put("data/95/pack", b"x".to_vec(), PutMode::Create).unwrap();
+        for p in ["95", "95/pack"] {
+            assert_eq!(std::fs::metadata(outside.path().join(p)).unwrap().uid(), 0, "{p}");
         }
         // A root-owned folder stays root's.
         let own = tempfile::tempdir().unwrap();

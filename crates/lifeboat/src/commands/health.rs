@@ -90,6 +90,10 @@ struct RepoSnapshots {
     /// Source name → its paths, as a snapshot records them (sorted, deduplicated). Database
     /// sources have no paths: their snapshots carry the source name instead.
     sources: Vec<(String, Vec<String>)>,
+    /// Database sources: their snapshots are those `latest` would restore (see
+    /// select::belongs_to), so another host's backups under the same name, or a safety
+    /// backup, never keep a failing source's freshness check green.
+    db_sources: Vec<crate::config::DbSource>,
     repo: Mutex<Option<Repository>>,
 }
 
@@ -119,13 +123,10 @@ impl SnapshotAges for RepoSnapshots {
                     .ok_or_else(|| format!("source {name:?} is not defined in the config"))?,
             ),
         };
+        let db = source.and_then(|n| self.db_sources.iter().find(|d| d.name == n));
         let is_of = |s: &lifeboat_repo::format::snapshot::Snapshot| match (source, &want) {
-            (Some(name), Some(paths)) if paths.is_empty() => {
-                s.source
-                    .as_ref()
-                    .and_then(|j| j.get("source_name"))
-                    .and_then(|v| v.as_str())
-                    == Some(name)
+            (Some(_), Some(paths)) if paths.is_empty() => {
+                db.is_some_and(|d| super::select::belongs_to(s, d) && super::select::automatic(s))
             }
             (_, Some(paths)) => s.source_kind == "files" && s.paths == *paths,
             _ => true,
@@ -244,6 +245,7 @@ fn context(ctx: &Ctx, checks: &[CheckSpec]) -> Context {
                 location,
                 passphrase: ctx.sources(),
                 sources,
+                db_sources: ctx.config.db_sources.clone(),
                 repo: Mutex::new(None),
             }) as Arc<dyn SnapshotAges>)
         }

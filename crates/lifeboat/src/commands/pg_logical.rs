@@ -215,45 +215,39 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     }
     // Replacing a database: restored and checked under another name first, swapped in only
     // once it is complete (see logical::swap_database); until then the old one is untouched.
-    let staging = (state == DatabaseState::NotEmpty).then(|| format!("lifeboat_restore_{}", std::process::id()));
+    let index = repo.load_index_for_reading()?;
+    let staging = (state == DatabaseState::NotEmpty).then(|| logical::unique_name("lifeboat_restore"));
     let into = staging.clone().unwrap_or_else(|| db.clone());
-    if staging.is_some() {
-        logical::drop_database(&admin, &into)?;
-    }
     if state != DatabaseState::Empty {
         logical::create_database(&admin, &into)?;
     }
-    // What a failure leaves behind, said in its message.
-    let undo = |why: &str| -> String {
-        match state {
-            DatabaseState::NotEmpty => {
-                let _ = logical::drop_database(&admin, &into);
-                format!("{db:?} was not changed")
-            }
-            DatabaseState::Absent => {
-                let _ = logical::drop_database(&admin, &db);
-                format!("{db:?} was removed again")
-            }
-            DatabaseState::Empty => format!("{db:?} is empty ({why})"),
-        }
+    // A database this run created goes again on any early return (an error, a `?`).
+    let mut created = Created {
+        admin: &admin,
+        name: (state != DatabaseState::Empty).then(|| into.clone()),
+    };
+    let left = |state: DatabaseState| match state {
+        DatabaseState::NotEmpty => format!("{db:?} was not changed"),
+        DatabaseState::Absent => format!("{db:?} was removed again"),
+        DatabaseState::Empty => format!("{db:?} is empty"),
     };
     let started = Instant::now();
-    let index = repo.load_index_for_reading()?;
     let dconn = target.with_database(&into);
     let opts = RestoreDumpOptions { no_owner: a.no_owner };
     let bytes = match logical::restore_dump(&repo, &index, &snap.tree, dump, &tools, &dconn, &opts) {
         Ok(b) => b,
         Err(e) => {
-            let left = undo("rolled back");
+            drop(created);
             if matches!(e, lifeboat_pg::PgError::Connect { .. }) || e.is_storage_full() {
                 return Err(e.into());
             }
             return Err(fail(
                 RESTORE_TEST_FAILED,
                 format!(
-                    "restore of snapshot {} into {} failed and was rolled back ({left}{}): {e}",
+                    "restore of snapshot {} into {} failed and was rolled back ({}{}): {e}",
                     id.short(),
                     target.with_database(&db).url(),
+                    left(state),
                     safety
                         .map(|s| format!("; safety backup {}", s.short()))
                         .unwrap_or_default()
@@ -269,22 +263,34 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
             for m in &mismatches {
                 eprintln!("lifeboat: fingerprint: {m}");
             }
-            let left = undo("");
+            drop(created);
             return Err(fail(
                 RESTORE_TEST_FAILED,
                 format!(
-                    "restored, but {} table fingerprint(s) differ from the backup: not swapped in, {left}",
-                    mismatches.len()
+                    "restored, but {} table fingerprint(s) differ from the backup: not swapped in, {}",
+                    mismatches.len(),
+                    left(state)
                 ),
             ));
         }
-        logical::swap_database(&admin, staging, &db).map_err(|e| {
-            let _ = logical::drop_database(&admin, staging);
-            anyhow::anyhow!(e).context(format!(
-                "restored, but could not put it in place of {db:?}, which was not changed"
-            ))
-        })?;
+        match logical::swap_database(&admin, staging, &db) {
+            Ok(None) => {}
+            Ok(Some(leftover)) => eprintln!("lifeboat: warning: {leftover}"),
+            Err(f) => {
+                if f.stranded {
+                    // The original is not back under its name: the restored copy must stay.
+                    created.name = None;
+                }
+                drop(created);
+                return Err(anyhow::anyhow!(f.error).context(if f.stranded {
+                    format!("restored into {staging:?}, but swapping it in for {db:?} failed half-way")
+                } else {
+                    format!("restored, but could not put it in place of {db:?}, which was not changed")
+                }));
+            }
+        }
     }
+    created.name = None;
     let dconn = target.with_database(&db);
     let result = serde_json::json!({
         "snapshot_id": id,
@@ -465,6 +471,21 @@ fn record(ctx: &Ctx, repo: &Repository, src: &DbSource, report: verify::RestoreT
         ));
     }
     Ok(OK)
+}
+
+/// A database a restore created: dropped again unless the restore got to keep it (`name` set
+/// to `None`), so no early return leaves a staging copy of a production database behind.
+struct Created<'a> {
+    admin: &'a Client,
+    name: Option<String>,
+}
+
+impl Drop for Created<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.name.take() {
+            let _ = logical::drop_database(self.admin, &n);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -69,8 +69,13 @@ fn recorded_name(s: &Snapshot) -> Option<&str> {
         .and_then(|n| n.as_str())
 }
 
+/// Taken from `src`'s database: the same URL (as [`lifeboat_pg::conn::identity`] compares
+/// them) and, for a URL that only means something on one machine (localhost, a socket), on
+/// this host.
 fn same_url(s: &Snapshot, src: &DbSource) -> bool {
-    lifeboat_pg::ConnInfo::parse(&src.url).is_ok_and(|c| s.paths.iter().any(|p| p == c.url()))
+    let want = lifeboat_pg::conn::identity(&src.url);
+    s.paths.iter().any(|p| lifeboat_pg::conn::identity(p) == want)
+        && (!lifeboat_pg::conn::is_local(&src.url) || s.host == lifeboat_repo::repository::hostname())
 }
 
 /// When nothing of `src` was found: the URLs that backups under its name were taken from, so
@@ -97,7 +102,7 @@ pub fn not_found(snaps: &[(Id, Snapshot)], src: &DbSource, what: String) -> anyh
     fail(
         SNAPSHOT_NOT_FOUND,
         format!(
-            "snapshot {what} not found: backups named {:?} exist but were taken from {} (host {}), not from {url} as configured; give the snapshot id to restore one of them on purpose",
+            "snapshot {what} not found: backups named {:?} exist but were taken from {} (host {}), not from {url} on this host as configured; give the snapshot id to restore one of them on purpose",
             src.name,
             others.join(", "),
             hosts_of(snaps, &others)

@@ -230,15 +230,20 @@ fn restore_started(env: &PgEnv, name: &str, extra: &[&str]) -> (ScratchCluster, 
     let run = env.lifeboat(&args);
     let attached = ScratchCluster::attach_running(&env.tools, &data, port).unwrap();
     run.ok();
-    // The server keeps none of lifeboat's repository variables (a superuser could read a
-    // passphrase there with COPY … FROM PROGRAM 'env'); restore_command names its own.
+    // The server never keeps the passphrase in its environment (a superuser could read it with
+    // COPY … FROM PROGRAM 'env'); lifeboat's path variables reach it as absolute paths.
     let pid = std::fs::read_to_string(data.join("postmaster.pid")).unwrap();
     let environ = std::fs::read(format!("/proc/{}/environ", pid.lines().next().unwrap().trim())).unwrap();
-    for var in ["LIFEBOAT_PASSWORD", "LIFEBOAT_CONFIG=", "LIFEBOAT_REPO="] {
+    for var in String::from_utf8_lossy(&environ).split('\0') {
         assert!(
-            !String::from_utf8_lossy(&environ).contains(var),
-            "{var} in the server's environment"
+            !var.starts_with("LIFEBOAT_PASSWORD="),
+            "the passphrase in the server's environment"
         );
+        if let Some((k, v)) = var.split_once('=')
+            && ["LIFEBOAT_CONFIG", "LIFEBOAT_REPO", "LIFEBOAT_PASSWORD_FILE"].contains(&k)
+        {
+            assert!(Path::new(v).is_absolute(), "{var}");
+        }
     }
     // RTO: until the database answers a query.
     attached
