@@ -297,9 +297,29 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
 }
 
 /// Runs the parsed command; returns the exit code.
+/// `wal fetch --abort-on-error`: every failure of it must stop PostgreSQL's recovery.
+fn aborts_recovery(c: &Command) -> bool {
+    matches!(c, Command::Wal(crate::cli::WalCommand::Fetch(a)) if a.abort_on_error)
+}
+
 pub fn run(cli: Cli) -> Result<u8> {
     let config = match &cli.global.config {
-        Some(p) => config::load(p)?,
+        Some(p) => match config::load(p) {
+            Ok(c) => c,
+            // restore_command's config cannot be read: PostgreSQL must stop recovery, not take
+            // exit 2 for "not found" and promote a server that replayed only part of its WAL.
+            Err(e) if aborts_recovery(&cli.command) => {
+                return Err(crate::exit::fail(
+                    crate::exit::WAL_FETCH_ABORT,
+                    format!(
+                        "{}; exiting {} so that PostgreSQL stops recovery (--abort-on-error) instead of ending it here",
+                        crate::one_line(&e),
+                        crate::exit::WAL_FETCH_ABORT
+                    ),
+                ));
+            }
+            Err(e) => return Err(e),
+        },
         None => Config::default(),
     };
     let ctx = Ctx {

@@ -489,6 +489,27 @@ fn bad_input_gets_distinct_exit_codes() {
         fake.to_str().unwrap(),
     ])
     .expect_code(16);
+    // A config restore_command cannot read is a real failure too: 200, not usage's 2 (which
+    // PostgreSQL would take for "not found").
+    let missing = env.root.join("no-such-config.toml");
+    let fetch_config = |extra: &[&str]| {
+        let mut args = vec![
+            "--config",
+            missing.to_str().unwrap(),
+            "wal",
+            "fetch",
+            "000000010000000000000001",
+            "pg_wal/Z",
+            "--data-dir",
+            fake.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        env.lifeboat(&args)
+    };
+    fetch_config(&[]).expect_code(2);
+    fetch_config(&["--abort-on-error"])
+        .expect_code(200)
+        .one_line_error(&["no-such-config.toml", "stops recovery"]);
 }
 
 #[test]
