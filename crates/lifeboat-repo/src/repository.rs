@@ -560,21 +560,21 @@ impl Repository {
     /// Resolves `latest`, a full id or a unique prefix of at least 4 hex digits.
     pub fn find_snapshot(&self, reference: &str) -> Result<(Id, Snapshot)> {
         let all = self.list_snapshots()?;
+        // Named with the repository: with several configs around, "not found" often means
+        // "looked in the wrong place".
+        let missing = || RepoError::SnapshotNotFound(format!("{reference} in {}", self.backend().location()));
         if reference == "latest" {
-            return all
-                .into_iter()
-                .last()
-                .ok_or_else(|| RepoError::SnapshotNotFound("latest".into()));
+            return all.into_iter().last().ok_or_else(missing);
         }
         if reference.len() < 4 || !reference.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(RepoError::SnapshotNotFound(reference.into()));
+            return Err(missing());
         }
         let mut m: Vec<_> = all
             .into_iter()
             .filter(|(id, _)| id.to_hex().starts_with(reference))
             .collect();
         match m.len() {
-            0 => Err(RepoError::SnapshotNotFound(reference.into())),
+            0 => Err(missing()),
             1 => Ok(m.pop().expect("one")),
             _ => Err(RepoError::AmbiguousSnapshot(reference.into())),
         }

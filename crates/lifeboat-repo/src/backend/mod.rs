@@ -50,7 +50,7 @@ pub enum BackendErrorKind {
 
 /// A storage failure, naming the location, the operation and the object.
 #[derive(Debug, thiserror::Error)]
-#[error("{location}: {op} {key}: {message}")]
+#[error("{location}: {op}{}: {message}", object_part(.key))]
 pub struct BackendError {
     /// Location description (URL or path).
     pub location: String,
@@ -64,6 +64,15 @@ pub struct BackendError {
     message: String,
     /// Underlying OS error, when there was one.
     io: Option<std::io::Error>,
+}
+
+/// ` key` for a message, nothing for an operation on the location itself (`create`, `open`).
+fn object_part(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!(" {key}")
+    }
 }
 
 impl BackendError {
@@ -196,4 +205,30 @@ pub fn open(location: &str) -> Result<Arc<dyn Backend>, BackendError> {
 /// Like [`open`], but creates a missing local folder (for `init`).
 pub fn create(location: &str) -> Result<Arc<dyn Backend>, BackendError> {
     open_location(&LocationOptions::new(location), true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An operation on the location itself names no object (no "create : …").
+    #[test]
+    fn messages_name_the_object_only_when_there_is_one() {
+        let e = BackendError::new(
+            "/srv/repo",
+            "create",
+            "",
+            BackendErrorKind::Other,
+            "Permission denied".into(),
+        );
+        assert_eq!(e.to_string(), "/srv/repo: create: Permission denied");
+        let e = BackendError::new(
+            "/srv/repo",
+            "put",
+            "keys/x",
+            BackendErrorKind::Other,
+            "disk full".into(),
+        );
+        assert_eq!(e.to_string(), "/srv/repo: put keys/x: disk full");
+    }
 }

@@ -274,7 +274,7 @@ fn restore_unknown_snapshot_exits_11() {
             target.as_os_str(),
         ])
         .expect_code(11)
-        .one_line_error(&["snapshot", r, "not found"]);
+        .one_line_error(&["snapshot", r, "not found", e.repo.to_str().unwrap()]);
     }
     assert!(!target.exists(), "restore of an unknown snapshot created the target");
     // `latest` on an empty repository is also "not found".
