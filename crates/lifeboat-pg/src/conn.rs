@@ -54,6 +54,13 @@ pub fn is_local(url: &str) -> bool {
         || url.contains("host=/")
 }
 
+/// True when a snapshot taken on `host` of `paths` (the URLs it records) is a backup of the
+/// database `url` names: the same [`identity`], and for a [`is_local`] URL, taken on this host.
+pub fn same_database(url: &str, paths: &[String], host: &str) -> bool {
+    let want = identity(url);
+    paths.iter().any(|p| identity(p) == want) && (!is_local(url) || host == lifeboat_repo::repository::hostname())
+}
+
 /// Where and how to connect.
 #[derive(Clone)]
 pub struct ConnInfo {

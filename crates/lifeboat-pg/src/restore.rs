@@ -89,11 +89,7 @@ pub fn choose_snapshot(
                         .and_then(|v| v.as_str())
                         == Some(n)
                 })
-                && source_url.is_none_or(|u| {
-                    let want = crate::conn::identity(u);
-                    s.paths.iter().any(|p| crate::conn::identity(p) == want)
-                        && (!crate::conn::is_local(u) || s.host == lifeboat_repo::repository::hostname())
-                })
+                && source_url.is_none_or(|u| crate::conn::same_database(u, &s.paths, &s.host))
         })
         .collect();
     refuse_ambiguous(&matching, source_name)?;

@@ -73,9 +73,7 @@ fn recorded_name(s: &Snapshot) -> Option<&str> {
 /// them) and, for a URL that only means something on one machine (localhost, a socket), on
 /// this host.
 fn same_url(s: &Snapshot, src: &DbSource) -> bool {
-    let want = lifeboat_pg::conn::identity(&src.url);
-    s.paths.iter().any(|p| lifeboat_pg::conn::identity(p) == want)
-        && (!lifeboat_pg::conn::is_local(&src.url) || s.host == lifeboat_repo::repository::hostname())
+    lifeboat_pg::conn::same_database(&src.url, &s.paths, &s.host)
 }
 
 /// When nothing of `src` was found: the URLs that backups under its name were taken from, so
