@@ -131,7 +131,7 @@ impl Keys {
     pub fn seal_blob_with(&self, aad: &[u8], data: &[u8], codec: Codec, out: &mut Vec<u8>) {
         let bound = match codec {
             Codec::Zstd(_) => zstd::zstd_safe::compress_bound(data.len()),
-            Codec::Lz4 => lz4_flex::block::get_maximum_output_size(data.len()),
+            Codec::Lz4 => lz4::block::compress_bound(data.len()).unwrap_or(usize::MAX),
         };
         out.clear();
         out.reserve(NONCE_LEN + 1 + bound.max(data.len()) + TAG_LEN);
@@ -163,7 +163,7 @@ impl Keys {
                     if b.len() < bound {
                         b.resize(bound, 0);
                     }
-                    let n = lz4_flex::block::compress_into(data, &mut b[..]).ok()?;
+                    let n = lz4::block::compress_to_buffer(data, None, false, &mut b[..]).ok()?;
                     out.extend_from_slice(&b[..n]);
                     Some(n)
                 })
@@ -297,7 +297,9 @@ pub fn lz4_decompress_into(body: &[u8], expected_len: usize, out: &mut Vec<u8>, 
     } else {
         out.resize(expected_len, 0);
     }
-    let n = lz4_flex::block::decompress_into(body, out)
+    let size = i32::try_from(expected_len)
+        .map_err(|_| RepoError::damaged(what, format!("LZ4 block of {expected_len} bytes is too large")))?;
+    let n = lz4::block::decompress_to_buffer(body, Some(size), out)
         .map_err(|e| RepoError::damaged(what, format!("decompression failed: {e}")))?;
     if n != expected_len {
         out.truncate(n);
@@ -536,7 +538,7 @@ mod tests {
     fn lz4_refuses_wrong_lengths_and_garbage() {
         let text: Vec<u8> = (0..100_000u32).map(|i| (i % 97) as u8).collect();
         let mut framed = vec![Compression::Lz4 as u8];
-        framed.extend(lz4_flex::block::compress(&text));
+        framed.extend(lz4::block::compress(&text, None, false).unwrap());
         assert_eq!(decompress_framed(&framed, Some(text.len()), "x").unwrap(), text);
         assert!(decompress_framed(&framed, Some(text.len() - 1), "x").is_err());
         assert!(decompress_framed(&framed, Some(text.len() + 1), "x").is_err());
@@ -546,6 +548,23 @@ mod tests {
             assert!(lz4_decompress_into(&framed[1..cut], text.len(), &mut out, "x").is_err());
         }
         assert!(lz4_decompress_into(&[0xff; 64], 1000, &mut out, "x").is_err());
+    }
+
+    /// Repositories written before the C library hold blocks from `lz4_flex`: they decode to
+    /// the same bytes, and blocks of either encoder are the same standard LZ4 block format.
+    #[test]
+    fn lz4_blocks_of_the_former_encoder_still_decode() {
+        let mut wal = Vec::new();
+        for i in 0..300_000u32 {
+            wal.extend_from_slice(&(i / 7).to_le_bytes());
+        }
+        wal.extend(std::iter::repeat_n(0u8, 200_000));
+        let old = lz4_flex::block::compress(&wal);
+        let mut out = Vec::new();
+        lz4_decompress_into(&old, wal.len(), &mut out, "x").unwrap();
+        assert_eq!(out, wal);
+        let new = lz4::block::compress(&wal, None, false).unwrap();
+        assert_eq!(lz4_flex::block::decompress(&new, wal.len()).unwrap(), wal);
     }
 
     #[test]
