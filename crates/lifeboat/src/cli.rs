@@ -73,7 +73,8 @@ pub struct Global {
     /// Config file (lifeboat.toml).
     #[arg(short = 'c', long, env = "LIFEBOAT_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Print machine-readable JSON on standard output instead of text.
+    /// Print machine-readable JSON on standard output instead of text (a failure prints
+    /// {"error": {"message", "exit_code"}}).
     #[arg(long, global = true)]
     pub json: bool,
     /// Print only errors; no progress bars.

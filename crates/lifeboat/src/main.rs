@@ -66,7 +66,25 @@ fn end_quietly_on_closed_pipe() {
 #[cfg(not(unix))]
 fn end_quietly_on_closed_pipe() {}
 
+/// A `LIFEBOAT_*` variable set to the empty string counts as unset, as shells and unit files
+/// often leave them (`LIFEBOAT_CONFIG=` in a systemd drop-in, `export LIFEBOAT_REPO=$UNSET`).
+/// Otherwise clap reports "a value is required for '--config'" for an option never typed, and
+/// an empty repository path reads as "no lifeboat repository at ''".
+#[allow(unsafe_code)]
+fn forget_empty_settings() {
+    let empty: Vec<_> = std::env::vars_os()
+        .filter(|(k, v)| v.is_empty() && k.to_str().is_some_and(|k| k.starts_with("LIFEBOAT_")))
+        .map(|(k, _)| k)
+        .collect();
+    for k in empty {
+        // SAFETY: called first thing in main, before any other thread exists (the allocator's
+        // trim thread is started after it), so nothing reads the environment concurrently.
+        unsafe { std::env::remove_var(k) };
+    }
+}
+
 fn main() -> ExitCode {
+    forget_empty_settings();
     tune_allocator();
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
@@ -82,11 +100,16 @@ fn main() -> ExitCode {
     ) {
         end_quietly_on_closed_pipe();
     }
+    let json = cli.global.json;
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = exit::code_for_any(&e);
-            eprintln!("lifeboat: {}", one_line(&e));
+            let line = one_line(&e);
+            eprintln!("lifeboat: {line}");
+            if json {
+                output::json_error(&line, code);
+            }
             ExitCode::from(code)
         }
     }

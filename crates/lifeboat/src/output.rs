@@ -121,7 +121,27 @@ impl Drop for Progress {
     }
 }
 
+/// Set once a JSON document or line went to stdout: a failure after that must not add a second
+/// document a parser would choke on (the exit code and the stderr line still report it).
+static JSON_PRINTED: AtomicBool = AtomicBool::new(false);
+
 /// Prints a value as pretty JSON on stdout.
 pub fn json<T: serde::Serialize>(v: &T) {
+    JSON_PRINTED.store(true, Ordering::Relaxed);
     println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+}
+
+/// Prints a value as one compact JSON line on stdout (streams of events, one line each).
+pub fn json_line<T: serde::Serialize>(v: &T) {
+    JSON_PRINTED.store(true, Ordering::Relaxed);
+    println!("{}", serde_json::to_string(v).expect("serializable"));
+}
+
+/// With `--json`, a failed command still prints one document, so a script parsing stdout gets
+/// the reason instead of empty input: `{"error": {"message": …, "exit_code": …}}`. Nothing when
+/// the command already printed its own document before failing.
+pub fn json_error(message: &str, exit_code: u8) {
+    if !JSON_PRINTED.load(Ordering::Relaxed) {
+        json(&serde_json::json!({"error": {"message": message, "exit_code": exit_code}}));
+    }
 }

@@ -372,7 +372,7 @@ fn watch(
                     "verdict": r.verdict,
                     "changes": changes,
                 });
-                println!("{line}");
+                crate::output::json_line(&line);
             }
         } else if prev.is_none() {
             print_table(&r);

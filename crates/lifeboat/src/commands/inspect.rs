@@ -57,7 +57,9 @@ pub fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Result<u8> {
         .map(|(id, s)| {
             vec![
                 id.short(),
-                s.time.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string(),
+                // With the zone: during an incident these times are compared with other
+                // hosts' logs and `--before`/`--clean-before` arguments.
+                s.time.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S %Z").to_string(),
                 s.host.clone(),
                 s.tags.join(","),
                 output::bytes(s.summary.bytes_total),

@@ -41,8 +41,50 @@ fn missing_repository_exits_7() {
         .one_line_error(&["no lifeboat repository"]);
 }
 
+/// With `--json` a failure still prints one JSON document on stdout (the reason and the exit
+/// code), so a script that parses stdout never gets empty input; stderr keeps its one line.
 #[test]
+fn json_failures_print_an_error_document() {
+    let e = Env::new();
+    let r = e.run(&["--json", "snapshots"]);
+    r.expect_code(7).one_line_error(&["no lifeboat repository"]);
+    let j = r.json();
+    assert_eq!(j["error"]["exit_code"], 7, "{r}");
+    let msg = j["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("no lifeboat repository") && msg.contains(e.repo.to_str().unwrap()),
+        "{r}"
+    );
+    assert!(!r.stderr.contains('{'), "the JSON document went to stderr:\n{r}");
 
+    let e = Env::with_repo(&[]);
+    let r = e.run_env(
+        &["--json", "snapshots"],
+        &[("LIFEBOAT_PASSWORD", OsStr::new("not the passphrase"))],
+    );
+    r.expect_code(4);
+    assert_eq!(r.json()["error"]["exit_code"], 4, "{r}");
+    assert!(!r.stdout.contains("not the passphrase"), "{r}");
+    // Success is unchanged: the command's own document, no error member.
+    let r = e.run(&["--json", "snapshots"]);
+    r.expect_code(0);
+    assert!(r.json().get("error").is_none(), "{r}");
+}
+
+/// An empty `LIFEBOAT_*` variable counts as unset (a unit file's `LIFEBOAT_CONFIG=`), instead
+/// of clap's "a value is required for '--config'" or a repository at "".
+#[test]
+fn empty_settings_count_as_unset() {
+    let e = Env::with_repo(&[]);
+    e.run_env(&["snapshots"], &[("LIFEBOAT_CONFIG", OsStr::new(""))])
+        .expect_code(0);
+    let mut c = e.command();
+    c.env("LIFEBOAT_REPO", "").arg("snapshots");
+    let r = crate::common::Run::from_output(&[], c.output().expect("run"));
+    r.expect_code(7).one_line_error(&["no repository given"]);
+}
+
+#[test]
 fn missing_repository_is_not_created_by_read_commands() {
     let e = Env::new();
     e.run(&["snapshots"]).expect_code(7);
