@@ -238,6 +238,38 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
 }
 
+/// The line of the setting a validation message is about. Every such message starts with the
+/// setting's dotted path (`sources.db: …`, `repository.wal_compression "gzip" …`,
+/// `locations.nas: …`), and a message about one key of a table names it next
+/// (`sources.db: lock_timeout "0s" …`): that key's line if it is written in the table, else the
+/// line of the deepest part of the path that is. None when nothing of it is in the file (a
+/// default), or for a message without a path.
+fn line_named_by(text: &str, msg: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let head = msg.split([':', ' ']).next()?;
+    let mut path: Vec<&str> = head.split('.').filter(|p| !p.is_empty()).collect();
+    if let Some(rest) = msg.strip_prefix(head).and_then(|r| r.strip_prefix(": ")) {
+        let word = rest.split([' ', ':', ',']).next().unwrap_or("");
+        if !word.is_empty() && word.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            path.push(word);
+        }
+    }
+    let doc = DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut found = None;
+    for key in path {
+        let Some((_, v)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == key) else {
+            break;
+        };
+        found = Some(v.span().start);
+        match v.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => break,
+        }
+    }
+    found.map(|at| line_of(text, at))
+}
+
 /// Loads and validates a config file.
 pub fn load(path: &Path) -> Result<Config> {
     let text = std::fs::read_to_string(path).map_err(|e| fail(USAGE, format!("config {}: {e}", path.display())))?;
@@ -260,7 +292,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Config> {
             ),
         )
     })?;
-    let bad = |msg: String| fail(USAGE, format!("config {}: {msg}", path.display()));
+    let bad = |msg: String| {
+        let at = line_named_by(text, &msg)
+            .map(|l| format!(" line {l}"))
+            .unwrap_or_default();
+        fail(USAGE, format!("config {}{at}: {msg}", path.display()))
+    };
     let repo = raw.repository.unwrap_or_default();
     if let Some(l) = repo.compression_level
         && !(-7..=22).contains(&l)
@@ -627,6 +664,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown kind"), "{e}");
+    }
+
+    /// Values that parse but make no sense are reported at their line too.
+    #[test]
+    fn validation_errors_name_the_line() {
+        let line = |t: &str| parse(t, Path::new("x.toml")).unwrap_err().to_string();
+        let e = line("[repository]\ncompression_level = 3\n\nwal_compression = \"gzip\"\n");
+        assert!(
+            e.starts_with("config x.toml line 4: repository.wal_compression \"gzip\""),
+            "{e}"
+        );
+        let e = line("[sources.db]\nkind = \"postgres\"\nurl = \"postgres://db/app\"\n\nlock_timeout = \"0s\"\n");
+        assert!(e.starts_with("config x.toml line 5: sources.db: lock_timeout"), "{e}");
+        // A key that is missing: the line of its table.
+        let e = line("[repository]\n\n[sources.web]\nkind = \"files\"\n");
+        assert!(e.contains("x.toml line 3") || e.contains("x.toml line 4"), "{e}");
+        assert!(e.contains("sources.web: no paths"), "{e}");
+        // Nothing of the path in the file: no line, still one message.
+        assert_eq!(line_named_by("", "repository.locations is empty"), None);
+        assert_eq!(line_named_by("a = 1\n", "no path here"), None);
     }
 
     #[test]
