@@ -11,6 +11,7 @@
 pub mod client;
 pub mod cluster;
 pub mod conn;
+pub mod db_properties;
 mod error;
 pub mod fingerprint;
 pub mod logical;

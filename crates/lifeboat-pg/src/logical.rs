@@ -25,6 +25,7 @@ use lifeboat_repo::{Id, Repository};
 
 use crate::Client;
 use crate::conn::ConnInfo;
+use crate::db_properties::{self, DatabaseProperties};
 use crate::error::{PgError, Result, classify_client_error};
 use crate::fingerprint::{self, TableFingerprint};
 use crate::psql::{self, ExportedSnapshot};
@@ -75,6 +76,10 @@ pub struct DatabaseDump {
     /// Forensic backups: the dump itself failed (the stored dump is incomplete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dump_error: Option<String>,
+    /// Encoding, locale, owner and settings of the database, which the dump leaves out
+    /// ([`crate::db_properties`]); absent in snapshots taken before lifeboat recorded them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<DatabaseProperties>,
 }
 
 impl LogicalSource {
@@ -295,6 +300,7 @@ pub fn backup(repo: &Repository, tools: &Tools, conn: &ConnInfo, opts: &BackupOp
                 tables,
                 failed_tables: failed,
                 dump_error: done.err().map(|e| e.to_string()),
+                properties: db_properties::read(&client, db).ok().flatten(),
             }
         } else {
             let snap = ExportedSnapshot::export(tools, &dconn)?;
@@ -321,6 +327,7 @@ pub fn backup(repo: &Repository, tools: &Tools, conn: &ConnInfo, opts: &BackupOp
                 tables,
                 failed_tables: Vec::new(),
                 dump_error: None,
+                properties: db_properties::read(&client, db)?,
             }
         };
         dumps.push(entry);
@@ -408,7 +415,7 @@ pub fn database_state(admin: &Client, db: &str) -> Result<DatabaseState> {
 
 /// Creates an empty database from `template0` (the dump brings everything else).
 pub fn create_database(admin: &Client, db: &str) -> Result<()> {
-    admin.execute(&format!("CREATE DATABASE {} TEMPLATE template0;", quote_ident(db)))
+    db_properties::create(admin, db, None).map(|_| ())
 }
 
 /// Drops a database, disconnecting its sessions.

@@ -9,6 +9,7 @@ use lifeboat_repo::{Id, Repository};
 use crate::Client;
 use crate::cluster::{ClusterOptions, ScratchCluster};
 use crate::conn::ConnInfo;
+use crate::db_properties;
 use crate::error::{PgError, Result};
 use crate::fingerprint;
 use crate::logical::{self, LogicalSource, RestoreDumpOptions};
@@ -193,7 +194,9 @@ pub fn restore_test(
                     )));
                 }
             }
-            logical::create_database(&admin_client, &name)?;
+            if let Some(w) = db_properties::create(&admin_client, &name, d.properties.as_ref())? {
+                report.warnings.push(w);
+            }
             let dopts = RestoreDumpOptions {
                 no_owner: cluster.is_none(),
             };
@@ -221,6 +224,17 @@ pub fn restore_test(
             });
         }
         report.fingerprint_secs = fp_started.elapsed().as_secs_f64();
+        // Owner and settings once the fingerprints are taken (a setting such as a tiny
+        // statement_timeout must not break them), before the checks: a `search_path` set on the
+        // database decides what their unqualified names find, as it does for the application.
+        for d in &source.databases {
+            if let Some(p) = &d.properties {
+                let name = restored_name(&d.name);
+                report
+                    .warnings
+                    .extend(db_properties::apply(&admin_client, &name, p, cluster.is_some())?);
+            }
+        }
         let check_db = opts
             .check_database
             .clone()

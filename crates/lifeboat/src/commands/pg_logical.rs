@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Result;
 use lifeboat_pg::logical::{self, BackupOptions, DatabaseState, LogicalSource, RestoreDumpOptions};
 use lifeboat_pg::verify::{self, RestoreTestOptions, Scratch};
-use lifeboat_pg::{Client, ConnInfo, Tools, fingerprint};
+use lifeboat_pg::{Client, ConnInfo, Tools, db_properties, fingerprint};
 use lifeboat_repo::Repository;
 use lifeboat_repo::attestation::{self, Attestation};
 
@@ -218,8 +218,10 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     let index = repo.load_index_for_reading()?;
     let staging = (state == DatabaseState::NotEmpty).then(|| logical::unique_name("lifeboat_restore"));
     let into = staging.clone().unwrap_or_else(|| db.clone());
-    if state != DatabaseState::Empty {
-        logical::create_database(&admin, &into)?;
+    if state != DatabaseState::Empty
+        && let Some(w) = db_properties::create(&admin, &into, dump.properties.as_ref())?
+    {
+        eprintln!("lifeboat: warning: {w}");
     }
     // A database this run created goes again on any early return (an error, a `?`).
     let mut created = Created {
@@ -258,6 +260,16 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     let restore_secs = started.elapsed().as_secs_f64();
     let actual = fingerprint::compute(&tools, &dconn, None)?;
     let mismatches = fingerprint::compare(&dump.tables, &actual);
+    // Owner and settings go on a database this run created (not on one the user made empty
+    // for it), before it is swapped in, so the replacement is complete when it appears; after
+    // the fingerprints, which a setting such as a tiny statement_timeout could otherwise break.
+    if state != DatabaseState::Empty
+        && let Some(p) = &dump.properties
+    {
+        for w in db_properties::apply(&admin, &into, p, !a.no_owner)? {
+            eprintln!("lifeboat: warning: {w}");
+        }
+    }
     if let Some(staging) = &staging {
         if !mismatches.is_empty() {
             for m in &mismatches {

@@ -470,3 +470,84 @@ fn latest_never_picks_another_hosts_database_under_the_same_name() {
     let j = run(&env, &cfg, &["--json", "config", "validate"]).json();
     assert_eq!(j["db_sources"][0]["name"], "db", "{j}");
 }
+
+/// A database's owner, settings and encoding come back with it. `pg_dump` without `--create`
+/// leaves them out: the restored copy would belong to the restoring superuser (since PostgreSQL
+/// 15 the application role could then not create tables in `public`), and unqualified names
+/// would miss the schema the database's `search_path` pointed at (the check below).
+#[test]
+fn restore_brings_back_owner_settings_and_encoding() {
+    let Some((_tools, c)) = cluster() else { return };
+    c.client("postgres")
+        .unwrap()
+        .execute(
+            "CREATE ROLE app_owner LOGIN;
+             CREATE DATABASE shopdb OWNER app_owner TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C';
+             ALTER DATABASE shopdb SET search_path = \"$user\", shop, public;
+             ALTER DATABASE shopdb SET work_mem = '8MB';",
+        )
+        .unwrap();
+    c.client("shopdb")
+        .unwrap()
+        .execute("CREATE SCHEMA shop; CREATE TABLE shop.items (id int); INSERT INTO shop.items SELECT generate_series(1, 10);")
+        .unwrap();
+    let env = Env::with_repo(&[]);
+    let cfg = env.path("shop.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sources.db]\nkind = \"postgres\"\nmode = \"logical\"\nurl = \"{}\"\ndatabases = [\"shopdb\"]\nchecks = [\"SELECT count(*) = 10 FROM items\"]\n",
+            c.url("shopdb")
+        ),
+    )
+    .unwrap();
+    let b = run(&env, &cfg, &["--json", "backup", "db"]);
+    b.ok();
+    let props = &b.json()["postgres"]["databases"][0]["properties"];
+    assert_eq!(props["owner"], "app_owner", "{b}");
+    assert_eq!(props["encoding"], "SQL_ASCII", "{b}");
+    // The restore test runs the check with the database's search_path: `items` is found.
+    let v = run(&env, &cfg, &["verify", "restore", "db"]);
+    v.ok();
+    assert!(v.stdout.contains("PASSED"), "{v}");
+
+    let target = c.url("shop_restored");
+    run(&env, &cfg, &["restore", "db", "latest", "--to", &target]).ok();
+    let admin = c.client("postgres").unwrap();
+    let row = admin
+        .query("SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate FROM pg_database WHERE datname = 'shop_restored'")
+        .unwrap();
+    assert_eq!(
+        row[0],
+        vec![Some("app_owner".into()), Some("SQL_ASCII".into()), Some("C".into())]
+    );
+    let restored = c.client("shop_restored").unwrap();
+    assert_eq!(
+        restored.query_value("SHOW search_path").unwrap().as_deref(),
+        Some("\"$user\", shop, public")
+    );
+    assert_eq!(restored.query_value("SHOW work_mem").unwrap().as_deref(), Some("8MB"));
+    assert_eq!(count(&c, "shop_restored", "SELECT count(*) FROM items"), 10);
+
+    // Replacing the database keeps them too (restored under a staging name, then swapped in).
+    c.client("shopdb").unwrap().execute("DELETE FROM shop.items;").unwrap();
+    run(
+        &env,
+        &cfg,
+        &[
+            "restore",
+            "db",
+            "latest",
+            "--force-overwrite",
+            "--no-safety-backup",
+            "--to",
+            &c.url("shopdb"),
+        ],
+    )
+    .ok();
+    assert_eq!(count(&c, "shopdb", "SELECT count(*) FROM items"), 10);
+    let owner = admin
+        .query_value("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'shopdb'")
+        .unwrap();
+    assert_eq!(owner.as_deref(), Some("app_owner"));
+}

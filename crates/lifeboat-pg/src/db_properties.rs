@@ -1,0 +1,233 @@
+//! What a database is beyond its contents: encoding and locale, owner, and `ALTER DATABASE …
+//! SET` settings. `pg_dump` writes these only with `--create`, which restores under the original
+//! name, so a logical backup records them itself and a restore under any name puts them back.
+//!
+//! They matter in a recovery: since PostgreSQL 15 the `public` schema belongs to the database's
+//! owner, so an application role that owned its database cannot run its migrations in a copy
+//! owned by the restoring superuser; a `search_path` set on the database decides which tables
+//! unqualified queries (the source's `checks` among them) find; and a database created with the
+//! server's default locale sorts text differently from the one it replaces.
+
+use crate::Client;
+use crate::error::Result;
+use crate::logical::{quote_ident, quote_literal};
+
+/// The properties of one database (see the module docs), as read at backup time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DatabaseProperties {
+    /// Character set (`UTF8`, `LATIN1`, …).
+    pub encoding: String,
+    /// `LC_COLLATE`.
+    pub collate: String,
+    /// `LC_CTYPE`.
+    pub ctype: String,
+    /// `icu` or `builtin` with its locale; absent for the libc provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<(String, String)>,
+    /// Owning role.
+    pub owner: String,
+    /// `ALTER DATABASE … SET` settings for every role, as PostgreSQL stores them (`name=value`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<String>,
+}
+
+/// Reads the properties of `db` (None when the server has no such database).
+pub fn read(client: &Client, db: &str) -> Result<Option<DatabaseProperties>> {
+    // Through to_jsonb so one query fits every version: the ICU locale column was renamed in
+    // PostgreSQL 17 (daticulocale to datlocale), and older servers have no provider column.
+    let rows = client.query(&format!(
+        "SELECT pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, \
+         to_jsonb(d)->>'datlocprovider', \
+         coalesce(to_jsonb(d)->>'datlocale', to_jsonb(d)->>'daticulocale'), \
+         pg_get_userbyid(d.datdba), \
+         (SELECT array_to_json(s.setconfig) FROM pg_db_role_setting s \
+          WHERE s.setdatabase = d.oid AND s.setrole = 0) \
+         FROM pg_database d WHERE d.datname = {}",
+        quote_literal(db)
+    ))?;
+    let Some(r) = rows.into_iter().next() else {
+        return Ok(None);
+    };
+    let col = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+    let provider = match (col(3).as_str(), col(4)) {
+        ("i", l) => Some(("icu".to_string(), l)),
+        ("b", l) => Some(("builtin".to_string(), l)),
+        _ => None,
+    };
+    let settings = serde_json::from_str::<Vec<String>>(&col(6)).unwrap_or_default();
+    Ok(Some(DatabaseProperties {
+        encoding: col(0),
+        collate: col(1),
+        ctype: col(2),
+        provider,
+        owner: col(5),
+        settings,
+    }))
+}
+
+/// Creates the empty database `name` from `template0` with the recorded encoding and locale.
+/// When the server cannot (a locale its operating system lacks), the database is created with
+/// the server's defaults and the returned warning says what differs: a recovery goes on.
+pub fn create(admin: &Client, name: &str, props: Option<&DatabaseProperties>) -> Result<Option<String>> {
+    let plain = format!("CREATE DATABASE {} TEMPLATE template0;", quote_ident(name));
+    let Some(p) = props else {
+        admin.execute(&plain)?;
+        return Ok(None);
+    };
+    let mut sql = format!(
+        "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}",
+        quote_ident(name),
+        quote_literal(&p.encoding),
+        quote_literal(&p.collate),
+        quote_literal(&p.ctype)
+    );
+    match &p.provider {
+        Some((kind, locale)) if kind == "icu" => {
+            sql.push_str(&format!(" LOCALE_PROVIDER icu ICU_LOCALE {}", quote_literal(locale)));
+        }
+        Some((kind, locale)) if kind == "builtin" => {
+            sql.push_str(&format!(
+                " LOCALE_PROVIDER builtin BUILTIN_LOCALE {}",
+                quote_literal(locale)
+            ));
+        }
+        _ => {}
+    }
+    sql.push(';');
+    match admin.execute(&sql) {
+        Ok(()) => Ok(None),
+        Err(e) if matches!(e, crate::PgError::Connect { .. }) => Err(e),
+        Err(e) => {
+            admin.execute(&plain)?;
+            Ok(Some(format!(
+                "{name:?} was created with the server's default encoding and locale, not the backup's \
+                 ({} {}/{}): {}",
+                p.encoding,
+                p.collate,
+                p.ctype,
+                e.to_string().lines().next().unwrap_or_default()
+            )))
+        }
+    }
+}
+
+/// Puts the recorded settings (and, with `owner`, the owner, when that role exists here) back on
+/// the database `name`. A setting the server refuses (a parameter of an extension it lacks) is
+/// skipped with a warning rather than failing a restore whose data is in place.
+pub fn apply(admin: &Client, name: &str, props: &DatabaseProperties, owner: bool) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    let db = quote_ident(name);
+    if owner && !props.owner.is_empty() {
+        let exists = admin.query_value(&format!(
+            "SELECT count(*) FROM pg_roles WHERE rolname = {}",
+            quote_literal(&props.owner)
+        ))?;
+        if exists.as_deref() == Some("1") {
+            admin.execute(&format!("ALTER DATABASE {db} OWNER TO {};", quote_ident(&props.owner)))?;
+        } else {
+            warnings.push(format!(
+                "{name:?}: owner role {:?} does not exist on this server; the database keeps the restoring role as owner",
+                props.owner
+            ));
+        }
+    }
+    for s in &props.settings {
+        let Some(sql) = setting_sql(&db, s) else { continue };
+        if let Err(e) = admin.execute(&sql) {
+            if matches!(e, crate::PgError::Connect { .. }) {
+                return Err(e);
+            }
+            warnings.push(format!(
+                "{name:?}: setting {s:?} not restored: {}",
+                e.to_string().lines().next().unwrap_or_default()
+            ));
+        }
+    }
+    Ok(warnings)
+}
+
+/// Settings PostgreSQL stores as a list (`GUC_LIST_QUOTE`): each element must be its own
+/// literal, or `search_path = 'app, public'` would name one schema called "app, public".
+const LIST_SETTINGS: &[&str] = &[
+    "search_path",
+    "temp_tablespaces",
+    "session_preload_libraries",
+    "local_preload_libraries",
+];
+
+/// `ALTER DATABASE db SET name = value` for one stored `name=value` (None when malformed).
+fn setting_sql(db: &str, stored: &str) -> Option<String> {
+    let (name, value) = stored.split_once('=')?;
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    {
+        return None;
+    }
+    let value = if LIST_SETTINGS.contains(&name.to_ascii_lowercase().as_str()) {
+        split_list(value)
+            .iter()
+            .map(|e| quote_literal(e))
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        quote_literal(value)
+    };
+    Some(format!("ALTER DATABASE {db} SET {name} = {value};"))
+}
+
+/// Splits a stored list value (`"$user", public`) into its elements, unquoting
+/// double-quoted ones (`""` inside them is one quote).
+fn split_list(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = value.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur).trim().to_string()),
+            c => cur.push(c),
+        }
+    }
+    if !cur.trim().is_empty() || !out.is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_settings_become_one_literal_per_element() {
+        assert_eq!(
+            setting_sql("\"app\"", "search_path=\"$user\", app_schema, \"Odd, \"\"name\"\"\"").unwrap(),
+            "ALTER DATABASE \"app\" SET search_path = '$user', 'app_schema', 'Odd, \"name\"';"
+        );
+        assert_eq!(
+            setting_sql("\"app\"", "work_mem=64MB").unwrap(),
+            "ALTER DATABASE \"app\" SET work_mem = '64MB';"
+        );
+        assert_eq!(
+            setting_sql("\"app\"", "app.tenant=it's").unwrap(),
+            "ALTER DATABASE \"app\" SET app.tenant = 'it''s';"
+        );
+        assert_eq!(setting_sql("\"app\"", "no equals sign"), None);
+        assert_eq!(setting_sql("\"app\"", "bad name; DROP=1"), None);
+    }
+
+    #[test]
+    fn old_snapshots_without_properties_still_read() {
+        let p: DatabaseProperties =
+            serde_json::from_str(r#"{"encoding":"UTF8","collate":"C","ctype":"C","owner":"app"}"#).unwrap();
+        assert_eq!(p.settings, Vec::<String>::new());
+        assert_eq!(p.provider, None);
+    }
+}
