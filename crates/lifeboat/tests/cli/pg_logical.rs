@@ -36,10 +36,15 @@ fn cluster() -> Option<(Tools, ScratchCluster)> {
 }
 
 fn config(env: &Env, c: &ScratchCluster, checks: &[&str], extra: &str) -> std::path::PathBuf {
+    config_for(env, c, "app", checks, extra)
+}
+
+/// A config whose source `db` backs up database `db_name` of the cluster.
+fn config_for(env: &Env, c: &ScratchCluster, db_name: &str, checks: &[&str], extra: &str) -> std::path::PathBuf {
     let checks: Vec<String> = checks.iter().map(|c| format!("{c:?}")).collect();
     let text = format!(
-        "[sources.db]\nkind = \"postgres\"\nmode = \"logical\"\nurl = \"{}\"\ndatabases = [\"app\"]\nchecks = [{}]\n{extra}",
-        c.url("app"),
+        "[sources.db]\nkind = \"postgres\"\nmode = \"logical\"\nurl = \"{}\"\ndatabases = [\"{db_name}\"]\nchecks = [{}]\n{extra}",
+        c.url(db_name),
         checks.join(", ")
     );
     let p = env.path(&format!("lifeboat-{}.toml", rand_suffix()));
@@ -424,15 +429,7 @@ fn latest_never_picks_another_hosts_database_under_the_same_name() {
         .unwrap();
     let env = Env::with_repo(&[]);
     let cfg = config(&env, &c, &[], "");
-    let other = env.path("other-host.toml");
-    std::fs::write(
-        &other,
-        format!(
-            "[sources.db]\nkind = \"postgres\"\nmode = \"logical\"\nurl = \"{}\"\ndatabases = [\"other\"]\n",
-            c.url("other")
-        ),
-    )
-    .unwrap();
+    let other = config_for(&env, &c, "other", &[], "");
     let mut a: Vec<&OsStr> = vec![OsStr::new("--config"), other.as_os_str()];
     a.extend(["backup", "db"].iter().map(OsStr::new));
     env.run_env(
@@ -492,15 +489,7 @@ fn restore_brings_back_owner_settings_and_encoding() {
         .execute("CREATE SCHEMA shop; CREATE TABLE shop.items (id int); INSERT INTO shop.items SELECT generate_series(1, 10);")
         .unwrap();
     let env = Env::with_repo(&[]);
-    let cfg = env.path("shop.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[sources.db]\nkind = \"postgres\"\nmode = \"logical\"\nurl = \"{}\"\ndatabases = [\"shopdb\"]\nchecks = [\"SELECT count(*) = 10 FROM items\"]\n",
-            c.url("shopdb")
-        ),
-    )
-    .unwrap();
+    let cfg = config_for(&env, &c, "shopdb", &["SELECT count(*) = 10 FROM items"], "");
     let b = run(&env, &cfg, &["--json", "backup", "db"]);
     b.ok();
     let props = &b.json()["postgres"]["databases"][0]["properties"];
