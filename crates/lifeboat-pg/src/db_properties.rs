@@ -94,56 +94,105 @@ pub fn create(admin: &Client, name: &str, props: Option<&DatabaseProperties>) ->
         _ => {}
     }
     sql.push(';');
-    match admin.execute(&sql) {
-        Ok(()) => Ok(None),
-        Err(e) if matches!(e, crate::PgError::Connect { .. }) => Err(e),
-        Err(e) => {
-            admin.execute(&plain)?;
-            Ok(Some(format!(
-                "{name:?} was created with the server's default encoding and locale, not the backup's \
-                 ({} {}/{}): {}",
-                p.encoding,
-                p.collate,
-                p.ctype,
-                e.to_string().lines().next().unwrap_or_default()
-            )))
-        }
-    }
+    let e = match admin.execute(&sql) {
+        Ok(()) => return Ok(None),
+        Err(e @ crate::PgError::Connect { .. }) => return Err(e),
+        Err(e) => e,
+    };
+    let why = e.to_string().lines().next().unwrap_or_default().to_string();
+    // The locale is what servers most often lack; the "C" locale exists everywhere and goes
+    // with every encoding, and the encoding is what the data needs to load unchanged.
+    let c_locale = format!(
+        "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE 'C' LC_CTYPE 'C';",
+        quote_ident(name),
+        quote_literal(&p.encoding)
+    );
+    let fallback = if admin.execute(&c_locale).is_ok() {
+        format!("encoding {} with the \"C\" locale", p.encoding)
+    } else {
+        admin.execute(&plain)?;
+        "the server's default encoding and locale".to_string()
+    };
+    Ok(Some(format!(
+        "{name:?} was created with {fallback}, not the backup's ({} {}/{}{}): {why}",
+        p.encoding,
+        p.collate,
+        p.ctype,
+        p.provider
+            .as_ref()
+            .map(|(k, l)| format!(", {k} {l}"))
+            .unwrap_or_default()
+    )))
 }
 
-/// Puts the recorded settings (and, with `owner`, the owner, when that role exists here) back on
-/// the database `name`. A setting the server refuses (a parameter of an extension it lacks) is
-/// skipped with a warning rather than failing a restore whose data is in place.
-pub fn apply(admin: &Client, name: &str, props: &DatabaseProperties, owner: bool) -> Result<Vec<String>> {
+/// Puts the recorded `ALTER DATABASE … SET` settings back on the database `name`, then opens a
+/// session in it: a setting the server accepts but cannot honour (a preload library it lacks)
+/// would otherwise make every new connection fail, so then every setting is removed again and
+/// the warning says why. A setting the server refuses (a parameter of an extension it lacks) is
+/// skipped with a warning: the data is in place, and a restore does not fail over a setting.
+pub fn apply_settings(admin: &Client, name: &str, props: &DatabaseProperties) -> Result<Vec<String>> {
     let mut warnings = Vec::new();
     let db = quote_ident(name);
-    if owner && !props.owner.is_empty() {
-        let exists = admin.query_value(&format!(
-            "SELECT count(*) FROM pg_roles WHERE rolname = {}",
-            quote_literal(&props.owner)
-        ))?;
-        if exists.as_deref() == Some("1") {
-            admin.execute(&format!("ALTER DATABASE {db} OWNER TO {};", quote_ident(&props.owner)))?;
-        } else {
-            warnings.push(format!(
-                "{name:?}: owner role {:?} does not exist on this server; the database keeps the restoring role as owner",
-                props.owner
-            ));
-        }
-    }
+    let mut applied = 0;
     for s in &props.settings {
-        let Some(sql) = setting_sql(&db, s) else { continue };
-        if let Err(e) = admin.execute(&sql) {
-            if matches!(e, crate::PgError::Connect { .. }) {
-                return Err(e);
-            }
+        let Some(sql) = setting_sql(&db, s) else {
             warnings.push(format!(
+                "{name:?}: setting {s:?} not restored: not of the form name=value"
+            ));
+            continue;
+        };
+        match admin.execute(&sql) {
+            Ok(()) => applied += 1,
+            Err(e @ crate::PgError::Connect { .. }) => return Err(e),
+            Err(e) => warnings.push(format!(
                 "{name:?}: setting {s:?} not restored: {}",
                 e.to_string().lines().next().unwrap_or_default()
-            ));
+            )),
         }
     }
+    if applied > 0
+        && let Err(e) = admin.for_database(name)
+    {
+        admin.execute(&format!("ALTER DATABASE {db} RESET ALL;"))?;
+        warnings.push(format!(
+            "{name:?}: its settings were removed again, because new sessions failed with them ({}): {}",
+            props.settings.join("; "),
+            e.to_string().lines().next().unwrap_or_default()
+        ));
+    }
     Ok(warnings)
+}
+
+/// Gives the database `name` its recorded owner when that role exists here. Never fails the
+/// restore: a role the restoring one may not hand databases to (PostgreSQL 16's `SET` option
+/// of role membership) is a warning, and the database keeps the restoring role as owner.
+pub fn apply_owner(admin: &Client, name: &str, props: &DatabaseProperties) -> Result<Option<String>> {
+    if props.owner.is_empty() {
+        return Ok(None);
+    }
+    let exists = admin.query_value(&format!(
+        "SELECT count(*) FROM pg_roles WHERE rolname = {}",
+        quote_literal(&props.owner)
+    ))?;
+    if exists.as_deref() != Some("1") {
+        return Ok(Some(format!(
+            "{name:?}: owner role {:?} does not exist on this server; the database keeps the restoring role as owner",
+            props.owner
+        )));
+    }
+    match admin.execute(&format!(
+        "ALTER DATABASE {} OWNER TO {};",
+        quote_ident(name),
+        quote_ident(&props.owner)
+    )) {
+        Ok(()) => Ok(None),
+        Err(e @ crate::PgError::Connect { .. }) => Err(e),
+        Err(e) => Ok(Some(format!(
+            "{name:?}: could not give it to its owner {:?}, so the restoring role keeps it: {}",
+            props.owner,
+            e.to_string().lines().next().unwrap_or_default()
+        ))),
+    }
 }
 
 /// Settings PostgreSQL stores as a list (`GUC_LIST_QUOTE`): each element must be its own
@@ -165,16 +214,25 @@ fn setting_sql(db: &str, stored: &str) -> Option<String> {
     {
         return None;
     }
+    // Each part quoted: a custom setting may be named with a reserved word (`app.user`).
+    let quoted_name = name
+        .to_ascii_lowercase()
+        .split('.')
+        .map(quote_ident)
+        .collect::<Vec<_>>()
+        .join(".");
     let value = if LIST_SETTINGS.contains(&name.to_ascii_lowercase().as_str()) {
-        split_list(value)
-            .iter()
-            .map(|e| quote_literal(e))
-            .collect::<Vec<_>>()
-            .join(", ")
+        let items = split_list(value);
+        if items.is_empty() {
+            // An empty list (`search_path = ''`, a hardening choice) is one empty literal.
+            quote_literal("")
+        } else {
+            items.iter().map(|e| quote_literal(e)).collect::<Vec<_>>().join(", ")
+        }
     } else {
         quote_literal(value)
     };
-    Some(format!("ALTER DATABASE {db} SET {name} = {value};"))
+    Some(format!("ALTER DATABASE {db} SET {quoted_name} = {value};"))
 }
 
 /// Splits a stored list value (`"$user", public`) into its elements, unquoting
@@ -209,15 +267,19 @@ mod tests {
     fn list_settings_become_one_literal_per_element() {
         assert_eq!(
             setting_sql("\"app\"", "search_path=\"$user\", app_schema, \"Odd, \"\"name\"\"\"").unwrap(),
-            "ALTER DATABASE \"app\" SET search_path = '$user', 'app_schema', 'Odd, \"name\"';"
+            "ALTER DATABASE \"app\" SET \"search_path\" = '$user', 'app_schema', 'Odd, \"name\"';"
+        );
+        assert_eq!(
+            setting_sql("\"app\"", "search_path=\"\"").unwrap(),
+            "ALTER DATABASE \"app\" SET \"search_path\" = '';"
         );
         assert_eq!(
             setting_sql("\"app\"", "work_mem=64MB").unwrap(),
-            "ALTER DATABASE \"app\" SET work_mem = '64MB';"
+            "ALTER DATABASE \"app\" SET \"work_mem\" = '64MB';"
         );
         assert_eq!(
-            setting_sql("\"app\"", "app.tenant=it's").unwrap(),
-            "ALTER DATABASE \"app\" SET app.tenant = 'it''s';"
+            setting_sql("\"app\"", r"app.user=it's a \ test").unwrap(),
+            r#"ALTER DATABASE "app" SET "app"."user" = E'it''s a \\ test';"#
         );
         assert_eq!(setting_sql("\"app\"", "no equals sign"), None);
         assert_eq!(setting_sql("\"app\"", "bad name; DROP=1"), None);

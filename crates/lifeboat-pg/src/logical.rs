@@ -139,8 +139,16 @@ pub struct BackupOutcome {
     pub source: LogicalSource,
 }
 
+/// Quotes a string literal for SQL, correct whatever `standard_conforming_strings` says: a
+/// value with a backslash becomes an `E'…'` literal with the backslashes doubled (as
+/// PostgreSQL's own `quote_literal` does), so no value can end the literal early.
 pub(crate) fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    let body = s.replace('\'', "''");
+    if body.contains('\\') {
+        format!("E'{}'", body.replace('\\', "\\\\"))
+    } else {
+        format!("'{body}'")
+    }
 }
 
 /// Quotes an identifier for SQL.

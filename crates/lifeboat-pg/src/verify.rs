@@ -232,7 +232,12 @@ pub fn restore_test(
                 let name = restored_name(&d.name);
                 report
                     .warnings
-                    .extend(db_properties::apply(&admin_client, &name, p, cluster.is_some())?);
+                    .extend(db_properties::apply_settings(&admin_client, &name, p)?);
+                if cluster.is_some() {
+                    report
+                        .warnings
+                        .extend(db_properties::apply_owner(&admin_client, &name, p)?);
+                }
             }
         }
         let check_db = opts

@@ -246,3 +246,53 @@ fn a_non_superuser_backup_role_works_without_role_passwords() {
     .unwrap();
     assert!(r.passed, "{r:?}");
 }
+
+/// Database properties that cannot be honoured on the target never cost the restore: a missing
+/// locale falls back to the "C" locale with the same encoding, a preload library the server
+/// lacks (connections would fail with it) is removed again, a refused setting and a missing
+/// owner are warnings; the database stays usable.
+#[test]
+fn database_properties_the_target_cannot_take_are_warnings() {
+    use lifeboat_pg::db_properties::{self, DatabaseProperties};
+    let Some(tools) = tools() else { return };
+    let mut c = ScratchCluster::create(&tools, &ClusterOptions::default()).unwrap();
+    c.start().unwrap();
+    let admin = c.client("postgres").unwrap();
+    let props = DatabaseProperties {
+        encoding: "UTF8".into(),
+        collate: "xx_NO.such-locale".into(),
+        ctype: "xx_NO.such-locale".into(),
+        provider: None,
+        owner: "no_such_role".into(),
+        settings: vec![
+            "work_mem=8MB".into(),
+            "search_path=\"\"".into(),
+            "session_preload_libraries=lifeboat_no_such_library".into(),
+        ],
+    };
+    let w = db_properties::create(&admin, "odd_one", Some(&props)).unwrap().unwrap();
+    assert!(w.contains("encoding UTF8 with the \"C\" locale"), "{w}");
+    let row = admin
+        .query("SELECT pg_encoding_to_char(encoding), datcollate FROM pg_database WHERE datname = 'odd_one'")
+        .unwrap();
+    assert_eq!(row[0], vec![Some("UTF8".into()), Some("C".into())]);
+    let w = db_properties::apply_settings(&admin, "odd_one", &props).unwrap();
+    assert!(w.iter().any(|w| w.contains("removed again")), "{w:?}");
+    let s = c.client("odd_one").unwrap();
+    assert_eq!(s.query_value("SHOW work_mem").unwrap().as_deref(), Some("4MB"));
+    // Without the library the other two settings stay.
+    let fine = DatabaseProperties {
+        settings: props.settings[..2].to_vec(),
+        ..props.clone()
+    };
+    assert!(
+        db_properties::apply_settings(&admin, "odd_one", &fine)
+            .unwrap()
+            .is_empty()
+    );
+    let s = c.client("odd_one").unwrap();
+    assert_eq!(s.query_value("SHOW work_mem").unwrap().as_deref(), Some("8MB"));
+    assert_eq!(s.query_value("SHOW search_path").unwrap().as_deref(), Some("\"\""));
+    let w = db_properties::apply_owner(&admin, "odd_one", &props).unwrap().unwrap();
+    assert!(w.contains("does not exist"), "{w}");
+}

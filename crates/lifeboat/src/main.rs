@@ -69,11 +69,17 @@ fn end_quietly_on_closed_pipe() {}
 /// A `LIFEBOAT_*` variable set to the empty string counts as unset, as shells and unit files
 /// often leave them (`LIFEBOAT_CONFIG=` in a systemd drop-in, `export LIFEBOAT_REPO=$UNSET`).
 /// Otherwise clap reports "a value is required for '--config'" for an option never typed, and
-/// an empty repository path reads as "no lifeboat repository at ''".
+/// an empty repository path reads as "no lifeboat repository at ''". Passphrases are values,
+/// not settings: an empty `LIFEBOAT_PASSWORD` keeps meaning what it always did.
 #[allow(unsafe_code)]
 fn forget_empty_settings() {
     let empty: Vec<_> = std::env::vars_os()
-        .filter(|(k, v)| v.is_empty() && k.to_str().is_some_and(|k| k.starts_with("LIFEBOAT_")))
+        .filter(|(k, v)| {
+            v.is_empty()
+                && k.to_str().is_some_and(|k| {
+                    k.starts_with("LIFEBOAT_") && !matches!(k, "LIFEBOAT_PASSWORD" | "LIFEBOAT_NEW_PASSWORD")
+                })
+        })
         .map(|(k, _)| k)
         .collect();
     for k in empty {

@@ -142,6 +142,9 @@ pub fn json_line<T: serde::Serialize>(v: &T) {
 /// the command already printed its own document before failing.
 pub fn json_error(message: &str, exit_code: u8) {
     if !JSON_PRINTED.load(Ordering::Relaxed) {
-        json(&serde_json::json!({"error": {"message": message, "exit_code": exit_code}}));
+        let doc = serde_json::json!({"error": {"message": message, "exit_code": exit_code}});
+        // A reader that went away must not turn the failure into a panic (exit 101).
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), "{doc:#}");
     }
 }

@@ -260,13 +260,12 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     let restore_secs = started.elapsed().as_secs_f64();
     let actual = fingerprint::compute(&tools, &dconn, None)?;
     let mismatches = fingerprint::compare(&dump.tables, &actual);
-    // Owner and settings go on a database this run created (not on one the user made empty
-    // for it), before it is swapped in, so the replacement is complete when it appears; after
-    // the fingerprints, which a setting such as a tiny statement_timeout could otherwise break.
-    if state != DatabaseState::Empty
-        && let Some(p) = &dump.properties
-    {
-        for w in db_properties::apply(&admin, &into, p, !a.no_owner)? {
+    // Settings go on a database this run created (not on one the user made empty for it),
+    // before it is swapped in, so the replacement is complete when it appears; after the
+    // fingerprints, which a setting such as a tiny statement_timeout could otherwise break.
+    let properties = dump.properties.as_ref().filter(|_| state != DatabaseState::Empty);
+    if let Some(p) = properties {
+        for w in db_properties::apply_settings(&admin, &into, p)? {
             eprintln!("lifeboat: warning: {w}");
         }
     }
@@ -303,6 +302,13 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
         }
     }
     created.name = None;
+    // The owner last, on the database in place: handing it over first could leave the
+    // restoring role unable to rename or drop the staging copy.
+    if let Some(p) = properties.filter(|_| !a.no_owner)
+        && let Some(w) = db_properties::apply_owner(&admin, &db, p)?
+    {
+        eprintln!("lifeboat: warning: {w}");
+    }
     let dconn = target.with_database(&db);
     let result = serde_json::json!({
         "snapshot_id": id,
@@ -494,8 +500,10 @@ struct Created<'a> {
 
 impl Drop for Created<'_> {
     fn drop(&mut self) {
-        if let Some(n) = self.name.take() {
-            let _ = logical::drop_database(self.admin, &n);
+        if let Some(n) = self.name.take()
+            && let Err(e) = logical::drop_database(self.admin, &n)
+        {
+            eprintln!("lifeboat: warning: could not drop the database {n:?} this restore created: {e}");
         }
     }
 }
