@@ -29,6 +29,13 @@ pub struct DatabaseProperties {
     /// `ALTER DATABASE … SET` settings for every role, as PostgreSQL stores them (`name=value`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub settings: Vec<String>,
+    /// Privileges on the database itself, as `aclitem`s (`grantee=privileges/grantor`); absent
+    /// when they are PostgreSQL's defaults (`PUBLIC` may connect and create temporary tables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<Vec<String>>,
+    /// `CONNECTION LIMIT`, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_limit: Option<i64>,
 }
 
 /// Reads the properties of `db` (None when the server has no such database).
@@ -41,7 +48,8 @@ pub fn read(client: &Client, db: &str) -> Result<Option<DatabaseProperties>> {
          coalesce(to_jsonb(d)->>'datlocale', to_jsonb(d)->>'daticulocale'), \
          pg_get_userbyid(d.datdba), \
          (SELECT array_to_json(s.setconfig) FROM pg_db_role_setting s \
-          WHERE s.setdatabase = d.oid AND s.setrole = 0) \
+          WHERE s.setdatabase = d.oid AND s.setrole = 0), \
+         array_to_json(d.datacl), d.datconnlimit \
          FROM pg_database d WHERE d.datname = {}",
         quote_literal(db)
     ))?;
@@ -55,6 +63,8 @@ pub fn read(client: &Client, db: &str) -> Result<Option<DatabaseProperties>> {
         _ => None,
     };
     let settings = serde_json::from_str::<Vec<String>>(&col(6)).unwrap_or_default();
+    let acl = serde_json::from_str::<Vec<String>>(&col(7)).ok();
+    let connection_limit = col(8).parse::<i64>().ok().filter(|l| *l >= 0);
     Ok(Some(DatabaseProperties {
         encoding: col(0),
         collate: col(1),
@@ -62,6 +72,8 @@ pub fn read(client: &Client, db: &str) -> Result<Option<DatabaseProperties>> {
         provider,
         owner: col(5),
         settings,
+        acl,
+        connection_limit,
     }))
 }
 
@@ -161,6 +173,86 @@ pub fn apply_settings(admin: &Client, name: &str, props: &DatabaseProperties) ->
         ));
     }
     Ok(warnings)
+}
+
+/// Puts back who may connect (the database's privileges and connection limit). A database that
+/// was closed to `PUBLIC` must not come back open to every role; so `PUBLIC` loses its
+/// default privileges first, then each recorded grant is made. A grantee missing here is a
+/// warning (the database is then stricter than the original, never looser).
+pub fn apply_access(admin: &Client, name: &str, props: &DatabaseProperties) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    let db = quote_ident(name);
+    let mut statements = Vec::new();
+    if let Some(limit) = props.connection_limit {
+        statements.push((
+            format!("ALTER DATABASE {db} CONNECTION LIMIT {limit};"),
+            "connection limit".to_string(),
+        ));
+    }
+    if let Some(acl) = &props.acl {
+        statements.push((
+            format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC;"),
+            "default privileges".into(),
+        ));
+        for item in acl {
+            match grant_sql(&db, item) {
+                Some(sqls) => statements.extend(sqls.into_iter().map(|q| (q, format!("grant {item:?}")))),
+                None => warnings.push(format!("{name:?}: privilege {item:?} not restored: not an aclitem")),
+            }
+        }
+    }
+    for (sql, what) in statements {
+        match admin.execute(&sql) {
+            Ok(()) => {}
+            Err(e @ crate::PgError::Connect { .. }) => return Err(e),
+            Err(e) => warnings.push(format!(
+                "{name:?}: {what} not restored: {}",
+                e.to_string().lines().next().unwrap_or_default()
+            )),
+        }
+    }
+    Ok(warnings)
+}
+
+/// The `GRANT`s of one `aclitem` on a database (`app=Cc*/postgres`: CREATE, and CONNECT with
+/// grant option, to `app`; an empty grantee is `PUBLIC`). None when it does not parse.
+fn grant_sql(db: &str, item: &str) -> Option<Vec<String>> {
+    let (grantee, rest) = item.rsplit_once('/').map(|(g, _)| g).unwrap_or(item).rsplit_once('=')?;
+    let grantee = if grantee.is_empty() {
+        "PUBLIC".to_string()
+    } else if let Some(q) = grantee.strip_prefix('"').and_then(|g| g.strip_suffix('"')) {
+        quote_ident(&q.replace("\"\"", "\""))
+    } else {
+        quote_ident(grantee)
+    };
+    let mut plain = Vec::new();
+    let mut with_option = Vec::new();
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        let privilege = match c {
+            'C' => "CREATE",
+            'T' => "TEMPORARY",
+            'c' => "CONNECT",
+            _ => return None,
+        };
+        if chars.peek() == Some(&'*') {
+            chars.next();
+            with_option.push(privilege);
+        } else {
+            plain.push(privilege);
+        }
+    }
+    let mut out = Vec::new();
+    if !plain.is_empty() {
+        out.push(format!("GRANT {} ON DATABASE {db} TO {grantee};", plain.join(", ")));
+    }
+    if !with_option.is_empty() {
+        out.push(format!(
+            "GRANT {} ON DATABASE {db} TO {grantee} WITH GRANT OPTION;",
+            with_option.join(", ")
+        ));
+    }
+    Some(out)
 }
 
 /// Gives the database `name` its recorded owner when that role exists here. Never fails the
@@ -283,6 +375,24 @@ mod tests {
         );
         assert_eq!(setting_sql("\"app\"", "no equals sign"), None);
         assert_eq!(setting_sql("\"app\"", "bad name; DROP=1"), None);
+    }
+
+    #[test]
+    fn aclitems_become_grants() {
+        assert_eq!(
+            grant_sql("\"d\"", "=Tc/postgres").unwrap(),
+            vec!["GRANT TEMPORARY, CONNECT ON DATABASE \"d\" TO PUBLIC;"]
+        );
+        assert_eq!(
+            grant_sql("\"d\"", "\"we ird\"=Cc*/postgres").unwrap(),
+            vec![
+                "GRANT CREATE ON DATABASE \"d\" TO \"we ird\";",
+                "GRANT CONNECT ON DATABASE \"d\" TO \"we ird\" WITH GRANT OPTION;"
+            ]
+        );
+        assert_eq!(grant_sql("\"d\"", "app=/postgres").unwrap(), Vec::<String>::new());
+        assert_eq!(grant_sql("\"d\"", "app=X/postgres"), None);
+        assert_eq!(grant_sql("\"d\"", "garbage"), None);
     }
 
     #[test]

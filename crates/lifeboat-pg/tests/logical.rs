@@ -269,6 +269,8 @@ fn database_properties_the_target_cannot_take_are_warnings() {
             "search_path=\"\"".into(),
             "session_preload_libraries=lifeboat_no_such_library".into(),
         ],
+        acl: None,
+        connection_limit: None,
     };
     let w = db_properties::create(&admin, "odd_one", Some(&props)).unwrap().unwrap();
     assert!(w.contains("encoding UTF8 with the \"C\" locale"), "{w}");

@@ -97,6 +97,13 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
             let _ = e.print();
+            // `--json` was asked for, though the line did not parse: the script still gets a
+            // document (clap's first line, without its "error: " prefix).
+            if e.use_stderr() && std::env::args_os().any(|a| a == "--json") {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or_default();
+                output::json_error(first.strip_prefix("error: ").unwrap_or(first), code);
+            }
             return ExitCode::from(code);
         }
     };

@@ -260,12 +260,16 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<u8> {
     let restore_secs = started.elapsed().as_secs_f64();
     let actual = fingerprint::compute(&tools, &dconn, None)?;
     let mismatches = fingerprint::compare(&dump.tables, &actual);
-    // Settings go on a database this run created (not on one the user made empty for it),
+    // Settings and privileges go on a database this run created (not on one the user made empty for it),
     // before it is swapped in, so the replacement is complete when it appears; after the
     // fingerprints, which a setting such as a tiny statement_timeout could otherwise break.
     let properties = dump.properties.as_ref().filter(|_| state != DatabaseState::Empty);
     if let Some(p) = properties {
-        for w in db_properties::apply_settings(&admin, &into, p)? {
+        let mut warnings = db_properties::apply_settings(&admin, &into, p)?;
+        if !a.no_owner {
+            warnings.extend(db_properties::apply_access(&admin, &into, p)?);
+        }
+        for w in warnings {
             eprintln!("lifeboat: warning: {w}");
         }
     }

@@ -65,6 +65,17 @@ fn json_failures_print_an_error_document() {
     r.expect_code(4);
     assert_eq!(r.json()["error"]["exit_code"], 4, "{r}");
     assert!(!r.stdout.contains("not the passphrase"), "{r}");
+    // A command line that does not parse gets one too (exit 2).
+    let r = e.run(&["--json", "snapshots", "--no-such-option"]);
+    r.expect_code(2);
+    assert_eq!(r.json()["error"]["exit_code"], 2, "{r}");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--no-such-option"),
+        "{r}"
+    );
     // Success is unchanged: the command's own document, no error member.
     let r = e.run(&["--json", "snapshots"]);
     r.expect_code(0);

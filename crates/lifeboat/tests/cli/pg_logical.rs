@@ -481,7 +481,11 @@ fn restore_brings_back_owner_settings_and_encoding() {
             "CREATE ROLE app_owner LOGIN;
              CREATE DATABASE shopdb OWNER app_owner TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C';
              ALTER DATABASE shopdb SET search_path = \"$user\", shop, public;
-             ALTER DATABASE shopdb SET work_mem = '8MB';",
+             ALTER DATABASE shopdb SET work_mem = '8MB';
+             ALTER DATABASE shopdb CONNECTION LIMIT 50;
+             CREATE ROLE outsider LOGIN;
+             REVOKE CONNECT, TEMPORARY ON DATABASE shopdb FROM PUBLIC;
+             GRANT CONNECT ON DATABASE shopdb TO app_owner;",
         )
         .unwrap();
     c.client("shopdb")
@@ -516,6 +520,19 @@ fn restore_brings_back_owner_settings_and_encoding() {
         Some("\"$user\", shop, public")
     );
     assert_eq!(restored.query_value("SHOW work_mem").unwrap().as_deref(), Some("8MB"));
+    // Who may connect comes back too: a database closed to PUBLIC stays closed.
+    let access = |db: &str| {
+        admin
+            .query(&format!(
+                "SELECT datconnlimit, has_database_privilege('outsider', '{db}', 'CONNECT'), \
+                 has_database_privilege('app_owner', '{db}', 'CONNECT') FROM pg_database WHERE datname = '{db}'"
+            ))
+            .unwrap()
+    };
+    assert_eq!(
+        access("shop_restored")[0],
+        vec![Some("50".into()), Some("f".into()), Some("t".into())]
+    );
     assert_eq!(count(&c, "shop_restored", "SELECT count(*) FROM items"), 10);
 
     // Replacing the database keeps them too (restored under a staging name, then swapped in).
@@ -539,4 +556,8 @@ fn restore_brings_back_owner_settings_and_encoding() {
         .query_value("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'shopdb'")
         .unwrap();
     assert_eq!(owner.as_deref(), Some("app_owner"));
+    assert_eq!(
+        access("shopdb")[0],
+        vec![Some("50".into()), Some("f".into()), Some("t".into())]
+    );
 }
