@@ -77,6 +77,16 @@ pub fn read(client: &Client, db: &str) -> Result<Option<DatabaseProperties>> {
     }))
 }
 
+/// Runs one statement whose refusal is not an error of the restore: None when it ran, else the
+/// first line of the server's refusal (for a warning). An unreachable server stays an error.
+fn try_execute(admin: &Client, sql: &str) -> Result<Option<String>> {
+    match admin.execute(sql) {
+        Ok(()) => Ok(None),
+        Err(e @ crate::PgError::Connect { .. }) => Err(e),
+        Err(e) => Ok(Some(e.to_string().lines().next().unwrap_or_default().to_string())),
+    }
+}
+
 /// Creates the empty database `name` from `template0` with the recorded encoding and locale.
 /// When the server cannot (a locale its operating system lacks), the database is created with
 /// the server's defaults and the returned warning says what differs: a recovery goes on.
@@ -106,12 +116,9 @@ pub fn create(admin: &Client, name: &str, props: Option<&DatabaseProperties>) ->
         _ => {}
     }
     sql.push(';');
-    let e = match admin.execute(&sql) {
-        Ok(()) => return Ok(None),
-        Err(e @ crate::PgError::Connect { .. }) => return Err(e),
-        Err(e) => e,
+    let Some(why) = try_execute(admin, &sql)? else {
+        return Ok(None);
     };
-    let why = e.to_string().lines().next().unwrap_or_default().to_string();
     // The locale is what servers most often lack; the "C" locale exists everywhere and goes
     // with every encoding, and the encoding is what the data needs to load unchanged.
     let c_locale = format!(
@@ -153,13 +160,9 @@ pub fn apply_settings(admin: &Client, name: &str, props: &DatabaseProperties) ->
             ));
             continue;
         };
-        match admin.execute(&sql) {
-            Ok(()) => applied += 1,
-            Err(e @ crate::PgError::Connect { .. }) => return Err(e),
-            Err(e) => warnings.push(format!(
-                "{name:?}: setting {s:?} not restored: {}",
-                e.to_string().lines().next().unwrap_or_default()
-            )),
+        match try_execute(admin, &sql)? {
+            None => applied += 1,
+            Some(why) => warnings.push(format!("{name:?}: setting {s:?} not restored: {why}")),
         }
     }
     if applied > 0
@@ -202,13 +205,8 @@ pub fn apply_access(admin: &Client, name: &str, props: &DatabaseProperties) -> R
         }
     }
     for (sql, what) in statements {
-        match admin.execute(&sql) {
-            Ok(()) => {}
-            Err(e @ crate::PgError::Connect { .. }) => return Err(e),
-            Err(e) => warnings.push(format!(
-                "{name:?}: {what} not restored: {}",
-                e.to_string().lines().next().unwrap_or_default()
-            )),
+        if let Some(why) = try_execute(admin, &sql)? {
+            warnings.push(format!("{name:?}: {what} not restored: {why}"));
         }
     }
     Ok(warnings)
@@ -272,19 +270,17 @@ pub fn apply_owner(admin: &Client, name: &str, props: &DatabaseProperties) -> Re
             props.owner
         )));
     }
-    match admin.execute(&format!(
+    let sql = format!(
         "ALTER DATABASE {} OWNER TO {};",
         quote_ident(name),
         quote_ident(&props.owner)
-    )) {
-        Ok(()) => Ok(None),
-        Err(e @ crate::PgError::Connect { .. }) => Err(e),
-        Err(e) => Ok(Some(format!(
-            "{name:?}: could not give it to its owner {:?}, so the restoring role keeps it: {}",
-            props.owner,
-            e.to_string().lines().next().unwrap_or_default()
-        ))),
-    }
+    );
+    Ok(try_execute(admin, &sql)?.map(|why| {
+        format!(
+            "{name:?}: could not give it to its owner {:?}, so the restoring role keeps it: {why}",
+            props.owner
+        )
+    }))
 }
 
 /// Settings PostgreSQL stores as a list (`GUC_LIST_QUOTE`): each element must be its own
